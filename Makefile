@@ -1,0 +1,43 @@
+# `make demo` and `make test` work on a fresh clone: they build .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ARCH := $(shell uname -m)
+# torch wheels this machine serves from disk (other versions would be downloaded)
+ifeq ($(ARCH),aarch64)
+TORCH_PINS := torch==2.9.1 torchvision==0.24.1
+else
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+endif
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test lint format demo bench clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_PINS)
+	$(BIN)/python -m pip install -q -e '.[dev]' $(TORCH_PINS)
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check fgvc tests benchmarks
+	$(BIN)/ruff format --check fgvc tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format fgvc tests benchmarks
+	$(BIN)/ruff check --fix fgvc tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest
+
+demo: $(STAMP)
+	$(BIN)/python benchmarks/meta_layer.py
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/meta_layer.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,22 @@
+"""Keep the meta-layer in full precision under mixed precision training."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def to_full_precision(x: torch.Tensor) -> torch.Tensor:
+    """Upcast half/bfloat16 to float32; float32 and float64 pass through unchanged."""
+    return x.float() if x.dtype in _LOW_PRECISION else x
+
+
+@contextlib.contextmanager
+def autocast_disabled(x: torch.Tensor) -> Iterator[None]:
+    """Switch autocast off for ``x``'s device type so bmm stays in ``x``'s dtype."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        yield

@@ -1,0 +1,80 @@
+"""Global covariance pooling: (B, d, h, w) -> (B, d, d)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from fgvc.ops._precision import autocast_disabled, to_full_precision
+
+
+def check_feature_map(x: torch.Tensor, name: str = "covariance_pool") -> None:
+    if x.dim() != 4:
+        raise ValueError(
+            f"{name} expects a feature map of shape (B, d, h, w), got {tuple(x.shape)}"
+        )
+    if x.shape[2] * x.shape[3] < 1:
+        raise ValueError(f"{name} got an empty spatial map {tuple(x.shape)}")
+
+
+def covariance_forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (Sigma, X_c): Sigma = X_c X_c^T / M with X_c centred over the M = h*w positions.
+
+    Centring first costs O(d^2 M), against O(d M^2) for the paper's X I_hat X^T form.
+    """
+    b, d, h, w = x.shape
+    m = h * w
+    feats = x.reshape(b, d, m)
+    centred = feats - feats.mean(dim=2, keepdim=True)
+    # alpha folds the 1/M into the GEMM; beta=0 ignores the (uninitialised) input.
+    sigma = torch.baddbmm(
+        centred.new_empty(b, d, d), centred, centred.mT, beta=0.0, alpha=1.0 / m
+    )
+    return sigma, centred
+
+
+def covariance_backward(grad_sigma: torch.Tensor, centred: torch.Tensor) -> torch.Tensor:
+    """dL/dX for Sigma = X_c X_c^T / M: (G + G^T) X_c / M, one product.
+
+    The centring term of the chain rule vanishes: the rows of X_c sum to zero, so
+    (G + G^T) X_c does too.
+    """
+    m = centred.shape[2]
+    sym = grad_sigma + grad_sigma.mT
+    return torch.baddbmm(
+        centred.new_empty(centred.shape), sym, centred, beta=0.0, alpha=1.0 / m
+    )
+
+
+class _CovariancePool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        sigma, centred = covariance_forward(x)
+        ctx.save_for_backward(centred)
+        ctx.in_shape = x.shape
+        return sigma
+
+    @staticmethod
+    def backward(ctx: Any, grad_sigma: torch.Tensor) -> torch.Tensor:
+        (centred,) = ctx.saved_tensors
+        with autocast_disabled(centred):
+            return covariance_backward(grad_sigma, centred).reshape(ctx.in_shape)
+
+
+def covariance_pool(x: torch.Tensor) -> torch.Tensor:
+    """Sample covariance of a feature map over its spatial positions.
+
+    Args:
+        x: (B, d, h, w) features.
+
+    Returns:
+        (B, d, d) covariance, centred and divided by M = h * w, in float32 when ``x`` is
+        half or bfloat16 (and under autocast), else in ``x``'s dtype.
+    """
+    check_feature_map(x)
+    x = to_full_precision(x)
+    with autocast_disabled(x):
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _CovariancePool.apply(x)
+        return covariance_forward(x)[0]

@@ -1,0 +1,103 @@
+"""iSQRT-COV meta-layer: covariance pooling -> Newton-Schulz square root -> triu vector."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from fgvc.ops._precision import autocast_disabled, to_full_precision
+from fgvc.ops.covariance import check_feature_map, covariance_backward, covariance_forward
+from fgvc.ops.sqrtm import check_iterations, sqrtm_backward, sqrtm_forward
+from fgvc.ops.triu import triu_flat_index, triu_vec
+
+
+class _ISqrtCov(torch.autograd.Function):
+    """One graph node for the whole layer: only X_c and the iteration's matrices are kept."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, iterations: int, index: torch.Tensor) -> torch.Tensor:
+        sigma, centred = covariance_forward(x)
+        c, (a, y, trace), saved = sqrtm_forward(sigma, iterations)
+        ctx.iterations = iterations
+        ctx.in_shape = x.shape
+        ctx.save_for_backward(index, centred, a, y, trace, *saved)
+        return triu_vec(c, index)
+
+    @staticmethod
+    def backward(ctx: Any, grad_vec: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        index, centred, a, y, trace, *saved = ctx.saved_tensors
+        b, d = a.shape[:2]
+        with autocast_disabled(a):
+            grad_c = grad_vec.new_zeros(b, d * d).index_copy_(1, index, grad_vec)
+            grad_sigma = sqrtm_backward(
+                grad_c.view(b, d, d), a, y, trace, saved, ctx.iterations
+            )
+            grad_x = covariance_backward(grad_sigma, centred)
+        return grad_x.reshape(ctx.in_shape), None, None
+
+
+def isqrt_cov(
+    x: torch.Tensor, iterations: int = 5, triu_index: torch.Tensor | None = None
+) -> torch.Tensor:
+    """iSQRT-COV pooling of a feature map.
+
+    Args:
+        x: (B, d, h, w) features (ResNets: d = 256 after the 1x1 reduction).
+        iterations: Newton-Schulz iterations N >= 1.
+        triu_index: optional precomputed ``triu_flat_index(d)``.
+
+    Returns:
+        (B, d (d + 1) / 2) float32 (float64 for float64 input), whatever autocast says.
+    """
+    check_feature_map(x, "isqrt_cov")
+    check_iterations(iterations)
+    x = to_full_precision(x)
+    d = x.shape[1]
+    if triu_index is None:
+        triu_index = triu_flat_index(d, x.device)
+    with autocast_disabled(x):
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _ISqrtCov.apply(x, iterations, triu_index)
+        # inference / export: the same operations as plain tensor code
+        sigma, _ = covariance_forward(x)
+        c = sqrtm_forward(sigma, iterations)[0]
+        return triu_vec(c, triu_index)
+
+
+class ISqrtCov(nn.Module):
+    """Module form of :func:`isqrt_cov`.
+
+    Args:
+        dim: number of input channels d; when given, inputs are checked against it and the
+            triangle indices live in a (non-persistent) buffer, which exporters prefer.
+        iterations: Newton-Schulz iterations N >= 1.
+    """
+
+    triu_index: torch.Tensor | None
+
+    def __init__(self, dim: int | None = None, iterations: int = 5) -> None:
+        super().__init__()
+        check_iterations(iterations)
+        self.dim = dim
+        self.iterations = iterations
+        if dim is not None:
+            self.register_buffer("triu_index", triu_flat_index(dim), persistent=False)
+        else:
+            self.triu_index = None
+
+    @property
+    def output_dim(self) -> int | None:
+        return None if self.dim is None else self.dim * (self.dim + 1) // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dim is not None and x.dim() == 4 and x.shape[1] != self.dim:
+            raise ValueError(
+                f"ISqrtCov(dim={self.dim}) got {x.shape[1]} channels; "
+                f"match the reduction layer's output to dim"
+            )
+        return isqrt_cov(x, self.iterations, self.triu_index)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, iterations={self.iterations}"

@@ -1,0 +1,41 @@
+"""Row-major upper-triangle vectorization of symmetric matrices."""
+
+from __future__ import annotations
+
+import torch
+
+_INDEX_CACHE: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+
+def triu_flat_index(d: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Flat indices (row * d + col, row <= col) in ``torch.triu_indices`` order.
+
+    The order matters: the authors' classifier weights are laid out in it.
+    """
+    device = torch.device(device)
+    key = (d, device)
+    index = _INDEX_CACHE.get(key)
+    if index is None:
+        rows, cols = torch.triu_indices(d, d)
+        index = (rows * d + cols).to(device)
+        _INDEX_CACHE[key] = index
+    return index
+
+
+def triu_vec(mat: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, d, d) -> (B, d (d + 1) / 2), the upper triangle row by row.
+
+    Args:
+        mat: batch of square matrices.
+        index: optional precomputed ``triu_flat_index(d)`` (a module buffer, e.g. for export).
+    """
+    if mat.dim() != 3 or mat.shape[1] != mat.shape[2]:
+        raise ValueError(f"triu_vec expects (B, d, d) matrices, got {tuple(mat.shape)}")
+    d = mat.shape[1]
+    if index is None:
+        index = triu_flat_index(d, mat.device)
+    elif index.numel() != d * (d + 1) // 2:
+        raise ValueError(
+            f"triu_vec: index has {index.numel()} entries but d={d} needs {d * (d + 1) // 2}"
+        )
+    return mat.reshape(mat.shape[0], d * d).index_select(1, index)
