@@ -28,38 +28,36 @@ def covariance_forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     feats = x.reshape(b, d, m)
     centred = feats - feats.mean(dim=2, keepdim=True)
     # alpha folds the 1/M into the GEMM; beta=0 ignores the (uninitialised) input.
-    sigma = torch.baddbmm(
-        centred.new_empty(b, d, d), centred, centred.mT, beta=0.0, alpha=1.0 / m
-    )
+    sigma = torch.baddbmm(centred.new_empty(b, d, d), centred, centred.mT, beta=0.0, alpha=1.0 / m)
     return sigma, centred
 
 
-def covariance_backward(grad_sigma: torch.Tensor, centred: torch.Tensor) -> torch.Tensor:
+def covariance_backward(grad_sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """dL/dX for Sigma = X_c X_c^T / M: (G + G^T) X_c / M, one product.
 
-    The centring term of the chain rule vanishes: the rows of X_c sum to zero, so
-    (G + G^T) X_c does too.
+    X_c is rebuilt from the input rather than kept: the input is usually held anyway (by
+    the ReLU before the layer), so this saves a (B, d, M) buffer for one cheap pass. The
+    centring term of the chain rule vanishes: the rows of X_c sum to zero, and so do
+    those of (G + G^T) X_c.
     """
-    m = centred.shape[2]
+    b, d, h, w = x.shape
+    feats = x.reshape(b, d, h * w)
+    centred = feats - feats.mean(dim=2, keepdim=True)
     sym = grad_sigma + grad_sigma.mT
-    return torch.baddbmm(
-        centred.new_empty(centred.shape), sym, centred, beta=0.0, alpha=1.0 / m
-    )
+    return torch.bmm(sym, centred, out=centred.new_empty(centred.shape)).div_(h * w).view(x.shape)
 
 
 class _CovariancePool(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        sigma, centred = covariance_forward(x)
-        ctx.save_for_backward(centred)
-        ctx.in_shape = x.shape
-        return sigma
+        ctx.save_for_backward(x)
+        return covariance_forward(x)[0]
 
     @staticmethod
     def backward(ctx: Any, grad_sigma: torch.Tensor) -> torch.Tensor:
-        (centred,) = ctx.saved_tensors
-        with autocast_disabled(centred):
-            return covariance_backward(grad_sigma, centred).reshape(ctx.in_shape)
+        (x,) = ctx.saved_tensors
+        with autocast_disabled(x):
+            return covariance_backward(grad_sigma, x)
 
 
 def covariance_pool(x: torch.Tensor) -> torch.Tensor:

@@ -14,28 +14,24 @@ from fgvc.ops.triu import triu_flat_index, triu_vec
 
 
 class _ISqrtCov(torch.autograd.Function):
-    """One graph node for the whole layer: only X_c and the iteration's matrices are kept."""
+    """One graph node for the whole layer: keeps the input and the iteration's matrices."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, iterations: int, index: torch.Tensor) -> torch.Tensor:
-        sigma, centred = covariance_forward(x)
-        c, (a, y, trace), saved = sqrtm_forward(sigma, iterations)
+        sigma, _ = covariance_forward(x)
+        c, a, trace, saved = sqrtm_forward(sigma, iterations)
         ctx.iterations = iterations
-        ctx.in_shape = x.shape
-        ctx.save_for_backward(index, centred, a, y, trace, *saved)
+        ctx.save_for_backward(x, index, a, trace, *saved)
         return triu_vec(c, index)
 
     @staticmethod
     def backward(ctx: Any, grad_vec: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        index, centred, a, y, trace, *saved = ctx.saved_tensors
+        x, index, a, trace, *saved = ctx.saved_tensors
         b, d = a.shape[:2]
         with autocast_disabled(a):
             grad_c = grad_vec.new_zeros(b, d * d).index_copy_(1, index, grad_vec)
-            grad_sigma = sqrtm_backward(
-                grad_c.view(b, d, d), a, y, trace, saved, ctx.iterations
-            )
-            grad_x = covariance_backward(grad_sigma, centred)
-        return grad_x.reshape(ctx.in_shape), None, None
+            grad_sigma = sqrtm_backward(grad_c.view(b, d, d), a, trace, saved, ctx.iterations)
+            return covariance_backward(grad_sigma, x), None, None
 
 
 def isqrt_cov(

@@ -7,9 +7,10 @@ Forward, for N iterations on a trace-normalized A = Sigma / tr(Sigma):
     C = sqrt(tr(Sigma)) Y_N                         (post-compensation)
 
 The backward is the exact reverse-mode gradient of these truncated operations, written
-out by hand so that each scale and sum rides inside a GEMM (``baddbmm``'s alpha/beta),
-and the first iteration (T_1 = (3I - A)/2) costs one product instead of two.
+out by hand so that sums ride inside GEMMs (in-place ``baddbmm_``) and the first step
+(T_1 = (3I - A)/2, so Y_1 = 1.5 A - 0.5 A^2) costs one product instead of two.
 Products: forward 3N - 3, backward 6N - 6 (N >= 2); N = 1: one and two.
+Saved for backward: A and, per step k >= 2, Y_{k-1}, Z_{k-1}, T_k (Z_1 is rebuilt from A).
 """
 
 from __future__ import annotations
@@ -29,86 +30,110 @@ def check_iterations(iterations: int) -> None:
         raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
 
 
+def check_square_batch(cov: torch.Tensor, name: str = "sqrtm_newton_schulz") -> None:
+    if cov.dim() != 3 or cov.shape[1] != cov.shape[2]:
+        raise ValueError(f"{name} expects (B, d, d) matrices, got {tuple(cov.shape)}")
+
+
 def _eye(d: int, like: torch.Tensor) -> torch.Tensor:
     return torch.eye(d, dtype=like.dtype, device=like.device)
+
+
+def _z1(a: torch.Tensor) -> torch.Tensor:
+    return torch.add(_eye(a.shape[-1], a) * 1.5, a, alpha=-0.5)  # Z_1 = T_1 = 1.5 I - 0.5 A
 
 
 def newton_schulz_forward(
     a: torch.Tensor, iterations: int
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Y_N for a (B, d, d) batch ``a``; also the intermediates the backward needs."""
-    eye = _eye(a.shape[-1], a)
-    # Y_1 = A (3I - A) / 2 = 1.5 A - 0.5 A A
-    y = torch.baddbmm(a, a, a, beta=1.5, alpha=-0.5)
+    """Y_N for a (B, d, d) batch ``a``, and [Y_1, T_2, Y_2, Z_2, T_3, ...] for the backward."""
+    y = torch.baddbmm(a, a, a, beta=1.5, alpha=-0.5)  # Y_1 = A (3I - A) / 2
     if iterations == 1:
         return y, []
-    z = torch.add(eye * 1.5, a, alpha=-0.5)  # Z_1 = T_1
+    eye = _eye(a.shape[-1], a)
+    z = _z1(a)
     saved: list[torch.Tensor] = []
     for k in range(2, iterations + 1):
         t = torch.baddbmm(eye, z, y, beta=1.5, alpha=-0.5)  # T_k = 1.5 I - 0.5 Z Y
-        saved += [y, z, t]
-        y_next = torch.bmm(y, t)
+        saved += [y, t] if k == 2 else [y, z, t]
         if k < iterations:
             z = torch.bmm(t, z)
-        y = y_next
+        y = torch.bmm(y, t)
     return y, saved
 
 
 def newton_schulz_backward(
     grad_y: torch.Tensor, a: torch.Tensor, saved: list[torch.Tensor], iterations: int
-) -> torch.Tensor:
-    """dL/dA given dL/dY_N, reverse-mode through the iteration (transposes kept exact)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reverse-mode through the iteration (transposes kept exact).
+
+    Returns:
+        (dL/dA, <dL/dY_N, Y_N>) -- the inner product, needed for the post-compensation,
+        falls out of the first step (<G, Y T> = <Y^T G, T>) so Y_N need not be kept.
+    """
+    if iterations == 1:
+        ga_t = torch.bmm(grad_y, a.mT)  # G A^T; <G, A A> = <G A^T, A>
+        inner = torch.linalg.vecdot(grad_y.flatten(1), a.flatten(1)) * 1.5
+        inner -= 0.5 * torch.linalg.vecdot(ga_t.flatten(1), a.flatten(1))
+        grad_a = ga_t.baddbmm_(a.mT, grad_y).mul_(-0.5).add_(grad_y, alpha=1.5)
+        return grad_a, inner
     gy = grad_y
     gz: torch.Tensor | None = None
+    inner = grad_y.new_empty(0)
     for k in range(iterations, 1, -1):
-        y, z, t = saved[3 * (k - 2) : 3 * (k - 1)]
-        # Y_k = Y T, Z_k = T Z, T = 1.5 I - 0.5 Z Y
-        gt = torch.bmm(y.mT, gy)
-        if gz is not None:
-            gt = torch.baddbmm(gt, gz, z.mT)
-        gy_prev = torch.baddbmm(torch.bmm(gy, t.mT), z.mT, gt, alpha=-0.5)
-        if gz is not None:
-            gz_prev = torch.baddbmm(torch.bmm(t.mT, gz), gt, y.mT, alpha=-0.5)
+        if k == 2:
+            (y, t), z = saved[:2], _z1(a)
         else:
-            gz_prev = torch.baddbmm(gt.new_empty(gt.shape), gt, y.mT, beta=0.0, alpha=-0.5)
+            y, z, t = saved[2 + 3 * (k - 3) : 2 + 3 * (k - 2)]
+        # forward step: T = 1.5 I - 0.5 Z Y, Y_k = Y T, Z_k = T Z (Z_N unused)
+        gt = torch.bmm(y.mT, gy)
+        if gz is None:
+            inner = torch.linalg.vecdot(gt.flatten(1), t.flatten(1))
+        else:
+            gt.baddbmm_(gz, z.mT)
+        gy_prev = torch.bmm(gy, t.mT).baddbmm_(z.mT, gt, alpha=-0.5)
+        if gz is None:
+            gz_prev = torch.bmm(gt, y.mT).mul_(-0.5)
+        else:
+            gz_prev = torch.bmm(t.mT, gz).baddbmm_(gt, y.mT, alpha=-0.5)
         gy, gz = gy_prev, gz_prev
     # Y_1 = 1.5 A - 0.5 A A, Z_1 = 1.5 I - 0.5 A
-    if gz is None:
-        base = gy * 1.5
-    else:
-        base = torch.add(gy * 1.5, gz, alpha=-0.5)
-    base = torch.baddbmm(base, gy, a.mT, alpha=-0.5)
-    return torch.baddbmm(base, a.mT, gy, alpha=-0.5)
+    grad_a = torch.bmm(gy, a.mT).baddbmm_(a.mT, gy).mul_(-0.5)
+    grad_a.add_(gy, alpha=1.5).add_(gz, alpha=-0.5)
+    return grad_a, inner
 
 
 def sqrtm_forward(
     cov: torch.Tensor, iterations: int
-) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], list[torch.Tensor]]:
-    """Pre-normalize, iterate, post-compensate. Returns (C, (A, Y_N, trace), saved)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Pre-normalize, iterate, post-compensate. Returns (C, A, trace, saved)."""
     trace = cov.diagonal(dim1=-2, dim2=-1).sum(-1)
     trace_c = trace.clamp_min(TRACE_EPS)
     a = cov / trace_c[:, None, None]
     y, saved = newton_schulz_forward(a, iterations)
-    c = y * trace_c.sqrt()[:, None, None]
-    return c, (a, y, trace), saved
+    return y.mul_(trace_c.sqrt()[:, None, None]), a, trace, saved
 
 
 def sqrtm_backward(
     grad_c: torch.Tensor,
     a: torch.Tensor,
-    y: torch.Tensor,
     trace: torch.Tensor,
     saved: list[torch.Tensor],
     iterations: int,
 ) -> torch.Tensor:
-    """dL/dSigma from dL/dC for C = sqrt(t) Y_N(Sigma / t), t = max(tr Sigma, eps)."""
+    """dL/dSigma from dL/dC for C = sqrt(t) Y_N(Sigma / t), t = max(tr Sigma, eps).
+
+    ``grad_c`` is consumed (scaled in place).
+    """
     trace_c = trace.clamp_min(TRACE_EPS)
     root = trace_c.sqrt()
-    grad_a = newton_schulz_backward(grad_c * root[:, None, None], a, saved, iterations)
-    # t enters twice: the post-compensation sqrt(t) and the pre-normalization 1/t.
-    grad_t = (grad_c * y).sum((-2, -1)) / (2 * root) - (grad_a * a).sum((-2, -1)) / trace_c
+    grad_y = grad_c.mul_(root[:, None, None])
+    grad_a, inner = newton_schulz_backward(grad_y, a, saved, iterations)
+    # t enters twice: post-compensation sqrt(t) (<dC, Y_N> / (2 sqrt t) = inner / (2 t))
+    # and pre-normalization A = Sigma / t (-<dA, A> / t).
+    grad_t = (0.5 * inner - torch.linalg.vecdot(grad_a.flatten(1), a.flatten(1))) / trace_c
     grad_t = grad_t * (trace > TRACE_EPS)  # clamp_min passes no gradient below eps
-    grad_cov = grad_a / trace_c[:, None, None]
+    grad_cov = grad_a.div_(trace_c[:, None, None])
     grad_cov.diagonal(dim1=-2, dim2=-1).add_(grad_t[:, None])
     return grad_cov
 
@@ -116,21 +141,17 @@ def sqrtm_backward(
 class _NewtonSchulzSqrtm(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, cov: torch.Tensor, iterations: int) -> torch.Tensor:
-        c, (a, y, trace), saved = sqrtm_forward(cov, iterations)
+        c, a, trace, saved = sqrtm_forward(cov, iterations)
         ctx.iterations = iterations
-        ctx.save_for_backward(a, y, trace, *saved)
+        ctx.save_for_backward(a, trace, *saved)
         return c
 
     @staticmethod
     def backward(ctx: Any, grad_c: torch.Tensor) -> tuple[torch.Tensor, None]:
-        a, y, trace, *saved = ctx.saved_tensors
+        a, trace, *saved = ctx.saved_tensors
         with autocast_disabled(a):
-            return sqrtm_backward(grad_c, a, y, trace, saved, ctx.iterations), None
-
-
-def check_square_batch(cov: torch.Tensor, name: str = "sqrtm_newton_schulz") -> None:
-    if cov.dim() != 3 or cov.shape[1] != cov.shape[2]:
-        raise ValueError(f"{name} expects (B, d, d) matrices, got {tuple(cov.shape)}")
+            grad = sqrtm_backward(grad_c.clone(), a, trace, saved, ctx.iterations)
+        return grad, None
 
 
 def sqrtm_newton_schulz(cov: torch.Tensor, iterations: int = 5) -> torch.Tensor:

@@ -1,0 +1,210 @@
+"""Forward+backward speed and memory of the iSQRT-COV meta-layer.
+
+Compares, in one run and on the same inputs:
+  fgvc     fgvc.ops.isqrt_cov (centred covariance, hand-fused backward)
+  authors  the paper's formulation (X I_hat X^T, paper's hand-derived backward), our code
+  eig      MPN-COV style square root by torch.linalg.eigh (autograd backward)
+and the matmul floor: the GEMMs fgvc's algorithm performs (covariance forward and backward,
+3N-3 forward and 6N-6 backward d x d products) timed alone as bmm in the same run.
+
+    python benchmarks/meta_layer.py                 # CPU (and CUDA when present)
+    python benchmarks/meta_layer.py --batch 10 --dim 256 --repeats 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+from fgvc.ops import isqrt_cov
+from fgvc.ops.reference import authors_isqrt_cov, eig_sqrt_cov
+
+IMPLS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
+    "fgvc": isqrt_cov,
+    "authors": authors_isqrt_cov,
+    "eig": lambda x, n: eig_sqrt_cov(x),
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_ms(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int) -> dict:
+    """Median wall time (ms) of each function, after two warm-up calls.
+
+    The functions run interleaved, round after round, so load from elsewhere on the machine
+    hits them all alike and their ratios stay fair.
+    """
+    for fn in fns.values():
+        fn()
+        fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            samples[name].append((time.perf_counter() - start) * 1e3)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def make_input(b: int, d: int, hw: int, device: torch.device) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    # post-ReLU features, as the meta-layer sees them after the reduction block
+    return torch.randn(b, d, hw, hw, generator=gen).relu().to(device)
+
+
+def fwd_bwd(impl: str, x: torch.Tensor, iterations: int) -> Callable[[], None]:
+    fn = IMPLS[impl]
+    grad = torch.ones(x.shape[0], x.shape[1] * (x.shape[1] + 1) // 2, device=x.device)
+
+    def step() -> None:
+        xx = x.detach().requires_grad_()
+        out = fn(xx, iterations)
+        out.backward(grad)
+
+    return step
+
+
+def floor_fn(x: torch.Tensor, iterations: int) -> Callable[[], None]:
+    """The GEMMs fgvc's algorithm needs, with nothing else."""
+    b, d = x.shape[:2]
+    feats = x.reshape(b, d, -1)
+    mats = torch.randn(b, d, d, device=x.device)
+    n_square = (3 * iterations - 3) + (6 * iterations - 6) if iterations > 1 else 3
+
+    def step() -> None:
+        torch.bmm(feats, feats.mT)  # covariance forward
+        torch.bmm(mats, feats)  # covariance backward
+        for _ in range(n_square):
+            torch.bmm(mats, mats)
+
+    return step
+
+
+def saved_bytes(impl: str, x: torch.Tensor, iterations: int) -> int:
+    """Bytes autograd keeps between forward and backward (distinct storages)."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    xx = x.detach().requires_grad_()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        IMPLS[impl](xx, iterations)
+    return sum(seen.values())
+
+
+def peak_rss_child(impl: str, b: int, d: int, hw: int, iterations: int) -> float:
+    """Peak resident memory (MiB) added by fwd+bwd, measured in a fresh process."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--rss-child", impl, str(b), str(d), str(hw), str(iterations)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _peak_rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def _rss_child(impl: str, b: int, d: int, hw: int, iterations: int) -> None:
+    x = make_input(b, d, hw, torch.device("cpu"))
+    step = fwd_bwd(impl, x, iterations)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak (VmHWM) to the current resident size
+    before = _peak_rss_mib()
+    step()
+    print(_peak_rss_mib() - before)
+
+
+def run(
+    device: torch.device, batches: list[int], dims: list[int], args: argparse.Namespace
+) -> None:
+    n = args.iterations
+    print(
+        f"\n## {device.type.upper()} ({torch.get_num_threads()} threads)"
+        if device.type == "cpu"
+        else f"\n## CUDA ({torch.cuda.get_device_name(device)})"
+    )
+    print(f"forward+backward ms, median of {args.repeats}; {args.hw}x{args.hw} map, N={n}, fp32\n")
+    print(
+        "| B | d | fgvc | authors | eig | floor | authors/fgvc | eig/fgvc | fgvc/floor "
+        "| saved MiB fgvc/authors |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for b in batches:
+        for d in dims:
+            x = make_input(b, d, args.hw, device)
+            fns = {k: fwd_bwd(k, x, n) for k in IMPLS}
+            fns["floor"] = floor_fn(x, n)
+            times = time_ms(fns, device, args.repeats)
+            floor = times["floor"]
+            mib = {k: saved_bytes(k, x, n) / 2**20 for k in ("fgvc", "authors")}
+            print(
+                f"| {b} | {d} | {times['fgvc']:.1f} | {times['authors']:.1f} | {times['eig']:.1f}"
+                f" | {floor:.1f} | {times['authors'] / times['fgvc']:.2f}x"
+                f" | {times['eig'] / times['fgvc']:.2f}x | {times['fgvc'] / floor:.3f}"
+                f" | {mib['fgvc']:.1f} / {mib['authors']:.1f} |",
+                flush=True,
+            )
+    if device.type == "cpu" and not args.no_rss:
+        b, d = batches[0], dims[-1]
+        peaks = {k: peak_rss_child(k, b, d, args.hw, n) for k in ("fgvc", "authors")}
+        print(
+            f"\npeak RSS added by one fwd+bwd (B={b}, d={d}, fresh process): "
+            f"fgvc {peaks['fgvc']:.1f} MiB, authors {peaks['authors']:.1f} MiB"
+        )
+    if device.type == "cuda":
+        b, d = batches[0], dims[-1]
+        x = make_input(b, d, args.hw, device)
+        for k in ("fgvc", "authors"):
+            step = fwd_bwd(k, x, n)
+            step()
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            step()
+            peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+            print(f"CUDA peak memory above inputs, B={b}, d={d}: {k} {peak:.1f} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, nargs="+", default=[10, 32])
+    parser.add_argument("--dim", type=int, nargs="+", default=[64, 128, 256])
+    parser.add_argument("--hw", type=int, default=28)
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--cpu-only", action="store_true")
+    parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocesses")
+    parser.add_argument("--rss-child", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        impl, *nums = args.rss_child
+        _rss_child(impl, *map(int, nums))
+        return
+    run(torch.device("cpu"), args.batch, args.dim, args)
+    if torch.cuda.is_available() and not args.cpu_only:
+        run(torch.device("cuda"), args.batch, args.dim, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""fgvc.ops against independent float64 transcriptions of the paper's equations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fgvc.ops import ISqrtCov, covariance_pool, isqrt_cov, sqrtm_newton_schulz, triu_vec
+from fgvc.ops.reference import authors_isqrt_cov, eig_sqrt_cov
+
+
+def transcribed_isqrt_cov(x: torch.Tensor, n: int) -> torch.Tensor:
+    """The design note's equations, literally, one sample at a time (autograd for grads)."""
+    outs = []
+    for sample in x:
+        feats = sample.reshape(sample.shape[0], -1)
+        m = feats.shape[1]
+        i_hat = (torch.eye(m, dtype=x.dtype) - torch.ones(m, m, dtype=x.dtype) / m) / m
+        sigma = feats @ i_hat @ feats.T
+        trace = torch.trace(sigma)
+        a = sigma / trace
+        eye = torch.eye(a.shape[0], dtype=x.dtype)
+        y, z = a, eye
+        for _ in range(1, n):
+            t = (3 * eye - z @ y) / 2
+            y, z = y @ t, t @ z
+        y = y @ (3 * eye - z @ y) / 2
+        c = torch.sqrt(trace) * y
+        d = c.shape[0]
+        outs.append(torch.stack([c[i, j] for i in range(d) for j in range(i, d)]))
+    return torch.stack(outs)
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).detach().norm() / b.detach().norm())
+
+
+@pytest.fixture
+def feats64() -> torch.Tensor:
+    gen = torch.Generator().manual_seed(1)
+    return torch.randn(3, 12, 5, 7, generator=gen, dtype=torch.float64).relu()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_matches_transcription_forward_and_grad(feats64, n):
+    x1 = feats64.clone().requires_grad_()
+    x2 = feats64.clone().requires_grad_()
+    ours, ref = isqrt_cov(x1, n), transcribed_isqrt_cov(x2, n)
+    assert ours.shape == (3, 12 * 13 // 2)
+    assert rel(ours, ref) < 1e-10
+    weight = torch.randn(
+        ours.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2)
+    )
+    (g1,) = torch.autograd.grad((ours * weight).sum(), x1)
+    (g2,) = torch.autograd.grad((ref * weight).sum(), x2)
+    assert rel(g1, g2) < 1e-10
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
+def test_matches_papers_hand_derived_backward(feats64, n):
+    """The paper's formulation (X I_hat X^T, its backward equations) to 1e-6 relative."""
+    x1 = feats64.clone().requires_grad_()
+    x2 = feats64.clone().requires_grad_()
+    ours, theirs = isqrt_cov(x1, n), authors_isqrt_cov(x2, n)
+    assert rel(ours, theirs) < 1e-6
+    weight = torch.randn(
+        ours.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3)
+    )
+    (g1,) = torch.autograd.grad(ours, x1, weight)
+    (g2,) = torch.autograd.grad(theirs, x2, weight)
+    assert rel(g1, g2) < 1e-6
+
+
+def test_converges_to_eigendecomposition_root():
+    gen = torch.Generator().manual_seed(4)
+    # well-spread spectrum: many more positions than channels
+    x = torch.randn(2, 16, 12, 12, generator=gen, dtype=torch.float64)
+    exact = eig_sqrt_cov(x)
+    errors = [rel(isqrt_cov(x, n), exact) for n in (1, 2, 3, 5, 8, 12)]
+    assert all(b < a for a, b in zip(errors, errors[1:])), errors
+    assert errors[-1] < 1e-8
+    assert errors[0] > 1e-2  # one iteration is far from the root: the test can tell
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_gradcheck(n):
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 5, 3, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: isqrt_cov(t, n), (x,))
+    cov = torch.randn(2, 5, 5, generator=gen, dtype=torch.float64)
+    cov = (cov @ cov.mT + torch.eye(5)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda c: sqrtm_newton_schulz(c, n), (cov,))
+    assert torch.autograd.gradcheck(covariance_pool, (x,))
+
+
+def test_covariance_matches_numpy(feats64):
+    cov = covariance_pool(feats64)
+    for i, sample in enumerate(feats64):
+        expected = np.cov(sample.reshape(12, -1).numpy(), bias=True)
+        np.testing.assert_allclose(cov[i].numpy(), expected, rtol=1e-12, atol=1e-14)
+
+
+def test_sqrtm_squares_back_to_input():
+    gen = torch.Generator().manual_seed(6)
+    base = torch.randn(2, 6, 40, generator=gen, dtype=torch.float64)
+    cov = base @ base.mT / 40
+    root = sqrtm_newton_schulz(cov, iterations=15)
+    torch.testing.assert_close(root @ root, cov, rtol=1e-8, atol=1e-10)
+
+
+def test_triu_order_is_row_major_upper_triangle():
+    d = 5
+    mat = torch.arange(2 * d * d, dtype=torch.float32).reshape(2, d, d)
+    expected = [[float(mat[b, i, j]) for i in range(d) for j in range(i, d)] for b in range(2)]
+    assert triu_vec(mat).tolist() == expected
+    with pytest.raises(ValueError, match=r"\(B, d, d\)"):
+        triu_vec(torch.zeros(2, 3, 4))
+
+
+def test_float32_agrees_with_float64(feats64):
+    out32 = isqrt_cov(feats64.float())
+    assert out32.dtype == torch.float32
+    assert rel(out32.double(), isqrt_cov(feats64)) < 1e-5
+
+
+def test_grad_and_no_grad_paths_agree(feats64):
+    x = feats64.float()
+    with torch.no_grad():
+        plain = isqrt_cov(x)
+    tracked = isqrt_cov(x.clone().requires_grad_())
+    torch.testing.assert_close(tracked.detach(), plain, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_cpu_runs_in_float32(dtype):
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 16, 6, 6, generator=gen, requires_grad=True)
+    weight = torch.randn(32, 16, 1, 1, generator=gen, requires_grad=True)
+    with torch.autocast("cpu", dtype=dtype):
+        feats = torch.nn.functional.conv2d(x, weight).relu()
+        assert feats.dtype == dtype  # autocast is really on
+        out = isqrt_cov(feats)
+        loss = out.square().mean()
+    assert out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+    loss.backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(weight.grad).all()
+    # and it is the float32 computation of the (low-precision) features
+    torch.testing.assert_close(out, isqrt_cov(feats.detach().float()), rtol=1e-5, atol=1e-6)
+
+
+def test_half_input_without_autocast_gives_float32():
+    x = torch.rand(2, 8, 4, 4).half()
+    assert isqrt_cov(x).dtype == torch.float32
+    assert sqrtm_newton_schulz(covariance_pool(x)).dtype == torch.float32
+
+
+def test_zero_feature_map_is_finite():
+    x = torch.zeros(2, 8, 4, 4, requires_grad=True)
+    out = isqrt_cov(x)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+    cov = torch.zeros(2, 8, 8, requires_grad=True)
+    sqrtm_newton_schulz(cov).sum().backward()
+    assert torch.isfinite(cov.grad).all()
+
+
+def test_bad_inputs_raise_clear_errors():
+    with pytest.raises(ValueError, match=r"\(B, d, h, w\)"):
+        isqrt_cov(torch.zeros(2, 8, 16))
+    with pytest.raises(ValueError, match=r"\(B, d, h, w\)"):
+        covariance_pool(torch.zeros(8, 16))
+    with pytest.raises(ValueError, match=r"\(B, d, d\)"):
+        sqrtm_newton_schulz(torch.zeros(2, 3, 4))
+    with pytest.raises(ValueError, match="iterations"):
+        isqrt_cov(torch.zeros(1, 4, 2, 2), iterations=0)
+    with pytest.raises(ValueError, match="iterations"):
+        ISqrtCov(dim=4, iterations=1.5)
+    layer = ISqrtCov(dim=8)
+    with pytest.raises(ValueError, match=r"ISqrtCov\(dim=8\) got 16 channels"):
+        layer(torch.zeros(1, 16, 2, 2))
+
+
+def test_module_wraps_function_and_keeps_state_dict_clean():
+    layer = ISqrtCov(dim=8, iterations=3)
+    assert layer.output_dim == 36
+    assert "triu_index" not in layer.state_dict()
+    x = torch.rand(2, 8, 4, 4)
+    torch.testing.assert_close(layer(x), isqrt_cov(x, 3))
+    assert "iterations=3" in repr(layer)
+    free = ISqrtCov()
+    torch.testing.assert_close(free(x), isqrt_cov(x))
