@@ -19,45 +19,50 @@ def check_feature_map(x: torch.Tensor, name: str = "covariance_pool") -> None:
 
 
 def covariance_forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (Sigma, X_c): Sigma = X_c X_c^T / M with X_c centred over the M = h*w positions.
+    """Return (Sigma, mu): Sigma = X_c X_c^T / M, X_c = X - mu over the M = h*w positions.
 
-    Centring first costs O(d^2 M), against O(d M^2) for the paper's X I_hat X^T form.
+    Centring first costs O(d^2 M), against O(d M^2) for the paper's X I_hat X^T form, and
+    keeps float32 accurate for features whose mean is large against their spread.
     """
     b, d, h, w = x.shape
     m = h * w
     feats = x.reshape(b, d, m)
-    centred = feats - feats.mean(dim=2, keepdim=True)
+    mean = feats.mean(dim=2, keepdim=True)
+    centred = feats - mean
     # alpha folds the 1/M into the GEMM; beta=0 ignores the (uninitialised) input.
     sigma = torch.baddbmm(centred.new_empty(b, d, d), centred, centred.mT, beta=0.0, alpha=1.0 / m)
-    return sigma, centred
+    return sigma, mean
 
 
-def covariance_backward(grad_sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """dL/dX for Sigma = X_c X_c^T / M: (G + G^T) X_c / M, one product.
+def covariance_backward(
+    grad_sigma: torch.Tensor, x: torch.Tensor, mean: torch.Tensor
+) -> torch.Tensor:
+    """dL/dX for Sigma = X_c X_c^T / M: S X_c / M with S = G + G^T, one product.
 
-    X_c is rebuilt from the input rather than kept: the input is usually held anyway (by
-    the ReLU before the layer), so this saves a (B, d, M) buffer for one cheap pass. The
-    centring term of the chain rule vanishes: the rows of X_c sum to zero, and so do
-    those of (G + G^T) X_c.
+    Works from the input and its mean rather than a stored X_c: the input is usually held
+    anyway (by the ReLU before the layer), and S X_c = S X - (S mu) 1^T lets the GEMM write
+    straight onto the broadcast correction. The centring term of the chain rule vanishes:
+    the rows of S X_c sum to zero.
     """
     b, d, h, w = x.shape
-    feats = x.reshape(b, d, h * w)
-    centred = feats - feats.mean(dim=2, keepdim=True)
+    m = h * w
     sym = grad_sigma + grad_sigma.mT
-    return torch.bmm(sym, centred, out=centred.new_empty(centred.shape)).div_(h * w).view(x.shape)
+    correction = torch.bmm(sym, mean).mul_(-1.0 / m).expand(b, d, m)
+    return torch.baddbmm(correction, sym, x.reshape(b, d, m), alpha=1.0 / m).view(x.shape)
 
 
 class _CovariancePool(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return covariance_forward(x)[0]
+        sigma, mean = covariance_forward(x)
+        ctx.save_for_backward(x, mean)
+        return sigma
 
     @staticmethod
     def backward(ctx: Any, grad_sigma: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
+        x, mean = ctx.saved_tensors
         with autocast_disabled(x):
-            return covariance_backward(grad_sigma, x)
+            return covariance_backward(grad_sigma, x, mean)
 
 
 def covariance_pool(x: torch.Tensor) -> torch.Tensor:

@@ -18,20 +18,20 @@ class _ISqrtCov(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, iterations: int, index: torch.Tensor) -> torch.Tensor:
-        sigma, _ = covariance_forward(x)
+        sigma, mean = covariance_forward(x)
         c, a, trace, saved = sqrtm_forward(sigma, iterations)
         ctx.iterations = iterations
-        ctx.save_for_backward(x, index, a, trace, *saved)
+        ctx.save_for_backward(x, mean, index, a, trace, *saved)
         return triu_vec(c, index)
 
     @staticmethod
     def backward(ctx: Any, grad_vec: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        x, index, a, trace, *saved = ctx.saved_tensors
+        x, mean, index, a, trace, *saved = ctx.saved_tensors
         b, d = a.shape[:2]
         with autocast_disabled(a):
             grad_c = grad_vec.new_zeros(b, d * d).index_copy_(1, index, grad_vec)
             grad_sigma = sqrtm_backward(grad_c.view(b, d, d), a, trace, saved, ctx.iterations)
-            return covariance_backward(grad_sigma, x), None, None
+            return covariance_backward(grad_sigma, x, mean), None, None
 
 
 def isqrt_cov(
