@@ -1,0 +1,34 @@
+"""Networks: torchvision ResNet trunks with an iSQRT-COV (or average pooling) head."""
+
+from fgvc.models.backbone import ARCHS, ResNetTrunk
+from fgvc.models.factory import build_model
+from fgvc.models.heads import REPRESENTATIONS, AvgPoolHead, CovarianceHead
+from fgvc.models.net import FGVCNet
+from fgvc.models.pretrained import (
+    AUTHORS_CHECKPOINTS,
+    NAMED_SOURCES,
+    AuthorsCheckpoint,
+    CheckpointError,
+    convert_authors_state_dict,
+    load_pretrained,
+    load_state_dict_checked,
+    read_checkpoint,
+)
+
+__all__ = [
+    "ARCHS",
+    "AUTHORS_CHECKPOINTS",
+    "NAMED_SOURCES",
+    "REPRESENTATIONS",
+    "AuthorsCheckpoint",
+    "AvgPoolHead",
+    "CheckpointError",
+    "CovarianceHead",
+    "FGVCNet",
+    "ResNetTrunk",
+    "build_model",
+    "convert_authors_state_dict",
+    "load_pretrained",
+    "load_state_dict_checked",
+    "read_checkpoint",
+]

@@ -1,0 +1,61 @@
+"""The network: backbone -> representation head -> linear classifier."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class FGVCNet(nn.Module):
+    """``classifier(head(backbone(x)))``; build it with :func:`fgvc.models.build_model`.
+
+    State-dict keys are ``backbone.<torchvision name>``, ``head.*`` and ``classifier.*``.
+
+    Attributes:
+        backbone: stem to layer4 (:class:`~fgvc.models.backbone.ResNetTrunk`).
+        head: :class:`~fgvc.models.heads.CovarianceHead` or :class:`~fgvc.models.heads.AvgPoolHead`.
+        classifier: ``nn.Linear(feature_dim, num_classes)``.
+        arch, representation, num_classes, feature_dim: what was built.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        num_classes: int,
+        arch: str,
+        representation: str,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.feature_dim: int = head.output_dim
+        # nn.Linear's default init (uniform, +-1/sqrt(feature_dim)), as the authors' fc.
+        self.classifier = nn.Linear(self.feature_dim, num_classes)
+        self.arch = arch
+        self.representation = representation
+        self.num_classes = num_classes
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Image vectors (B, feature_dim) before the classifier."""
+        return self.head(self.backbone(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int | None = None) -> None:
+        """Fresh classifier weights, optionally for a different number of classes."""
+        if num_classes is not None and num_classes != self.num_classes:
+            self.num_classes = num_classes
+            weight = self.classifier.weight
+            self.classifier = nn.Linear(
+                self.feature_dim, num_classes, device=weight.device, dtype=weight.dtype
+            )
+        else:
+            self.classifier.reset_parameters()
+
+    def extra_repr(self) -> str:
+        return (
+            f"arch={self.arch!r}, representation={self.representation!r}, "
+            f"feature_dim={self.feature_dim}, num_classes={self.num_classes}"
+        )

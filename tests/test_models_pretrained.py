@@ -1,0 +1,520 @@
+"""fgvc.models pretrained weights: the authors' layout, fgvc's formats, safety, downloads.
+
+Checkpoints here are built from key names alone (torchvision's ResNet keys plus the
+authors' layer_reduce / layer_reduce_bn / fc, as listed in docs/design isqrt-cov.md) and
+filled with random values; nothing touches the internet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+import urllib.request
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from fgvc.models import (
+    AUTHORS_CHECKPOINTS,
+    AuthorsCheckpoint,
+    CheckpointError,
+    build_model,
+    convert_authors_state_dict,
+)
+from fgvc.utils.download import DownloadError
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints in the authors' layout, random values
+
+
+def authors_state_dict(
+    arch: str, num_classes: int, reduce_dim: int = 256, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """Keys of the authors' MPNCOVResNet: torchvision trunk + layer_reduce(_bn) + fc."""
+    gen = torch.Generator().manual_seed(seed)
+    trunk = getattr(torchvision.models, arch)(weights=None).state_dict()
+    channels = trunk["fc.weight"].shape[1]
+    shapes = {k: v.shape for k, v in trunk.items() if not k.startswith("fc.")}
+    shapes["layer_reduce.weight"] = torch.Size([reduce_dim, channels, 1, 1])
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        shapes[f"layer_reduce_bn.{name}"] = torch.Size([reduce_dim])
+    shapes["layer_reduce_bn.num_batches_tracked"] = torch.Size([])
+    shapes["fc.weight"] = torch.Size([num_classes, reduce_dim * (reduce_dim + 1) // 2])
+    shapes["fc.bias"] = torch.Size([num_classes])
+    return {k: _random(k, s, gen) for k, s in shapes.items()}
+
+
+def _random(key: str, shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
+    if key.endswith("num_batches_tracked"):
+        return torch.randint(1, 10_000, shape, generator=gen)
+    if key.endswith("running_var"):
+        return torch.rand(shape, generator=gen) + 0.5
+    if len(shape) == 4:  # convolutions, He-like scale keeps the activations O(1)
+        fan_in = math.prod(shape[1:])
+        return torch.randn(shape, generator=gen) * math.sqrt(2.0 / fan_in)
+    if key.startswith("fc.") and key.endswith("weight"):
+        return torch.randn(shape, generator=gen) * 0.01
+    if key.endswith("weight"):  # BN scale
+        return torch.rand(shape, generator=gen) + 0.5
+    return torch.randn(shape, generator=gen) * 0.1  # BN shift and running mean, fc bias
+
+
+# ---------------------------------------------------------------------------------------------
+# an independent float64 forward of the authors' network, straight from the tensors
+
+
+def _bn(x, sd, prefix):
+    return F.batch_norm(
+        x,
+        sd[f"{prefix}.running_mean"],
+        sd[f"{prefix}.running_var"],
+        sd[f"{prefix}.weight"],
+        sd[f"{prefix}.bias"],
+        training=False,
+        eps=1e-5,
+    )
+
+
+def _bottleneck(x, sd, p, stride):
+    out = F.relu(_bn(F.conv2d(x, sd[f"{p}.conv1.weight"]), sd, f"{p}.bn1"))
+    out = F.conv2d(out, sd[f"{p}.conv2.weight"], stride=stride, padding=1)
+    out = F.relu(_bn(out, sd, f"{p}.bn2"))
+    out = _bn(F.conv2d(out, sd[f"{p}.conv3.weight"]), sd, f"{p}.bn3")
+    if f"{p}.downsample.0.weight" in sd:
+        x = F.conv2d(x, sd[f"{p}.downsample.0.weight"], stride=stride)
+        x = _bn(x, sd, f"{p}.downsample.1")
+    return F.relu(out + x)
+
+
+def _meta_layer(x, iterations):
+    """iSQRT-COV as written in the design note, sections 1-5."""
+    b, d, h, w = x.shape
+    m = h * w
+    feats = x.reshape(b, d, m)
+    centred = feats - feats.mean(dim=2, keepdim=True)
+    sigma = centred @ centred.transpose(1, 2) / m
+    trace = sigma.diagonal(dim1=1, dim2=2).sum(1)[:, None, None]
+    a = sigma / trace
+    eye = torch.eye(d, dtype=x.dtype).expand(b, d, d)
+    y, z = a, eye
+    for _ in range(iterations - 1):
+        t = (3 * eye - z @ y) / 2
+        y, z = y @ t, t @ z
+    y = y @ (3 * eye - z @ y) / 2
+    c = torch.sqrt(trace) * y
+    rows, cols = torch.triu_indices(d, d)
+    return c[:, rows, cols]
+
+
+def reference_forward(sd, x, iterations=5):
+    """The authors' MPNCOVResNet (bottleneck) in eval mode: layer4 with stride 1."""
+    sd = {k: v.double() for k, v in sd.items()}
+    x = F.conv2d(x, sd["conv1.weight"], stride=2, padding=3)
+    x = F.max_pool2d(F.relu(_bn(x, sd, "bn1")), kernel_size=3, stride=2, padding=1)
+    for layer, stride in (("layer1", 1), ("layer2", 2), ("layer3", 2), ("layer4", 1)):
+        blocks = sorted({int(k.split(".")[1]) for k in sd if k.startswith(layer + ".")})
+        for i in blocks:
+            x = _bottleneck(x, sd, f"{layer}.{i}", stride if i == 0 else 1)
+    x = F.relu(_bn(F.conv2d(x, sd["layer_reduce.weight"]), sd, "layer_reduce_bn"))
+    return F.linear(_meta_layer(x, iterations), sd["fc.weight"], sd["fc.bias"])
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def authors_resnet50(tmp_path_factory):
+    """The real ResNet-50 layout (2048 -> 256 reduction, 32,896 features), 10 classes."""
+    sd = authors_state_dict("resnet50", num_classes=10)
+    path = tmp_path_factory.mktemp("authors") / "mpncovresnet50-random.pth"
+    torch.save(sd, path)
+    return path, sd
+
+
+@pytest.fixture(scope="module")
+def small_sd():
+    """The authors' layout on ResNet-18 with a 16-channel reduction: quick to save and load."""
+    return authors_state_dict("resnet18", num_classes=10, reduce_dim=16, seed=1)
+
+
+def _small_model(**kwargs):
+    kwargs = {"num_classes": 10, "reduce_dim": 16, **kwargs}
+    return build_model("resnet18", **kwargs)
+
+
+def _assert_loaded(model, sd):
+    """Every tensor of the authors' dict sits at its converted key in the model."""
+    own = model.state_dict()
+    for key, value in convert_authors_state_dict(sd).items():
+        assert torch.equal(own[key], value.to(own[key].dtype)), key
+
+
+def _x(size=64):
+    return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(5))
+
+
+@pytest.fixture
+def hub_dir(tmp_path, monkeypatch):
+    """torch.hub's cache in tmp (what torch.hub.set_dir does, undone afterwards)."""
+    path = tmp_path / "hub"
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(path))
+    return path
+
+
+@pytest.fixture
+def no_network(monkeypatch, dead_url):
+    """torch.hub's downloads go to a loopback port where nothing listens."""
+    real_urlopen = urllib.request.urlopen
+    calls = []
+
+    def urlopen(request, *args, **kwargs):
+        calls.append(getattr(request, "full_url", request))
+        return real_urlopen(dead_url, timeout=5)
+
+    monkeypatch.setattr(torch.hub, "urlopen", urlopen)
+    return calls
+
+
+# ---------------------------------------------------------------------------------------------
+# the authors' layout
+
+
+def test_authors_resnet50_matches_independent_float64_forward(authors_resnet50):
+    path, sd = authors_resnet50
+    model = build_model("resnet50", num_classes=10, pretrained=path)
+    _assert_loaded(model, sd)
+    model = model.double().eval()
+    x = _x().double()
+    with torch.no_grad():
+        logits = model(x)
+        expected = reference_forward(sd, x)
+    assert logits.dtype == torch.float64
+    assert expected.std() > 0 and torch.isfinite(expected).all()
+    torch.testing.assert_close(logits, expected, rtol=1e-6, atol=1e-9 * expected.abs().max())
+
+
+def test_convert_authors_state_dict_keys():
+    sd = {
+        "module.conv1.weight": torch.zeros(1),
+        "module.layer4.0.downsample.1.running_var": torch.zeros(1),
+        "module.layer_reduce.weight": torch.zeros(1),
+        "module.layer_reduce_bn.bias": torch.zeros(1),
+        "module.fc.weight": torch.zeros(1),
+        "module.something_else": torch.zeros(1),
+    }
+    assert list(convert_authors_state_dict(sd)) == [
+        "backbone.conv1.weight",
+        "backbone.layer4.0.downsample.1.running_var",
+        "head.conv.weight",
+        "head.bn.bias",
+        "classifier.weight",
+        "something_else",  # unknown keys are kept so that loading reports them
+    ]
+
+
+@pytest.mark.parametrize("wrapping", ["module", "state_dict", "both", "legacy_format"])
+def test_authors_wrappers(tmp_path, small_sd, wrapping):
+    obj = small_sd
+    if wrapping in ("module", "both"):
+        obj = {f"module.{k}": v for k, v in obj.items()}
+    if wrapping in ("state_dict", "both"):
+        obj = {"state_dict": obj, "epoch": 90, "best_prec1": 78.3, "arch": "mpncovresnet18"}
+    path = tmp_path / "ckpt.pth.tar"
+    # The published files date from 2018: torch.save's pre-zip format must load too.
+    torch.save(obj, path, _use_new_zipfile_serialization=wrapping != "legacy_format")
+    _assert_loaded(_small_model(pretrained=path), small_sd)
+
+
+def test_authors_without_num_batches_tracked(tmp_path, small_sd):
+    """PyTorch < 0.4 checkpoints have no BN counters; they do not change any output."""
+    sd = {k: v for k, v in small_sd.items() if not k.endswith("num_batches_tracked")}
+    torch.save(sd, tmp_path / "old.pth")
+    _assert_loaded(_small_model(pretrained=tmp_path / "old.pth"), sd)
+
+
+def test_class_count_mismatch_reinitializes_only_the_classifier(tmp_path, small_sd, caplog):
+    path = tmp_path / "ckpt.pth"
+    torch.save(small_sd, path)
+    torch.manual_seed(0)
+    with caplog.at_level(logging.INFO, logger="fgvc.models"):
+        model = _small_model(num_classes=7, pretrained=path)
+    lines = [r for r in caplog.records if "classifier" in r.getMessage()]
+    assert len(lines) == 1
+    assert "10 classes" in lines[0].getMessage() and "7" in lines[0].getMessage()
+    own = model.state_dict()
+    assert torch.equal(own["backbone.layer3.1.conv2.weight"], small_sd["layer3.1.conv2.weight"])
+    assert torch.equal(own["head.bn.running_var"], small_sd["layer_reduce_bn.running_var"])
+    weight = model.classifier.weight
+    assert weight.shape == (7, 136)
+    bound = 1 / math.sqrt(136)  # nn.Linear's fresh init, not the checkpoint's N(0, 0.01)
+    assert weight.abs().max() <= bound and weight.std() > 0.03
+    with torch.no_grad():
+        assert model.eval()(_x()).shape == (2, 7)
+
+
+def _mismatch(tmp_path, sd, **model_kwargs):
+    path = tmp_path / "bad-checkpoint.pth"
+    torch.save(sd, path)
+    with pytest.raises(ValueError) as info:
+        _small_model(pretrained=path, **model_kwargs)
+    assert isinstance(info.value, CheckpointError)
+    assert str(path) in str(info.value)
+    return str(info.value)
+
+
+def test_missing_key_is_named(tmp_path, small_sd):
+    sd = {k: v for k, v in small_sd.items() if k not in ("layer_reduce_bn.weight", "bn1.bias")}
+    message = _mismatch(tmp_path, sd)
+    assert "missing keys (2)" in message
+    assert "head.bn.weight" in message and "backbone.bn1.bias" in message
+
+
+def test_wrong_shape_is_named(tmp_path, small_sd):
+    sd = dict(small_sd)
+    sd["layer2.0.conv1.weight"] = torch.zeros(128, 64, 5, 5)
+    message = _mismatch(tmp_path, sd)
+    assert "shape mismatches (1)" in message
+    assert "backbone.layer2.0.conv1.weight (checkpoint (128, 64, 5, 5), model (128, 64, 3, 3))" in (
+        message
+    )
+
+
+def test_extra_key_is_named(tmp_path, small_sd):
+    sd = {**small_sd, "layer_extra.weight": torch.zeros(3)}
+    message = _mismatch(tmp_path, sd)
+    assert "unexpected keys (1): layer_extra.weight" in message
+
+
+def test_other_reduce_dim_is_a_mismatch_not_a_new_classifier(tmp_path, small_sd):
+    message = _mismatch(tmp_path, small_sd, reduce_dim=8)
+    assert "head.conv.weight" in message and "classifier.weight" in message
+
+
+def test_long_key_lists_are_truncated(tmp_path, small_sd):
+    """A ResNet-18 checkpoint for a ResNet-34 model: dozens of missing keys, ten shown."""
+    path = tmp_path / "r18.pth"
+    torch.save(small_sd, path)
+    with pytest.raises(CheckpointError) as info:
+        build_model("resnet34", num_classes=10, reduce_dim=16, pretrained=path)
+    message = str(info.value)
+    missing = message.split("missing keys (")[1]
+    count = int(missing.split(")")[0])
+    assert count > 30
+    assert f"... and {count - 10} more" in message
+    assert len(message) < 2000
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.pth"
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        build_model("resnet18", pretrained=path)
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        build_model("resnet18", pretrained=str(path))
+
+
+def test_torchvision_resnet_file_loads_into_gap_model(tmp_path):
+    """A plain torchvision ResNet state dict is the authors' trunk layout; fc -> classifier."""
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet18(weights=None, num_classes=6).eval()
+    torch.save(tv.state_dict(), tmp_path / "tv.pth")
+    model = build_model("resnet18", 6, "gap", pretrained=tmp_path / "tv.pth").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(_x()), tv(_x()))
+
+
+# ---------------------------------------------------------------------------------------------
+# fgvc's own formats
+
+
+def _trained_model():
+    torch.manual_seed(3)
+    model = _small_model(num_classes=5)
+    with torch.no_grad():  # non-default BN statistics and counters, as after training
+        for name, buf in model.named_buffers():
+            if name.endswith("running_mean"):
+                buf.normal_(0, 0.1)
+            elif name.endswith("running_var"):
+                buf.uniform_(0.5, 1.5)
+            elif name.endswith("num_batches_tracked"):
+                buf.fill_(42)
+    return model.eval()
+
+
+@pytest.mark.parametrize("fmt", ["state_dict", "lightning", "safetensors", "ddp"])
+def test_own_formats_round_trip(tmp_path, fmt):
+    model = _trained_model()
+    state = model.state_dict()
+    if fmt == "safetensors":
+        path = tmp_path / "model.safetensors"
+        safetensors.torch.save_file(state, str(path))
+    else:
+        path = tmp_path / "model.pth"
+        if fmt == "lightning":
+            obj = {
+                "epoch": 3,
+                "global_step": 120,
+                "pytorch-lightning_version": "2.2.0",
+                "state_dict": {f"model.{k}": v for k, v in state.items()},
+            }
+        elif fmt == "ddp":
+            obj = {f"module.{k}": v for k, v in state.items()}
+        else:
+            obj = state
+        torch.save(obj, path)
+    loaded = _small_model(num_classes=5, pretrained=path).eval()
+    assert loaded.state_dict().keys() == state.keys()
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    with torch.no_grad():
+        assert torch.equal(loaded(_x()), model(_x()))
+
+
+def test_own_checkpoint_for_the_other_representation_is_refused(tmp_path):
+    torch.save(_trained_model().state_dict(), tmp_path / "isqrt.pth")
+    with pytest.raises(CheckpointError, match=r"unexpected keys .*head\.conv\.weight"):
+        build_model("resnet18", 5, "gap", pretrained=tmp_path / "isqrt.pth")
+
+
+# ---------------------------------------------------------------------------------------------
+# never unpickle code
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",))
+
+
+def test_malicious_pickle_is_refused_without_running(tmp_path, small_sd):
+    marker = tmp_path / "payload-ran"
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": dict(small_sd), "extra": _Payload(marker)}, path)
+    with pytest.raises(CheckpointError, match="weights_only=True") as info:
+        _small_model(pretrained=path)
+    assert str(path) in str(info.value)
+    assert not marker.exists()
+    # the payload is real: an unrestricted unpickle runs it
+    torch.load(path, weights_only=False)
+    assert marker.read_text() == "pwned"
+
+
+# ---------------------------------------------------------------------------------------------
+# "isqrt-imagenet": the authors' published checkpoints, through a loopback server
+
+
+def _serve_authors_checkpoint(http_server, small_sd):
+    base_url, folder = http_server
+    tmp = folder / "upload.tmp"
+    torch.save(small_sd, tmp)
+    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    name = f"mpncovresnet18-{digest[:8]}.pth"
+    tmp.rename(folder / name)
+    entry = AuthorsCheckpoint(
+        url=f"{base_url}/{name}",
+        filename=name,
+        sha256_prefix=digest[:8],
+        num_classes=10,
+        reduce_dim=16,
+    )
+    return entry, folder / name
+
+
+def test_registry_lists_the_published_files():
+    r50, r101 = AUTHORS_CHECKPOINTS["resnet50"], AUTHORS_CHECKPOINTS["resnet101"]
+    assert r50.url == "http://jtxie.com/models/mpncovresnet50-15991845.pth"
+    assert (r50.sha256_prefix, r50.reduce_dim, r50.num_classes) == ("15991845", 256, 1000)
+    assert r101.filename == "mpncovresnet101-ade9737a.pth" and r101.sha256_prefix == "ade9737a"
+
+
+def test_isqrt_imagenet_downloads_once_then_uses_the_cache(
+    http_server, hub_dir, small_sd, monkeypatch, dead_url
+):
+    entry, served = _serve_authors_checkpoint(http_server, small_sd)
+    monkeypatch.setitem(AUTHORS_CHECKPOINTS, "resnet18", entry)
+    model = _small_model(pretrained="isqrt-imagenet")
+    cached = hub_dir / "checkpoints" / entry.filename
+    assert cached.read_bytes() == served.read_bytes()
+    _assert_loaded(model, small_sd)
+    # second time: the server is gone, the cache answers
+    served.unlink()
+    monkeypatch.setitem(AUTHORS_CHECKPOINTS, "resnet18", dataclasses.replace(entry, url=dead_url))
+    backbone_and_head = {k: v for k, v in small_sd.items() if not k.startswith("fc.")}
+    _assert_loaded(_small_model(pretrained="isqrt-imagenet", num_classes=4), backbone_and_head)
+
+
+def test_isqrt_imagenet_hash_mismatch_keeps_nothing(http_server, hub_dir, small_sd, monkeypatch):
+    entry, _ = _serve_authors_checkpoint(http_server, small_sd)
+    bad = dataclasses.replace(entry, sha256_prefix="00000000")
+    monkeypatch.setitem(AUTHORS_CHECKPOINTS, "resnet18", bad)
+    with pytest.raises(DownloadError, match="checksum mismatch"):
+        _small_model(pretrained="isqrt-imagenet")
+    folder = hub_dir / "checkpoints"
+    assert not folder.exists() or list(folder.iterdir()) == []
+
+
+def test_isqrt_imagenet_offline_says_where_to_put_the_file(hub_dir, monkeypatch, dead_url):
+    entry = AuthorsCheckpoint(dead_url, "mpncovresnet18-12345678.pth", "12345678", 10, 16)
+    monkeypatch.setitem(AUTHORS_CHECKPOINTS, "resnet18", entry)
+    with pytest.raises(DownloadError) as info:
+        _small_model(pretrained="isqrt-imagenet")
+    message = str(info.value)
+    assert dead_url in message
+    assert str(hub_dir / "checkpoints" / "mpncovresnet18-12345678.pth") in message
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"arch": "resnet34"}, r"resnet50, resnet101 only, not resnet34"),
+        ({"arch": "resnet50", "representation": "gap"}, r"representation='isqrt'"),
+        ({"arch": "resnet50", "reduce_dim": 128}, r"reduce_dim=256"),
+    ],
+)
+def test_isqrt_imagenet_wrong_model(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build_model(pretrained="isqrt-imagenet", **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# "imagenet": torchvision's backbone weights
+
+
+def test_imagenet_offline_names_url_and_cache_path(hub_dir, no_network):
+    with pytest.raises(DownloadError) as info:
+        build_model("resnet18", num_classes=3, reduce_dim=8, pretrained="imagenet")
+    message = str(info.value)
+    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    assert no_network == [url]  # torchvision tried exactly that URL
+    assert url in message
+    assert str(hub_dir / "checkpoints" / "resnet18-f37072fd.pth") in message
+
+
+@pytest.mark.parametrize("representation", ["isqrt", "gap"])
+def test_imagenet_from_the_hub_cache(hub_dir, no_network, representation):
+    """A file already in torch.hub's cache is used as is (torchvision checks hashes only when
+    it downloads); only the backbone is taken, torchvision's fc is dropped."""
+    torch.manual_seed(1)
+    tv = torchvision.models.resnet18(weights=None)
+    for buf in (b for n, b in tv.named_buffers() if n.endswith("running_var")):
+        buf.uniform_(0.5, 1.5)
+    (hub_dir / "checkpoints").mkdir(parents=True)
+    torch.save(tv.state_dict(), hub_dir / "checkpoints" / "resnet18-f37072fd.pth")
+    torch.manual_seed(2)
+    model = build_model("resnet18", 3, representation, reduce_dim=8, pretrained="imagenet")
+    assert no_network == []
+    own = model.state_dict()
+    for key, value in tv.state_dict().items():
+        if not key.startswith("fc."):
+            assert torch.equal(own[f"backbone.{key}"], value), key
+    assert model.classifier.weight.shape == (3, model.feature_dim)
+    if representation == "isqrt":  # the head keeps its fresh init
+        assert torch.equal(model.head.bn.weight, torch.ones(8))
