@@ -1,0 +1,342 @@
+"""``FGVCClassifier``: the LightningModule that fine-tunes an iSQRT-COV network.
+
+Its constructor is the ``model:`` section of a config: the :func:`fgvc.models.build_model`
+arguments (``num_classes`` and ``class_names`` are linked from the DataModule by the CLI)
+and the optimization recipe.
+
+Parameter groups (each split into decay / no-decay: BatchNorm weights and biases get no
+weight decay)::
+
+    backbone     stem .. layer4                     lr * lr_mult_backbone
+    head         1x1 reduction conv + BN            lr * lr_mult_head
+    classifier   Linear                             lr * lr_mult_classifier (5, the authors')
+
+The learning rate follows one ``LambdaLR`` per optimizer step: a schedule factor (step,
+cosine with linear warmup, or constant) times a gate that is 0 for the backbone groups during
+the first ``freeze_backbone_epochs`` epochs. Gating by learning rate (instead of
+``requires_grad``) keeps the set of trainable parameters fixed, so DDP and every scheduler
+keep working; frozen BatchNorm layers also stay in eval mode, so their statistics do not move.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from fgvc.models import build_model
+
+GROUPS = ("backbone", "head", "classifier")
+
+
+class Schedule:
+    """Learning-rate factor per optimizer step (picklable, so checkpoints carry it).
+
+    Args:
+        kind: ``"step"`` (multiply by ``gamma`` at each milestone epoch), ``"cosine"``
+            (linear warmup over ``warmup_epochs``, then cosine to 0 at the last step) or
+            ``"constant"``.
+        steps_per_epoch: optimizer steps in one epoch.
+        total_steps: optimizer steps in the whole run.
+        frozen_epochs: epochs during which the factor is 0 (backbone groups only).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        steps_per_epoch: int,
+        total_steps: int,
+        milestones: list[int],
+        gamma: float,
+        warmup_epochs: float,
+        frozen_epochs: int = 0,
+    ) -> None:
+        self.kind = kind
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.total_steps = max(1, total_steps)
+        self.milestones = sorted(milestones)
+        self.gamma = gamma
+        self.warmup_steps = round(warmup_epochs * self.steps_per_epoch)
+        self.frozen_epochs = frozen_epochs
+
+    def __call__(self, step: int) -> float:
+        epoch = step // self.steps_per_epoch
+        if epoch < self.frozen_epochs:
+            return 0.0
+        if self.kind == "constant":
+            return 1.0
+        if self.kind == "step":
+            return self.gamma ** sum(epoch >= m for m in self.milestones)
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _accuracy_metrics(num_classes: int, prefix: str, suffix: str = "") -> MetricCollection:
+    metrics = {
+        f"top1{suffix}": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+        f"mean_class_acc{suffix}": MulticlassAccuracy(num_classes, top_k=1, average="macro"),
+    }
+    if num_classes >= 5:
+        metrics[f"top5{suffix}"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+    return MetricCollection(metrics, prefix=prefix)
+
+
+class FGVCClassifier(pl.LightningModule):
+    """Fine-grained classifier: an iSQRT-COV ResNet and its training recipe.
+
+    Args:
+        arch: torchvision ResNet name (resnet18/34/50/101/152).
+        num_classes: number of classes (linked from the DataModule).
+        class_names: class names in label order (linked from the DataModule; logged, exported).
+        representation: ``"isqrt"`` (iSQRT-COV) or ``"gap"`` (average pooling baseline).
+        reduce_dim: channels d before the covariance (256: a 32,896-d representation).
+        iterations: Newton-Schulz iterations.
+        pretrained: None, ``"imagenet"``, ``"isqrt-imagenet"`` or a checkpoint path.
+        last_stride: stride of layer4 (default: 1 for isqrt, 2 for gap).
+        optimizer: ``"sgd"`` (momentum, the authors') or ``"adamw"``.
+        lr: base learning rate (1.2e-3 for batch 10 in the paper; scale with the global batch).
+        momentum: SGD momentum.
+        weight_decay: applied to conv and linear weights only.
+        lr_mult_backbone, lr_mult_head, lr_mult_classifier: per-group multipliers of ``lr``.
+        scheduler: ``"step"``, ``"cosine"`` or ``"constant"``.
+        milestones: epochs at which ``"step"`` multiplies the rate by ``gamma``.
+        gamma: step decay factor.
+        warmup_epochs: linear warmup length for ``"cosine"`` (may be fractional).
+        label_smoothing: cross-entropy label smoothing.
+        freeze_backbone_epochs: train only head and classifier for this many epochs.
+        val_tta, test_tta: also report flip test-time augmentation (logits of the image and
+            its mirror averaged) as ``*/top1_tta`` etc.; single-view figures are always there.
+    """
+
+    def __init__(
+        self,
+        arch: str = "resnet50",
+        num_classes: int = 200,
+        class_names: list[str] | None = None,
+        representation: Literal["isqrt", "gap"] = "isqrt",
+        reduce_dim: int = 256,
+        iterations: int = 5,
+        pretrained: str | None = None,
+        last_stride: int | None = None,
+        optimizer: Literal["sgd", "adamw"] = "sgd",
+        lr: float = 1.2e-3,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        lr_mult_backbone: float = 1.0,
+        lr_mult_head: float = 1.0,
+        lr_mult_classifier: float = 5.0,
+        scheduler: Literal["step", "cosine", "constant"] = "step",
+        milestones: list[int] | None = None,
+        gamma: float = 0.1,
+        warmup_epochs: float = 0.0,
+        label_smoothing: float = 0.0,
+        freeze_backbone_epochs: int = 0,
+        val_tta: bool = True,
+        test_tta: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_recipe(
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            mults=(lr_mult_backbone, lr_mult_head, lr_mult_classifier),
+            gamma=gamma,
+            warmup_epochs=warmup_epochs,
+            label_smoothing=label_smoothing,
+            freeze_backbone_epochs=freeze_backbone_epochs,
+            optimizer=optimizer,
+            scheduler=scheduler,
+        )
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(
+                f"class_names has {len(class_names)} names but num_classes={num_classes}"
+            )
+        self.save_hyperparameters()
+        self.model = build_model(
+            arch=arch,
+            num_classes=num_classes,
+            representation=representation,
+            reduce_dim=reduce_dim,
+            iterations=iterations,
+            pretrained=pretrained,
+            last_stride=last_stride,
+        )
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.train_loss = MeanMetric()
+        self.train_acc = _accuracy_metrics(num_classes, "train/")
+        self.eval_loss = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
+        self.eval_acc = nn.ModuleDict(
+            {s: _accuracy_metrics(num_classes, f"{s}/") for s in ("val", "test")}
+        )
+        self.eval_acc_tta = nn.ModuleDict(
+            {s: _accuracy_metrics(num_classes, f"{s}/", "_tta") for s in ("val", "test")}
+        )
+        # for the per-class reports (fgvc.callbacks.EvalReports); TTA logits when enabled
+        self.confmat = nn.ModuleDict(
+            {s: MulticlassConfusionMatrix(num_classes) for s in ("val", "test")}
+        )
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def predict_logits(self, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
+        """Logits, or with ``tta`` the mean of the image's and its mirror's logits."""
+        logits = self(images)
+        if tta:
+            logits = 0.5 * (logits + self(images.flip(-1)))
+        return logits
+
+    # ---------------------------------------------------------------- training
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
+        images, labels = batch
+        logits = self(images)
+        loss = self.criterion(logits.float(), labels)
+        self.train_loss(loss.detach())
+        self.train_acc(logits.detach(), labels)
+        self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log_dict(self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        # Frozen backbone: BatchNorm statistics stay put too (Lightning set train mode).
+        if self.current_epoch < self.hparams.freeze_backbone_epochs:
+            for module in self.model.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
+    # -------------------------------------------------------------- evaluation
+    def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> dict:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits.float(), labels)
+        self.eval_loss[stage](loss, weight=labels.numel())
+        self.eval_acc[stage](logits, labels)
+        self.log(f"{stage}/loss", self.eval_loss[stage], on_epoch=True, prog_bar=True)
+        self.log_dict(self.eval_acc[stage], on_epoch=True, prog_bar=stage == "val")
+        out = {"logits": logits.detach(), "labels": labels}
+        if self.hparams[f"{stage}_tta"]:
+            logits_tta = 0.5 * (logits + self(images.flip(-1)))
+            self.eval_acc_tta[stage](logits_tta, labels)
+            self.log_dict(self.eval_acc_tta[stage], on_epoch=True)
+            out["logits"] = logits_tta.detach()
+        self.confmat[stage].update(out["logits"], labels)
+        return out
+
+    def on_validation_epoch_start(self) -> None:
+        self.confmat["val"].reset()
+
+    def on_test_epoch_start(self) -> None:
+        self.confmat["test"].reset()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict:
+        return self._eval_step("val", batch)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict:
+        return self._eval_step("test", batch)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        images = batch[0] if isinstance(batch, list | tuple) else batch
+        return self.predict_logits(images, tta=self.hparams.test_tta).softmax(-1)
+
+    # ---------------------------------------------------------------- optimizer
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Six groups: (backbone, head, classifier) x (decay, no decay), with ``lr_mult``."""
+        hp = self.hparams
+        mults = {
+            "backbone": hp.lr_mult_backbone,
+            "head": hp.lr_mult_head,
+            "classifier": hp.lr_mult_classifier,
+        }
+        groups = []
+        for name in GROUPS:
+            module: nn.Module = getattr(self.model, name)
+            decay, no_decay = [], []
+            for sub in module.modules():
+                for pname, param in sub.named_parameters(recurse=False):
+                    if not param.requires_grad:
+                        continue
+                    is_norm = isinstance(sub, nn.modules.batchnorm._NormBase | nn.GroupNorm)
+                    (no_decay if is_norm or pname == "bias" else decay).append(param)
+            for params, wd, tag in ((decay, hp.weight_decay, ""), (no_decay, 0.0, "_no_decay")):
+                if params:
+                    groups.append(
+                        {
+                            "params": params,
+                            "lr": hp.lr * mults[name],
+                            "weight_decay": wd,
+                            "name": f"{name}{tag}",
+                            "group": name,
+                        }
+                    )
+        return groups
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        groups = self.parameter_groups()
+        if hp.optimizer == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=hp.lr)
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = max(1, self.trainer.max_epochs or 1)
+        per_epoch = max(1, math.ceil(total / epochs))
+        milestones = list(hp.milestones) if hp.milestones else []
+
+        def schedule(frozen: int) -> Schedule:
+            return Schedule(
+                hp.scheduler, per_epoch, total, milestones, hp.gamma, hp.warmup_epochs, frozen
+            )
+
+        lambdas = [
+            schedule(hp.freeze_backbone_epochs if g["group"] == "backbone" else 0)
+            for g in groups
+        ]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+
+def _check_recipe(
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    mults: tuple[float, ...],
+    gamma: float,
+    warmup_epochs: float,
+    label_smoothing: float,
+    freeze_backbone_epochs: int,
+    optimizer: str,
+    scheduler: str,
+) -> None:
+    """One-line errors for values that would silently train nonsense."""
+    checks = [
+        (lr > 0, f"model.lr must be > 0, got {lr}"),
+        (0 <= momentum < 1, f"model.momentum must be in [0, 1), got {momentum}"),
+        (weight_decay >= 0, f"model.weight_decay must be >= 0, got {weight_decay}"),
+        (all(m >= 0 for m in mults), f"model.lr_mult_* must be >= 0, got {mults}"),
+        (0 < gamma <= 1, f"model.gamma must be in (0, 1], got {gamma}"),
+        (warmup_epochs >= 0, f"model.warmup_epochs must be >= 0, got {warmup_epochs}"),
+        (0 <= label_smoothing < 1, f"model.label_smoothing must be in [0, 1), got {label_smoothing}"),
+        (freeze_backbone_epochs >= 0, "model.freeze_backbone_epochs must be >= 0"),
+        (optimizer in ("sgd", "adamw"), f"model.optimizer must be sgd or adamw, got {optimizer!r}"),
+        (
+            scheduler in ("step", "cosine", "constant"),
+            f"model.scheduler must be step, cosine or constant, got {scheduler!r}",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
