@@ -64,11 +64,27 @@ class EvalReports(pl.Callback):
         probs = outputs["logits"][: self.num_samples].float().softmax(-1)
         self._samples[stage] = (_denormalize(images).cpu(), labels.cpu(), probs.cpu())
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):  # noqa: ANN001,E501
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if not trainer.sanity_checking:
             self._keep_samples("val", outputs, batch, batch_idx)
 
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):  # noqa: ANN001,E501
+    def on_test_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         self._keep_samples("test", outputs, batch, batch_idx)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -82,13 +98,14 @@ class EvalReports(pl.Callback):
         metric = pl_module.confmat[stage]
         confmat = metric.compute().long().cpu()  # every rank: compute() syncs
         metric.reset()
+        log_dir = trainer.log_dir  # every rank: a collective under DDP
         if not trainer.is_global_zero:
             return
         names = pl_module.class_names
         support, accuracy = per_class_accuracy(confmat)
         pairs = most_confused(confmat)
-        if trainer.log_dir:
-            out = Path(trainer.log_dir) / f"{stage}_per_class.csv"
+        if log_dir:
+            out = Path(log_dir) / f"{stage}_per_class.csv"
             out.parent.mkdir(parents=True, exist_ok=True)
             with open(out, "w", newline="") as f:
                 writer = csv.writer(f)
@@ -118,9 +135,7 @@ class EvalReports(pl.Callback):
         payload: dict[str, Any] = {
             f"{stage}/per_class_accuracy": wandb.Table(
                 columns=["class", "name", "support", "accuracy"],
-                data=[
-                    [i, n, int(support[i]), float(accuracy[i])] for i, n in enumerate(names)
-                ],
+                data=[[i, n, int(support[i]), float(accuracy[i])] for i, n in enumerate(names)],
             ),
             f"{stage}/most_confused": wandb.Table(
                 columns=["true", "predicted", "count", "fraction of true class"],

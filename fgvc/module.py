@@ -170,7 +170,9 @@ class FGVCClassifier(pl.LightningModule):
             pretrained=pretrained,
             last_stride=last_stride,
         )
-        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.class_names = (
+            list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        )
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.train_loss = MeanMetric()
         self.train_acc = _accuracy_metrics(num_classes, "train/")
@@ -209,11 +211,12 @@ class FGVCClassifier(pl.LightningModule):
         return loss
 
     def on_train_epoch_start(self) -> None:
-        # Frozen backbone: BatchNorm statistics stay put too (Lightning set train mode).
-        if self.current_epoch < self.hparams.freeze_backbone_epochs:
-            for module in self.model.backbone.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+        # Frozen backbone: its BatchNorm statistics stay put too. Set both ways each epoch:
+        # Lightning restores per-module modes, so an eval set here would otherwise stick.
+        frozen = self.current_epoch < self.hparams.freeze_backbone_epochs
+        for module in self.model.backbone.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.train(self.training and not frozen)
 
     # -------------------------------------------------------------- evaluation
     def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> dict:
@@ -299,8 +302,7 @@ class FGVCClassifier(pl.LightningModule):
             )
 
         lambdas = [
-            schedule(hp.freeze_backbone_epochs if g["group"] == "backbone" else 0)
-            for g in groups
+            schedule(hp.freeze_backbone_epochs if g["group"] == "backbone" else 0) for g in groups
         ]
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
         return {
@@ -329,7 +331,10 @@ def _check_recipe(
         (all(m >= 0 for m in mults), f"model.lr_mult_* must be >= 0, got {mults}"),
         (0 < gamma <= 1, f"model.gamma must be in (0, 1], got {gamma}"),
         (warmup_epochs >= 0, f"model.warmup_epochs must be >= 0, got {warmup_epochs}"),
-        (0 <= label_smoothing < 1, f"model.label_smoothing must be in [0, 1), got {label_smoothing}"),
+        (
+            0 <= label_smoothing < 1,
+            f"model.label_smoothing must be in [0, 1), got {label_smoothing}",
+        ),
         (freeze_backbone_epochs >= 0, "model.freeze_backbone_epochs must be >= 0"),
         (optimizer in ("sgd", "adamw"), f"model.optimizer must be sgd or adamw, got {optimizer!r}"),
         (

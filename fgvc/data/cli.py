@@ -1,0 +1,112 @@
+"""``fgvc data download|check|synth``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fgvc.data.check import CHECKABLE, check_dataset
+from fgvc.data.synthetic import SYNTH_FOLDER, SynthConfig, make_synthetic
+from fgvc.utils.download import DownloadError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fgvc data", description="Get, check and synthesize fine-grained datasets."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    download = commands.add_parser(
+        "download", help="download and extract CUB-200-2011 or FGVC-Aircraft (Cars: sources)"
+    )
+    download.add_argument("dataset", choices=("cub", "aircraft", "cars"))
+    download.add_argument("--root", default="data", help="folder to put the dataset in")
+    download.add_argument("--keep-archive", action="store_true", help="keep the archive")
+    download.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    check = commands.add_parser(
+        "check", help="decode every image; report corrupt files and count mismatches"
+    )
+    check.add_argument("dataset", choices=CHECKABLE)
+    check.add_argument("--root", default="data", help="folder holding the dataset folder")
+    check.add_argument("--workers", type=int, default=None, help="processes (default: all)")
+
+    synth = commands.add_parser("synth", help="write the synthetic dataset (CUB layout)")
+    defaults = SynthConfig()
+    synth.add_argument("--root", default="data", help="folder to write <root>/<name> in")
+    synth.add_argument("--name", default=SYNTH_FOLDER, help="dataset folder name")
+    synth.add_argument("--classes", type=int, default=defaults.num_classes)
+    synth.add_argument("--train-per-class", type=int, default=defaults.train_per_class)
+    synth.add_argument("--test-per-class", type=int, default=defaults.test_per_class)
+    synth.add_argument("--size", type=int, default=defaults.image_size, help="image width")
+    synth.add_argument("--seed", type=int, default=defaults.seed)
+    return parser
+
+
+def _download(args: argparse.Namespace) -> int:
+    from fgvc.data.download import CARS_HELP, download_dataset
+
+    if args.dataset == "cars":
+        from fgvc.data.cars import detect_cars_layout
+
+        print(CARS_HELP)
+        try:
+            layout, folder = detect_cars_layout(args.root)
+        except FileNotFoundError:
+            print(f"\nnot found under {args.root} yet")
+            return 1
+        print(f"\nfound: {layout} layout in {folder}")
+        return 0
+    try:
+        folder = download_dataset(
+            args.dataset, args.root, progress=not args.no_progress, keep_archive=args.keep_archive
+        )
+    except DownloadError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{args.dataset}: {folder}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        report = check_dataset(args.dataset, args.root, workers=args.workers)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for message in report.bad_files:
+        print(f"bad file: {message}")
+    for message in report.problems:
+        print(f"problem: {message}")
+    verdict = "ok" if report.ok else "FAILED"
+    print(
+        f"{args.dataset}: {report.images} images checked, {len(report.bad_files)} bad files, "
+        f"{len(report.problems)} problems - {verdict}"
+    )
+    return 0 if report.ok else 1
+
+
+def _synth(args: argparse.Namespace) -> int:
+    config = SynthConfig(
+        num_classes=args.classes,
+        train_per_class=args.train_per_class,
+        test_per_class=args.test_per_class,
+        image_size=args.size,
+        seed=args.seed,
+    )
+    try:
+        folder = make_synthetic(args.root, config, folder=args.name)
+    except (FileExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"synthetic dataset written to {folder}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Run ``fgvc data ...`` with ``argv`` (the words after ``data``); returns the exit code."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse: --help or a usage error
+        return int(exit_.code or 0)
+    return {"download": _download, "check": _check, "synth": _synth}[args.command](args)

@@ -1,0 +1,520 @@
+"""LightningDataModules for the benchmarks, image folders and the synthetic dataset.
+
+All share :class:`FGVCDataModule`: their typed constructor arguments are their config
+(LightningCLI style, saved with ``save_hyperparameters``), and ``num_classes`` / ``classes``
+are available right after construction (annotation files are parsed, no image decoded) so
+a CLI can link them into the model.
+
+Validation protocol (``val_split``):
+
+* ``> 0``: a stratified, seeded fraction of the training split is held out for validation.
+  The chosen ids are written as JSON to ``<split_dir>/val_split.json``, or, without
+  ``split_dir``, to ``trainer.log_dir`` when a trainer is attached; ``val_ids_file``
+  reads such a file back to reproduce a split exactly. The test split is only read by
+  ``test`` / ``predict``.
+* ``0``: the authors' protocol - validation runs on the test split (a warning says so).
+* ``None``: the dataset's official validation split (FGVC-Aircraft's ``val``, a folder
+  dataset's ``val/``); where there is none, 10% as above.
+
+Batches are ``(images, labels)``. By default images leave the workers as ``uint8`` (four
+times less to collate, pin and copy) and are normalized on the device in
+``on_after_batch_transfer``; a LightningModule that overrides that hook replaces this one
+and should call :func:`fgvc.data.transforms.normalize_images` itself (it is a no-op on
+float input). ``normalize_on_device=False`` normalizes in the workers instead.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_warn
+from torch.utils.data import DataLoader, get_worker_info
+
+from fgvc.data.aircraft import FGVCAircraft
+from fgvc.data.base import ImageDataset
+from fgvc.data.cars import StanfordCars
+from fgvc.data.cub import CUB200
+from fgvc.data.folder import FolderDataset
+from fgvc.data.splits import read_split_file, stratified_split, write_split_file
+from fgvc.data.synthetic import (
+    SYNTH_FOLDER,
+    SynthConfig,
+    make_synthetic,
+    read_synth_config,
+    synthetic_class_names,
+)
+from fgvc.data.transforms import PRESETS, build_transforms, decode_min_size, normalize_images
+
+SPLIT_FILE = "val_split.json"
+DEFAULT_VAL_FRACTION = 0.1
+
+
+def _base_args(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The base-class arguments among a subclass constructor's ``locals()``."""
+    return {name: arguments[name] for name in _BASE_ARGS}
+
+
+def _init_worker(worker_id: int) -> None:
+    """One OpenCV thread per worker; a distinct, seed-derived augmentation stream each."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    info = get_worker_info()
+    if info is None:
+        return
+    transform = getattr(info.dataset, "transform", None)
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(info.seed % 2**32)
+
+
+class FGVCDataModule(pl.LightningDataModule):
+    """Shared base: splits, transforms, loaders and device-side normalization.
+
+    Subclasses implement :meth:`make_dataset` and say which splits exist.
+
+    Args:
+        root: folder holding the dataset folder (as torchvision uses it).
+        batch_size: samples per batch (per device).
+        num_workers: DataLoader worker processes.
+        image_size: side of the square network input.
+        preset: transform preset (see :func:`fgvc.data.transforms.build_transforms`).
+        val_split: validation protocol (see the module docstring).
+        seed: seed of the validation draw and of the augmentation streams.
+        pin_memory: pin host memory; ``None``: when CUDA is available.
+        persistent_workers: keep workers alive between epochs (when ``num_workers > 0``).
+        split_dir: where ``val_split.json`` goes; ``None``: the trainer's ``log_dir``.
+        val_ids_file: a ``val_split.json`` to reuse instead of drawing a new split.
+        normalize_on_device: ship ``uint8`` batches and normalize after the transfer.
+        antialias: antialiased (Pillow-exact) resizing instead of OpenCV bilinear.
+        fast_decode: decode JPEGs at 1/2, 1/4, 1/8 scale where the resize target allows.
+    """
+
+    name = "dataset"
+    train_split_name = "train"
+    test_split_name = "test"
+
+    def __init__(
+        self,
+        root: str = "data",
+        batch_size: int = 16,
+        num_workers: int = 4,
+        image_size: int = 448,
+        preset: str = "generic",
+        val_split: float | None = DEFAULT_VAL_FRACTION,
+        seed: int = 0,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        split_dir: str | None = None,
+        val_ids_file: str | None = None,
+        normalize_on_device: bool = True,
+        antialias: bool = False,
+        fast_decode: bool = True,
+    ) -> None:
+        super().__init__()
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
+        if val_split is not None and not 0.0 <= val_split < 1.0:
+            raise ValueError(f"val_split must be in [0, 1) or None, got {val_split}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if image_size < 8:
+            raise ValueError(f"image_size must be >= 8, got {image_size}")
+        self.save_hyperparameters()
+        self.root = root
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.image_size = image_size
+        self.preset = preset
+        self.val_split = val_split
+        self.seed = seed
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.persistent_workers = persistent_workers
+        self.split_dir = split_dir
+        self.val_ids_file = val_ids_file
+        self.normalize_on_device = normalize_on_device
+        self.antialias = antialias
+        self.fast_decode = fast_decode
+        self._datasets: dict[str, ImageDataset] = {}
+        self._classes: list[str] | None = None
+        self.train_set: ImageDataset | None = None
+        self.val_set: ImageDataset | None = None
+        self.test_set: ImageDataset | None = None
+        self.val_ids: list[str] | None = None
+        self.split_file: Path | None = None
+
+    # -- what subclasses provide ------------------------------------------------------------
+    def make_dataset(self, split: str) -> ImageDataset:
+        """The dataset of ``split`` without transform (annotation files only)."""
+        raise NotImplementedError
+
+    def official_val_split(self) -> str | None:
+        """Name of the dataset's own validation split, if it has one."""
+        return None
+
+    # -- classes ----------------------------------------------------------------------------
+    def dataset(self, split: str) -> ImageDataset:
+        """The (cached) untransformed dataset of ``split``."""
+        if split not in self._datasets:
+            self._datasets[split] = self.make_dataset(split)
+        return self._datasets[split]
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names in label order (parsed from the annotation files, no decoding)."""
+        if self._classes is None:
+            self._classes = list(self.dataset(self._fit_train_split()).classes)
+        return self._classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    # -- splits -----------------------------------------------------------------------------
+    def _uses_official_val(self) -> bool:
+        return (
+            self.val_split is None
+            and self.val_ids_file is None
+            and self.official_val_split() is not None
+        )
+
+    def _fit_train_split(self) -> str:
+        return self.train_split_name
+
+    def _transform(self, train: bool) -> tuple[Any, tuple[int, int] | None]:
+        transform = build_transforms(
+            self.preset,
+            train=train,
+            image_size=self.image_size,
+            normalize=not self.normalize_on_device,
+            antialias=self.antialias,
+            seed=self.seed if train else None,
+        )
+        min_size = decode_min_size(self.preset, train, self.image_size)
+        return transform, (min_size if self.fast_decode else None)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            self._setup_fit()
+        if stage in (None, "test", "predict") and self.test_set is None:
+            test = self.dataset(self.test_split_name)
+            self.test_set = test.subset(range(len(test)), *self._transform(False))
+
+    def _setup_fit(self) -> None:
+        train_tf, train_size = self._transform(True)
+        eval_tf, eval_size = self._transform(False)
+        source = self.dataset(self._fit_train_split())
+        if self._uses_official_val():
+            val = self.dataset(self.official_val_split())
+            self.train_set = source.subset(range(len(source)), train_tf, train_size)
+            self.val_set = val.subset(range(len(val)), eval_tf, eval_size)
+            return
+        if self.val_ids_file is not None:
+            train_idx, val_idx = self._indices_from_file(source, self.val_ids_file)
+        elif self.val_split == 0:
+            rank_zero_warn(
+                f"val_split=0: validating on the {self.test_split_name} split (the authors' "
+                f"protocol); validation scores are test scores, do not tune on them"
+            )
+            test = self.dataset(self.test_split_name)
+            self.train_set = source.subset(range(len(source)), train_tf, train_size)
+            self.val_set = test.subset(range(len(test)), eval_tf, eval_size)
+            return
+        else:
+            fraction = DEFAULT_VAL_FRACTION if self.val_split is None else self.val_split
+            train_idx, val_idx = stratified_split(source.targets, fraction, self.seed)
+        self.train_set = source.subset(train_idx, train_tf, train_size)
+        self.val_set = source.subset(val_idx, eval_tf, eval_size)
+        self.val_ids = [source.ids[i] for i in val_idx]
+        self._write_split_file()
+
+    def _indices_from_file(self, source: ImageDataset, path: str) -> tuple[list[int], list[int]]:
+        wanted = read_split_file(path)
+        position = {image_id: i for i, image_id in enumerate(source.ids)}
+        missing = [i for i in wanted if i not in position]
+        if missing:
+            raise ValueError(
+                f"{path}: {len(missing)} validation ids are not in the {self._fit_train_split()} "
+                f"split of {self.root} (first: {missing[:5]}); was it written for this dataset?"
+            )
+        val_idx = sorted(position[i] for i in wanted)
+        chosen = set(val_idx)
+        return [i for i in range(len(source)) if i not in chosen], val_idx
+
+    def _write_split_file(self) -> None:
+        directory: str | os.PathLike | None = self.split_dir
+        trainer = self.trainer
+        if directory is None and trainer is not None:
+            directory = trainer.log_dir  # collective call: every rank asks
+        if directory is None:
+            return
+        self.split_file = Path(directory) / SPLIT_FILE
+        if trainer is None or trainer.is_global_zero:
+            write_split_file(
+                self.split_file,
+                self.val_ids or [],
+                dataset=type(self).__name__,
+                root=str(self.root),
+                train_split=self._fit_train_split(),
+                val_split=self.val_split,
+                seed=self.seed,
+            )
+
+    # -- loaders ----------------------------------------------------------------------------
+    def _loader(self, dataset: ImageDataset | None, train: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}: call setup() before asking for loaders")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            drop_last=train and len(dataset) > self.batch_size,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            worker_init_fn=_init_worker,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, train=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Normalize ``uint8`` images on the device (no-op for float images)."""
+        if self.normalize_on_device and isinstance(batch, (list, tuple)) and batch:
+            images = normalize_images(batch[0])
+            return type(batch)([images, *batch[1:]])
+        return batch
+
+
+_BASE_ARGS = tuple(inspect.signature(FGVCDataModule.__init__).parameters)[1:]
+
+
+class CUBDataModule(FGVCDataModule):
+    """CUB-200-2011 (``root/CUB_200_2011``); no official validation split."""
+
+    name = "cub"
+
+    def __init__(
+        self,
+        root: str = "data",
+        batch_size: int = 16,
+        num_workers: int = 4,
+        image_size: int = 448,
+        preset: str = "cub",
+        val_split: float | None = DEFAULT_VAL_FRACTION,
+        seed: int = 0,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        split_dir: str | None = None,
+        val_ids_file: str | None = None,
+        normalize_on_device: bool = True,
+        antialias: bool = False,
+        fast_decode: bool = True,
+    ) -> None:
+        super().__init__(**_base_args(locals()))
+
+    def make_dataset(self, split: str) -> ImageDataset:
+        return CUB200(self.root, split)
+
+
+class CarsDataModule(FGVCDataModule):
+    """Stanford Cars (``root/stanford_cars``, any accepted layout); no official val split."""
+
+    name = "cars"
+
+    def __init__(
+        self,
+        root: str = "data",
+        batch_size: int = 16,
+        num_workers: int = 4,
+        image_size: int = 448,
+        preset: str = "cars",
+        val_split: float | None = DEFAULT_VAL_FRACTION,
+        seed: int = 0,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        split_dir: str | None = None,
+        val_ids_file: str | None = None,
+        normalize_on_device: bool = True,
+        antialias: bool = False,
+        fast_decode: bool = True,
+    ) -> None:
+        super().__init__(**_base_args(locals()))
+
+    def make_dataset(self, split: str) -> ImageDataset:
+        return StanfordCars(self.root, split)
+
+
+class AircraftDataModule(FGVCDataModule):
+    """FGVC-Aircraft (``root/fgvc-aircraft-2013b``).
+
+    ``val_split=None`` (default): train on ``train``, validate on the official ``val``.
+    A number: the ``trainval`` split is used for training, ``0`` validating on ``test``
+    (the papers' protocol), ``> 0`` holding out a stratified fraction of it.
+
+    Args:
+        level: ``"variant"`` (100 classes), ``"family"`` (70) or ``"manufacturer"`` (30).
+        crop_banner: remove the 20-pixel copyright banner.
+    """
+
+    name = "aircraft"
+
+    def __init__(
+        self,
+        root: str = "data",
+        batch_size: int = 16,
+        num_workers: int = 4,
+        image_size: int = 448,
+        preset: str = "aircraft",
+        val_split: float | None = None,
+        seed: int = 0,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        split_dir: str | None = None,
+        val_ids_file: str | None = None,
+        normalize_on_device: bool = True,
+        antialias: bool = False,
+        fast_decode: bool = True,
+        level: str = "variant",
+        crop_banner: bool = True,
+    ) -> None:
+        super().__init__(**_base_args(locals()))
+        self.level = level
+        self.crop_banner = crop_banner
+
+    def official_val_split(self) -> str | None:
+        return "val"
+
+    def _fit_train_split(self) -> str:
+        return "train" if self._uses_official_val() else "trainval"
+
+    def make_dataset(self, split: str) -> ImageDataset:
+        return FGVCAircraft(self.root, split, level=self.level, crop_banner=self.crop_banner)
+
+
+class FolderDataModule(FGVCDataModule):
+    """Class folders ``root/{train,val,test}/<class>/<image>`` (torchvision ImageFolder).
+
+    ``root`` is the folder holding the split folders. ``val/`` is the official validation
+    split (used when ``val_split`` is None); ``test`` uses ``test/``, or ``val/`` when there
+    is no ``test/`` (the authors' layout has only train/ and val/). Classes come from
+    ``train/``; the other splits use the same label mapping.
+    """
+
+    name = "folder"
+
+    def __init__(
+        self,
+        root: str = "data",
+        batch_size: int = 16,
+        num_workers: int = 4,
+        image_size: int = 448,
+        preset: str = "generic",
+        val_split: float | None = None,
+        seed: int = 0,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        split_dir: str | None = None,
+        val_ids_file: str | None = None,
+        normalize_on_device: bool = True,
+        antialias: bool = False,
+        fast_decode: bool = True,
+    ) -> None:
+        super().__init__(**_base_args(locals()))
+
+    @property
+    def test_split_name(self) -> str:
+        root = Path(self.root).expanduser()
+        return "test" if (root / "test").is_dir() or not (root / "val").is_dir() else "val"
+
+    def official_val_split(self) -> str | None:
+        return "val" if (Path(self.root).expanduser() / "val").is_dir() else None
+
+    def make_dataset(self, split: str) -> ImageDataset:
+        classes = None if split == "train" else self.dataset("train").classes
+        return FolderDataset(self.root, split, classes=classes)
+
+
+class SyntheticDataModule(FGVCDataModule):
+    """The synthetic fine-grained dataset (``root/synthetic``), generated if missing.
+
+    ``prepare_data`` writes it with :func:`fgvc.data.synthetic.make_synthetic` (a few
+    seconds for the defaults); an existing folder is used as it is. The generator's
+    ``synth_*`` arguments only matter when it has to be written.
+    """
+
+    name = "synthetic"
+
+    def __init__(
+        self,
+        root: str = "data",
+        batch_size: int = 16,
+        num_workers: int = 2,
+        image_size: int = 128,
+        preset: str = "cub",
+        val_split: float | None = DEFAULT_VAL_FRACTION,
+        seed: int = 0,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        split_dir: str | None = None,
+        val_ids_file: str | None = None,
+        normalize_on_device: bool = True,
+        antialias: bool = False,
+        fast_decode: bool = True,
+        synth_classes: int = 10,
+        synth_train_per_class: int = 30,
+        synth_test_per_class: int = 10,
+        synth_image_size: int = 144,
+        synth_seed: int = 0,
+    ) -> None:
+        super().__init__(**_base_args(locals()))
+        self.synth_config = SynthConfig(
+            num_classes=synth_classes,
+            train_per_class=synth_train_per_class,
+            test_per_class=synth_test_per_class,
+            image_size=synth_image_size,
+            seed=synth_seed,
+        )
+        self.synth_config.validate()
+
+    @property
+    def folder(self) -> Path:
+        """The dataset folder: ``root/synthetic``, or ``root`` if it holds ``synth.json``."""
+        root = Path(self.root).expanduser()
+        return root if (root / "synth.json").is_file() else root / SYNTH_FOLDER
+
+    @property
+    def classes(self) -> list[str]:
+        if self._classes is None and not (self.folder / "images.txt").is_file():
+            return synthetic_class_names(self.synth_config.num_classes)
+        return super().classes
+
+    def prepare_data(self) -> None:
+        folder = self.folder
+        if (folder / "images.txt").is_file():
+            recorded = read_synth_config(folder)
+            if recorded is not None and recorded != self.synth_config:
+                rank_zero_warn(
+                    f"{folder} was generated with {recorded}, not {self.synth_config}; using "
+                    f"it as it is (delete the folder to regenerate)"
+                )
+            return
+        make_synthetic(folder.parent, self.synth_config, folder=folder.name)
+
+    def make_dataset(self, split: str) -> ImageDataset:
+        return CUB200(self.folder, split)

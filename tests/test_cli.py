@@ -1,0 +1,211 @@
+"""`fgvc fit|validate|test`: config, links, run folders, W&B offline, DDP."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from fgvc.cli import main
+from tests.wandb_records import artifacts, config_keys, history_keys
+
+NUM_CLASSES = 3
+
+
+def write_config(tmp: Path, **trainer) -> Path:
+    config = {
+        "seed_everything": 7,
+        "trainer": {
+            "accelerator": "cpu",
+            "devices": 1,
+            "max_epochs": 2,
+            "log_every_n_steps": 1,
+            "default_root_dir": str(tmp / "runs"),
+            "enable_model_summary": False,
+            "logger": [
+                {
+                    "class_path": "pytorch_lightning.loggers.CSVLogger",
+                    "init_args": {"save_dir": str(tmp / "runs"), "name": "tiny"},
+                },
+                {
+                    "class_path": "fgvc.loggers.WandbLogger",
+                    "init_args": {
+                        "project": "fgvc-tests",
+                        "name": "tiny",
+                        "save_dir": str(tmp / "runs"),
+                        "mode": "offline",
+                    },
+                },
+            ],
+            **trainer,
+        },
+        "model": {
+            "arch": "resnet18",
+            "reduce_dim": 8,
+            "iterations": 3,
+            "pretrained": None,
+            "lr": 0.01,
+            "scheduler": "cosine",
+            "warmup_epochs": 0.5,
+        },
+        "data": {
+            "class_path": "fgvc.data.SyntheticDataModule",
+            "init_args": {
+                "root": str(tmp / "data"),
+                "batch_size": 4,
+                "num_workers": 0,
+                "image_size": 32,
+                "val_split": 0.25,
+                "synth_classes": NUM_CLASSES,
+                "synth_train_per_class": 8,
+                "synth_test_per_class": 2,
+                "synth_image_size": 40,
+            },
+        },
+    }
+    path = tmp / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def read_metrics(run: Path) -> list[dict[str, str]]:
+    with open(run / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def last_value(rows: list[dict[str, str]], key: str) -> float:
+    return float([r[key] for r in rows if r.get(key)][-1])
+
+
+def wandb_run_file(tmp: Path) -> Path:
+    (run_file,) = sorted((tmp / "runs" / "wandb").glob("offline-run-*/run-*.wandb"))
+    return run_file
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_fit_then_test_round_trip(workdir, capsys):
+    cfg = write_config(workdir)
+    assert main(["fit", "--config", str(cfg)]) == 0
+    summary = capsys.readouterr().out
+    run = workdir / "runs" / "tiny" / "version_0"
+    assert "best val/top1" in summary and str(run) in summary
+
+    # resolved config saved (re-usable as is); the values linked from the data are in
+    # the model's hparams.yaml and its checkpoints
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"]["reduce_dim"] == 8 and saved["data"]["init_args"]["image_size"] == 32
+    hparams = yaml.safe_load((run / "hparams.yaml").read_text())
+    assert hparams["num_classes"] == NUM_CLASSES
+    names = [f"{c + 1:03d}.texture_{c:02d}" for c in range(NUM_CLASSES)]
+    assert hparams["class_names"] == names
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert "last.ckpt" in ckpts and any(p.startswith("best-epoch") for p in ckpts)
+    rows = read_metrics(run)
+    for key in (
+        "train/loss_epoch",
+        "train/top1",
+        "val/loss",
+        "val/top1",
+        "val/mean_class_acc",
+        "val/top1_tta",
+        "lr-SGD/classifier",
+    ):
+        assert any(r.get(key) for r in rows), key
+    with open(run / "val_per_class.csv") as f:
+        per_class = list(csv.DictReader(f))
+    assert [r["name"] for r in per_class] == names
+    assert sum(int(r["support"]) for r in per_class) == 6  # 25% of 24 training images
+    assert (run / "val_split.json").is_file()
+
+    # W&B offline run: metrics, config, reports and the best checkpoint as an artifact
+    run_file = wandb_run_file(workdir)
+    keys = history_keys(run_file)
+    for key in (
+        "val/top1",
+        "val/top1_tta",
+        "val/mean_class_acc",
+        "train/loss_epoch",
+        "lr-SGD/backbone",
+        "val/per_class_accuracy/_type",
+        "val/samples/_type",
+        "val/most_confused/_type",
+    ):
+        assert key in keys, key
+    assert {"arch", "lr", "num_classes", "batch_size"} <= config_keys(run_file)
+    assert any(kind == "model" and "best" in aliases for _, kind, aliases in artifacts(run_file))
+    raw = run_file.read_bytes()
+    assert b"WANDB_API_KEY" not in raw
+
+    # a second run gets its own folder; nothing of the first is overwritten
+    before = (run / "config.yaml").read_bytes()
+    best = next((run / "checkpoints").glob("best-*.ckpt"))
+    assert main(["test", "--config", str(run / "config.yaml"), "--ckpt_path", str(best)]) == 0
+    test_run = workdir / "runs" / "tiny" / "version_1"
+    assert (run / "config.yaml").read_bytes() == before
+    rows = read_metrics(test_run)
+    for key in ("test/top1", "test/top1_tta", "test/mean_class_acc", "test/loss"):
+        assert any(r.get(key) for r in rows), key
+    with open(test_run / "test_per_class.csv") as f:
+        assert sum(int(r["support"]) for r in csv.DictReader(f)) == NUM_CLASSES * 2
+
+
+def test_unknown_config_key_fails_clearly(workdir, capsys):
+    cfg = write_config(workdir)
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", str(cfg), "--model.learning_rate", "0.1"])
+    assert exc.value.code == 2
+    assert "learning_rate" in capsys.readouterr().err
+
+
+def test_bad_config_value_is_one_line(workdir, capsys):
+    cfg = write_config(workdir)
+    assert main(["fit", "--config", str(cfg), "--model.lr", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["fgvc: error: model.lr must be > 0, got -1.0"]
+    assert not (workdir / "runs" / "tiny").exists()
+
+
+@pytest.mark.slow
+def test_two_process_ddp_metrics_cover_both_shards(workdir):
+    cfg = write_config(workdir, devices=2, strategy="ddp", max_epochs=1)
+    env = {**os.environ, "WANDB_SILENT": "true", "PYTHONPATH": str(Path.cwd())}
+    env.pop("WANDB_MODE", None)
+    repo = Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = str(repo)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fgvc.cli", "fit", "--config", str(cfg)],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = workdir / "runs" / "tiny" / "version_0"
+    ddp_top1 = last_value(read_metrics(run), "val/top1")
+    ddp_loss = last_value(read_metrics(run), "val/loss")
+    with open(run / "val_per_class.csv") as f:
+        assert sum(int(r["support"]) for r in csv.DictReader(f)) == 6  # both shards of 3
+
+    # the same weights validated in one process give the same figures
+    last = run / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["epoch"] == 0
+    single = write_config(workdir, max_epochs=1)
+    assert main(["validate", "--config", str(single), "--ckpt_path", str(last)]) == 0
+    rows = read_metrics(workdir / "runs" / "tiny" / "version_1")
+    assert last_value(rows, "val/top1") == pytest.approx(ddp_top1, abs=1e-6)
+    assert last_value(rows, "val/loss") == pytest.approx(ddp_loss, rel=1e-4)

@@ -1,0 +1,227 @@
+"""FGVCClassifier: parameter groups, schedules, freezing, metrics, mixed precision."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from fgvc.module import FGVCClassifier, Schedule
+
+TINY = dict(arch="resnet18", num_classes=4, reduce_dim=8, iterations=3, pretrained=None)
+
+
+def make_loader(n: int = 16, size: int = 32, classes: int = 4, seed: int = 0, batch: int = 8):
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randn(n, 3, size, size, generator=gen)
+    labels = torch.arange(n) % classes
+    return DataLoader(TensorDataset(images, labels), batch_size=batch)
+
+
+def make_trainer(**kwargs) -> pl.Trainer:
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_epochs=1,
+    )
+    defaults.update(kwargs)
+    return pl.Trainer(**defaults)
+
+
+def test_parameter_groups_get_their_lr_and_weight_decay():
+    module = FGVCClassifier(
+        **TINY,
+        lr=0.01,
+        weight_decay=1e-3,
+        lr_mult_backbone=0.5,
+        lr_mult_head=2.0,
+        lr_mult_classifier=5.0,
+        scheduler="constant",
+    )
+    trainer = make_trainer(max_steps=1)
+    trainer.fit(module, make_loader(n=8))
+    groups = {g["name"]: g for g in trainer.optimizers[0].param_groups}
+    assert set(groups) == {
+        "backbone",
+        "backbone_no_decay",
+        "head",
+        "head_no_decay",
+        "classifier",
+        "classifier_no_decay",
+    }
+    expected_lr = {"backbone": 0.005, "head": 0.02, "classifier": 0.05}
+    for name, group in groups.items():
+        base = name.replace("_no_decay", "")
+        assert group["lr"] == pytest.approx(expected_lr[base])
+        assert group["weight_decay"] == (0.0 if name.endswith("_no_decay") else 1e-3)
+    net = module.model
+    by_param = {id(p): name for name, g in groups.items() for p in g["params"]}
+    assert by_param[id(net.backbone.conv1.weight)] == "backbone"
+    assert by_param[id(net.backbone.bn1.weight)] == "backbone_no_decay"
+    assert by_param[id(net.head.conv.weight)] == "head"
+    assert by_param[id(net.head.bn.bias)] == "head_no_decay"
+    assert by_param[id(net.classifier.weight)] == "classifier"
+    assert by_param[id(net.classifier.bias)] == "classifier_no_decay"
+    # every parameter exactly once
+    assert sorted(by_param) == sorted(id(p) for p in module.parameters())
+    assert sum(len(g["params"]) for g in groups.values()) == len(list(module.parameters()))
+
+
+def test_step_schedule_shape():
+    s = Schedule(
+        "step", steps_per_epoch=10, total_steps=100, milestones=[3, 6], gamma=0.1, warmup_epochs=0
+    )
+    assert [s(0), s(29), s(30), s(59), s(60), s(99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_cosine_schedule_with_warmup():
+    s = Schedule(
+        "cosine", steps_per_epoch=10, total_steps=100, milestones=[], gamma=0.1, warmup_epochs=2
+    )
+    warm = [s(i) for i in range(20)]
+    assert warm == pytest.approx([(i + 1) / 20 for i in range(20)])
+    assert s(20) == pytest.approx(1.0)
+    for step in (20, 40, 60, 80, 99):
+        progress = (step - 20) / 80
+        assert s(step) == pytest.approx(0.5 * (1 + math.cos(math.pi * progress)))
+    assert s(100) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_frozen_epochs_gate_every_schedule():
+    for kind in ("step", "cosine", "constant"):
+        s = Schedule(kind, 5, 50, [8], 0.1, 1.0, frozen_epochs=2)
+        assert all(s(i) == 0 for i in range(10)), kind
+        assert s(10) > 0, kind
+
+
+class _Snapshots(pl.Callback):
+    def __init__(self):
+        self.states = []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        net = pl_module.model
+        self.states.append(
+            {
+                "conv1": net.backbone.conv1.weight.detach().clone(),
+                "bn_mean": net.backbone.bn1.running_mean.clone(),
+                "head": net.head.conv.weight.detach().clone(),
+                "fc": net.classifier.weight.detach().clone(),
+            }
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheduler", ["step", "cosine", "constant"])
+def test_freeze_schedule_holds_then_releases_backbone(scheduler):
+    torch.manual_seed(0)
+    module = FGVCClassifier(
+        **TINY,
+        lr=0.05,
+        scheduler=scheduler,
+        milestones=[5],
+        warmup_epochs=0.5,
+        freeze_backbone_epochs=1,
+    )
+    start = {
+        "conv1": module.model.backbone.conv1.weight.detach().clone(),
+        "bn_mean": module.model.backbone.bn1.running_mean.clone(),
+        "head": module.model.head.conv.weight.detach().clone(),
+    }
+    snaps = _Snapshots()
+    make_trainer(max_epochs=2, callbacks=[snaps]).fit(module, make_loader())
+    first, second = snaps.states
+    torch.testing.assert_close(first["conv1"], start["conv1"], rtol=0, atol=0)
+    torch.testing.assert_close(first["bn_mean"], start["bn_mean"], rtol=0, atol=0)
+    assert not torch.equal(first["head"], start["head"])  # head trains while frozen
+    assert not torch.equal(second["conv1"], first["conv1"])  # then the backbone moves
+    assert not torch.equal(second["bn_mean"], first["bn_mean"])
+
+
+def _hand_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: int) -> dict[str, float]:
+    pred = logits.argmax(1)
+    top5 = logits.topk(min(5, classes), 1).indices
+    per_class = [
+        float((pred[labels == c] == c).float().mean())
+        for c in range(classes)
+        if (labels == c).any()
+    ]
+    return {
+        "top1": float((pred == labels).float().mean()),
+        "top5": float((top5 == labels[:, None]).any(1).float().mean()),
+        "mean_class_acc": sum(per_class) / len(per_class),
+    }
+
+
+def test_eval_metrics_match_hand_computation():
+    torch.manual_seed(1)
+    classes = 6
+    module = FGVCClassifier(**{**TINY, "num_classes": classes}, val_tta=True)
+    loader = make_loader(n=30, classes=classes, seed=3, batch=7)
+    # train mode BN would differ from eval: randomize the statistics so predictions vary
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    (result,) = make_trainer().validate(module, loader)
+    module.eval()
+    with torch.no_grad():
+        images = torch.cat([b[0] for b in loader])
+        labels = torch.cat([b[1] for b in loader])
+        logits = module(images)
+        logits_tta = 0.5 * (logits + module(images.flip(-1)))
+    plain = _hand_metrics(logits, labels, classes)
+    tta = _hand_metrics(logits_tta, labels, classes)
+    for key, value in plain.items():
+        assert result[f"val/{key}"] == pytest.approx(value, abs=1e-6), key
+        assert result[f"val/{key}_tta"] == pytest.approx(tta[key], abs=1e-6), key
+    loss = torch.nn.functional.cross_entropy(logits, labels)
+    assert result["val/loss"] == pytest.approx(float(loss), rel=1e-5)
+    assert len(set(logits.argmax(1).tolist())) > 1  # the check is not vacuous
+
+
+class _GradProbe(pl.Callback):
+    def __init__(self):
+        self.finite = []
+        self.losses = []
+
+    def on_after_backward(self, trainer, pl_module):
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        self.finite.append(bool(grads) and all(torch.isfinite(g).all() for g in grads))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(outputs["loss"].detach())
+
+
+def test_bf16_mixed_cpu_training_step_is_finite():
+    torch.manual_seed(2)
+    module = FGVCClassifier(**TINY)
+    probe = _GradProbe()
+    trainer = make_trainer(max_steps=2, precision="bf16-mixed", callbacks=[probe])
+    trainer.fit(module, make_loader(n=16))
+    assert probe.finite == [True, True]
+    assert all(torch.isfinite(loss) for loss in probe.losses)
+    assert module.model.classifier.weight.dtype == torch.float32  # master weights
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"lr": -1.0}, "model.lr must be > 0"),
+        ({"momentum": 1.5}, "model.momentum"),
+        ({"optimizer": "rmsprop"}, "model.optimizer"),
+        ({"scheduler": "poly"}, "model.scheduler"),
+        ({"label_smoothing": 1.0}, "model.label_smoothing"),
+        ({"class_names": ["a", "b"]}, "class_names has 2 names but num_classes=4"),
+        ({"arch": "resnet7"}, "resnet7"),
+    ],
+)
+def test_bad_recipe_values_raise_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FGVCClassifier(**{**TINY, **kwargs})

@@ -1,0 +1,73 @@
+"""Read the records of an offline W&B run file (``run-<id>.wandb``) for assertions.
+
+The file is W&B's append-only log: a 7-byte header (``:W&B``, magic 0xBEE1, version 0),
+then 32 KiB blocks of chunks, each ``<crc32:u32><length:u16><type:u8>`` + payload, where a
+record is one FULL chunk or FIRST, MIDDLE..., LAST. Each record is a ``wandb.proto``
+``Record`` message.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+from wandb.proto import wandb_internal_pb2 as pb
+
+BLOCK = 32 * 1024
+HEADER = struct.Struct("<4sHB")
+CHUNK = struct.Struct("<IHB")
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def records(path: str | Path) -> Iterator[pb.Record]:
+    data = Path(path).read_bytes()
+    ident, magic, version = HEADER.unpack_from(data, 0)
+    assert ident == b":W&B" and magic == 0xBEE1 and version == 0, (ident, magic, version)
+    pos, pending = HEADER.size, b""
+    while pos + CHUNK.size <= len(data):
+        left = BLOCK - pos % BLOCK
+        if left < CHUNK.size:  # block tail padding
+            pos += left
+            continue
+        _, length, kind = CHUNK.unpack_from(data, pos)
+        if kind == 0 and length == 0:
+            break
+        payload = data[pos + CHUNK.size : pos + CHUNK.size + length]
+        pos += CHUNK.size + length
+        if kind in (FULL, FIRST):
+            pending = payload
+        else:
+            pending += payload
+        if kind in (FULL, LAST):
+            record = pb.Record()
+            record.ParseFromString(pending)
+            yield record
+
+
+def history_keys(path: str | Path) -> set[str]:
+    keys = set()
+    for record in records(path):
+        if record.WhichOneof("record_type") == "history":
+            for item in record.history.item:
+                keys.add(item.key or "/".join(item.nested_key))
+    return keys
+
+
+def artifacts(path: str | Path) -> list[tuple[str, str, list[str]]]:
+    """(name, type, aliases) of the artifacts the run logged."""
+    out = []
+    for record in records(path):
+        if record.WhichOneof("record_type") == "artifact":
+            art = record.artifact
+            out.append((art.name, art.type, list(art.aliases)))
+    return out
+
+
+def config_keys(path: str | Path) -> set[str]:
+    keys = set()
+    for record in records(path):
+        if record.WhichOneof("record_type") == "config":
+            for item in record.config.update:
+                keys.add(item.key or "/".join(item.nested_key))
+    return keys
