@@ -191,3 +191,32 @@ def test_module_wraps_function_and_keeps_state_dict_clean():
     assert "iterations=3" in repr(layer)
     free = ISqrtCov()
     torch.testing.assert_close(free(x), isqrt_cov(x))
+
+
+def test_retained_graph_backward_twice_with_reuse_in_between():
+    """Pooled buffers saved for the backward are not handed out while the graph lives."""
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(2, 8, 4, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    out = isqrt_cov(x)
+    (g1,) = torch.autograd.grad(out.sum(), x, retain_graph=True)
+    for _ in range(3):  # other forwards (with and without grad) that want buffers
+        isqrt_cov(torch.randn(2, 8, 4, 4, generator=gen, dtype=torch.float64).requires_grad_())
+        with torch.no_grad():
+            isqrt_cov(torch.randn(2, 8, 4, 4, generator=gen, dtype=torch.float64))
+    (g2,) = torch.autograd.grad(out.sum(), x)
+    torch.testing.assert_close(g1, g2, rtol=0, atol=0)
+
+
+def test_workspace_is_reused_not_grown():
+    from fgvc.ops._workspace import WORKSPACE
+
+    x = torch.rand(3, 16, 5, 5, requires_grad=True)
+    for _ in range(2):
+        isqrt_cov(x).sum().backward()
+    held = WORKSPACE._bytes
+    assert held > 0
+    for _ in range(5):
+        isqrt_cov(x).sum().backward()
+        with torch.no_grad():
+            isqrt_cov(x)
+    assert WORKSPACE._bytes == held

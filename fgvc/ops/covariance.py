@@ -7,6 +7,13 @@ from typing import Any
 import torch
 
 from fgvc.ops._precision import autocast_disabled, to_full_precision
+from fgvc.ops._workspace import Workspace
+
+
+def _take(ws: Workspace | None, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    if ws is None:
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+    return ws.take(shape, like)
 
 
 def check_feature_map(x: torch.Tensor, name: str = "covariance_pool") -> None:
@@ -18,24 +25,30 @@ def check_feature_map(x: torch.Tensor, name: str = "covariance_pool") -> None:
         raise ValueError(f"{name} got an empty spatial map {tuple(x.shape)}")
 
 
-def covariance_forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def covariance_forward(
+    x: torch.Tensor, ws: Workspace | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (Sigma, mu): Sigma = X_c X_c^T / M, X_c = X - mu over the M = h*w positions.
 
     Centring first costs O(d^2 M), against O(d M^2) for the paper's X I_hat X^T form, and
-    keeps float32 accurate for features whose mean is large against their spread.
+    keeps float32 accurate for features whose mean is large against their spread. With a
+    workspace, Sigma is one of its buffers.
     """
     b, d, h, w = x.shape
     m = h * w
     feats = x.reshape(b, d, m)
     mean = feats.mean(dim=2, keepdim=True)
-    centred = feats - mean
+    centred = torch.sub(feats, mean, out=_take(ws, (b, d, m), feats))
+    sigma = _take(ws, (b, d, d), feats)
     # alpha folds the 1/M into the GEMM; beta=0 ignores the (uninitialised) input.
-    sigma = torch.baddbmm(centred.new_empty(b, d, d), centred, centred.mT, beta=0.0, alpha=1.0 / m)
+    torch.baddbmm(sigma, centred, centred.mT, beta=0.0, alpha=1.0 / m, out=sigma)
+    if ws is not None:
+        ws.give_back([centred])
     return sigma, mean
 
 
 def covariance_backward(
-    grad_sigma: torch.Tensor, x: torch.Tensor, mean: torch.Tensor
+    grad_sigma: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, ws: Workspace | None = None
 ) -> torch.Tensor:
     """dL/dX for Sigma = X_c X_c^T / M: S X_c / M with S = G + G^T, one product.
 
@@ -46,9 +59,12 @@ def covariance_backward(
     """
     b, d, h, w = x.shape
     m = h * w
-    sym = grad_sigma + grad_sigma.mT
+    sym = torch.add(grad_sigma, grad_sigma.mT, out=_take(ws, tuple(grad_sigma.shape), grad_sigma))
     correction = torch.bmm(sym, mean).mul_(-1.0 / m).expand(b, d, m)
-    return torch.baddbmm(correction, sym, x.reshape(b, d, m), alpha=1.0 / m).view(x.shape)
+    grad_x = torch.baddbmm(correction, sym, x.reshape(b, d, m), alpha=1.0 / m)
+    if ws is not None:
+        ws.give_back([sym])
+    return grad_x.view(x.shape)
 
 
 class _CovariancePool(torch.autograd.Function):

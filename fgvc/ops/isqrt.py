@@ -8,30 +8,54 @@ import torch
 from torch import nn
 
 from fgvc.ops._precision import autocast_disabled, to_full_precision
+from fgvc.ops._workspace import WORKSPACE, Lease
 from fgvc.ops.covariance import check_feature_map, covariance_backward, covariance_forward
 from fgvc.ops.sqrtm import check_iterations, sqrtm_backward, sqrtm_forward
 from fgvc.ops.triu import triu_flat_index, triu_vec
 
 
 class _ISqrtCov(torch.autograd.Function):
-    """One graph node for the whole layer: keeps the input and the iteration's matrices."""
+    """One graph node for the whole layer: keeps the input and the iteration's matrices.
+
+    Temporaries come from the shared CPU workspace and go straight back to it; the
+    matrices kept for the backward go back when this graph node is freed.
+    """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, iterations: int, index: torch.Tensor) -> torch.Tensor:
-        sigma, mean = covariance_forward(x)
-        c, a, trace, saved = sqrtm_forward(sigma, iterations)
+        sigma, mean = covariance_forward(x, WORKSPACE)
+        c, a, trace, saved = sqrtm_forward(sigma, iterations, WORKSPACE, WORKSPACE)
+        out = triu_vec(c, index)
+        WORKSPACE.give_back([sigma, c])  # not saved: reusable at once
+        ctx.lease = Lease(WORKSPACE, [a, *saved])
         ctx.iterations = iterations
         ctx.save_for_backward(x, mean, index, a, trace, *saved)
-        return triu_vec(c, index)
+        return out
 
     @staticmethod
     def backward(ctx: Any, grad_vec: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         x, mean, index, a, trace, *saved = ctx.saved_tensors
         b, d = a.shape[:2]
+        ws = WORKSPACE
         with autocast_disabled(a):
-            grad_c = grad_vec.new_zeros(b, d * d).index_copy_(1, index, grad_vec)
-            grad_sigma = sqrtm_backward(grad_c.view(b, d, d), a, trace, saved, ctx.iterations)
-            return covariance_backward(grad_sigma, x, mean), None, None
+            grad_c = ws.take((b, d, d), a).zero_()
+            grad_c.view(b, d * d).index_copy_(1, index, grad_vec)
+            grad_sigma = sqrtm_backward(grad_c, a, trace, saved, ctx.iterations, ws)
+            grad_x = covariance_backward(grad_sigma, x, mean, ws)
+        ws.give_back([grad_c, grad_sigma])
+        return grad_x, None, None
+
+
+def _isqrt_cov_inference(x: torch.Tensor, iterations: int, index: torch.Tensor) -> torch.Tensor:
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        # exporters see plain tensor code (no workspace, no out= buffers)
+        sigma, _ = covariance_forward(x)
+        return triu_vec(sqrtm_forward(sigma, iterations)[0], index)
+    sigma, _ = covariance_forward(x, WORKSPACE)
+    c, a, _, saved = sqrtm_forward(sigma, iterations, WORKSPACE, WORKSPACE)
+    out = triu_vec(c, index)
+    WORKSPACE.give_back([sigma, c, a, *saved])
+    return out
 
 
 def isqrt_cov(
@@ -56,10 +80,7 @@ def isqrt_cov(
     with autocast_disabled(x):
         if torch.is_grad_enabled() and x.requires_grad:
             return _ISqrtCov.apply(x, iterations, triu_index)
-        # inference / export: the same operations as plain tensor code
-        sigma, _ = covariance_forward(x)
-        c = sqrtm_forward(sigma, iterations)[0]
-        return triu_vec(c, triu_index)
+        return _isqrt_cov_inference(x, iterations, triu_index)
 
 
 class ISqrtCov(nn.Module):

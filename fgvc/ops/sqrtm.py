@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from fgvc.ops._precision import autocast_disabled, to_full_precision
+from fgvc.ops._workspace import Workspace
 
 #: lower bound on the trace: an all-zero map (dead ReLU features) gives finite values.
 TRACE_EPS = 1e-12
@@ -39,78 +40,126 @@ def _eye(d: int, like: torch.Tensor) -> torch.Tensor:
     return torch.eye(d, dtype=like.dtype, device=like.device)
 
 
-def _z1(a: torch.Tensor) -> torch.Tensor:
-    return torch.add(_eye(a.shape[-1], a) * 1.5, a, alpha=-0.5)  # Z_1 = T_1 = 1.5 I - 0.5 A
+def _take(ws: Workspace | None, like: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(like) if ws is None else ws.take(tuple(like.shape), like)
+
+
+def _give_back(ws: Workspace | None, *tensors: torch.Tensor | None) -> None:
+    if ws is not None:
+        ws.give_back(tensors)
+
+
+def _z1(a: torch.Tensor, ws: Workspace | None = None) -> torch.Tensor:
+    eye = _eye(a.shape[-1], a).mul_(1.5)
+    return torch.add(eye, a, alpha=-0.5, out=_take(ws, a))  # Z_1 = T_1 = 1.5 I - 0.5 A
+
+
+def batch_inner(u: torch.Tensor, v: torch.Tensor, ws: Workspace | None = None) -> torch.Tensor:
+    """<u_b, v_b> (Frobenius) per batch entry (a batched GEMV would be 10x slower on CPU)."""
+    prod = torch.mul(u, v, out=_take(ws, u))
+    inner = prod.sum(tuple(range(1, u.dim())))
+    _give_back(ws, prod)
+    return inner
 
 
 def newton_schulz_forward(
-    a: torch.Tensor, iterations: int
+    a: torch.Tensor,
+    iterations: int,
+    ws: Workspace | None = None,
+    ws_saved: Workspace | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Y_N for a (B, d, d) batch ``a``, and [Y_1, T_2, Y_2, Z_2, T_3, ...] for the backward."""
-    y = torch.baddbmm(a, a, a, beta=1.5, alpha=-0.5)  # Y_1 = A (3I - A) / 2
-    if iterations == 1:
+    """Y_N for a (B, d, d) batch ``a``, and [Y_1, T_2, Y_2, Z_2, T_3, ...] for the backward.
+
+    Y_N comes from ``ws`` and the matrices the backward needs from ``ws_saved`` (fresh
+    tensors when None: autograd may keep them for several backward calls).
+    """
+    last = iterations == 1
+    y = torch.baddbmm(  # Y_1 = A (3I - A) / 2
+        a, a, a, beta=1.5, alpha=-0.5, out=_take(ws if last else ws_saved, a)
+    )
+    if last:
         return y, []
     eye = _eye(a.shape[-1], a)
-    z = _z1(a)
+    z1 = z = _z1(a, ws)
     saved: list[torch.Tensor] = []
     for k in range(2, iterations + 1):
-        t = torch.baddbmm(eye, z, y, beta=1.5, alpha=-0.5)  # T_k = 1.5 I - 0.5 Z Y
+        last = k == iterations
+        # T_k = 1.5 I - 0.5 Z Y
+        t = torch.baddbmm(eye, z, y, beta=1.5, alpha=-0.5, out=_take(ws_saved, a))
         saved += [y, t] if k == 2 else [y, z, t]
-        if k < iterations:
-            z = torch.bmm(t, z)
-        y = torch.bmm(y, t)
+        if not last:
+            z = torch.bmm(t, z, out=_take(ws_saved, a))
+        y = torch.bmm(y, t, out=_take(ws if last else ws_saved, a))
+    _give_back(ws, z1)  # rebuilt from A in the backward
     return y, saved
 
 
 def newton_schulz_backward(
-    grad_y: torch.Tensor, a: torch.Tensor, saved: list[torch.Tensor], iterations: int
+    grad_y: torch.Tensor,
+    a: torch.Tensor,
+    saved: list[torch.Tensor],
+    iterations: int,
+    ws: Workspace | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reverse-mode through the iteration (transposes kept exact).
 
     Returns:
         (dL/dA, <dL/dY_N, Y_N>) -- the inner product, needed for the post-compensation,
         falls out of the first step (<G, Y T> = <Y^T G, T>) so Y_N need not be kept.
+        With a workspace, dL/dA is one of its buffers; ``grad_y`` stays the caller's.
     """
+
+    def mm(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(u, v, out=_take(ws, a))
+
     if iterations == 1:
-        ga_t = torch.bmm(grad_y, a.mT)  # G A^T; <G, A A> = <G A^T, A>
-        inner = torch.linalg.vecdot(grad_y.flatten(1), a.flatten(1)) * 1.5
-        inner -= 0.5 * torch.linalg.vecdot(ga_t.flatten(1), a.flatten(1))
+        ga_t = mm(grad_y, a.mT)  # G A^T; <G, A A> = <G A^T, A>
+        inner = 1.5 * batch_inner(grad_y, a, ws) - 0.5 * batch_inner(ga_t, a, ws)
         grad_a = ga_t.baddbmm_(a.mT, grad_y).mul_(-0.5).add_(grad_y, alpha=1.5)
         return grad_a, inner
     gy = grad_y
     gz: torch.Tensor | None = None
     inner = grad_y.new_empty(0)
+    z1 = _z1(a, ws)
     for k in range(iterations, 1, -1):
         if k == 2:
-            (y, t), z = saved[:2], _z1(a)
+            (y, t), z = saved[:2], z1
         else:
             y, z, t = saved[2 + 3 * (k - 3) : 2 + 3 * (k - 2)]
         # forward step: T = 1.5 I - 0.5 Z Y, Y_k = Y T, Z_k = T Z (Z_N unused)
-        gt = torch.bmm(y.mT, gy)
+        gt = mm(y.mT, gy)
         if gz is None:
-            inner = torch.linalg.vecdot(gt.flatten(1), t.flatten(1))
+            inner = batch_inner(gt, t, ws)
         else:
             gt.baddbmm_(gz, z.mT)
-        gy_prev = torch.bmm(gy, t.mT).baddbmm_(z.mT, gt, alpha=-0.5)
+        gy_prev = mm(gy, t.mT).baddbmm_(z.mT, gt, alpha=-0.5)
         if gz is None:
-            gz_prev = torch.bmm(gt, y.mT).mul_(-0.5)
+            gz_prev = mm(gt, y.mT).mul_(-0.5)
         else:
-            gz_prev = torch.bmm(t.mT, gz).baddbmm_(gt, y.mT, alpha=-0.5)
+            gz_prev = mm(t.mT, gz).baddbmm_(gt, y.mT, alpha=-0.5)
+        _give_back(ws, gt, gz, None if gy is grad_y else gy)
         gy, gz = gy_prev, gz_prev
     # Y_1 = 1.5 A - 0.5 A A, Z_1 = 1.5 I - 0.5 A
-    grad_a = torch.bmm(gy, a.mT).baddbmm_(a.mT, gy).mul_(-0.5)
+    grad_a = mm(gy, a.mT).baddbmm_(a.mT, gy).mul_(-0.5)
     grad_a.add_(gy, alpha=1.5).add_(gz, alpha=-0.5)
+    _give_back(ws, gz, z1, None if gy is grad_y else gy)
     return grad_a, inner
 
 
 def sqrtm_forward(
-    cov: torch.Tensor, iterations: int
+    cov: torch.Tensor,
+    iterations: int,
+    ws: Workspace | None = None,
+    ws_saved: Workspace | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    """Pre-normalize, iterate, post-compensate. Returns (C, A, trace, saved)."""
+    """Pre-normalize, iterate, post-compensate. Returns (C, A, trace, saved).
+
+    C comes from ``ws``; A and ``saved`` (what the backward needs) from ``ws_saved``.
+    """
     trace = cov.diagonal(dim1=-2, dim2=-1).sum(-1)
     trace_c = trace.clamp_min(TRACE_EPS)
-    a = cov / trace_c[:, None, None]
-    y, saved = newton_schulz_forward(a, iterations)
+    a = torch.div(cov, trace_c[:, None, None], out=_take(ws_saved, cov))
+    y, saved = newton_schulz_forward(a, iterations, ws, ws_saved)
     return y.mul_(trace_c.sqrt()[:, None, None]), a, trace, saved
 
 
@@ -120,18 +169,19 @@ def sqrtm_backward(
     trace: torch.Tensor,
     saved: list[torch.Tensor],
     iterations: int,
+    ws: Workspace | None = None,
 ) -> torch.Tensor:
     """dL/dSigma from dL/dC for C = sqrt(t) Y_N(Sigma / t), t = max(tr Sigma, eps).
 
-    ``grad_c`` is consumed (scaled in place).
+    ``grad_c`` is consumed (scaled in place). With a workspace the result is its buffer.
     """
     trace_c = trace.clamp_min(TRACE_EPS)
     root = trace_c.sqrt()
     grad_y = grad_c.mul_(root[:, None, None])
-    grad_a, inner = newton_schulz_backward(grad_y, a, saved, iterations)
+    grad_a, inner = newton_schulz_backward(grad_y, a, saved, iterations, ws)
     # t enters twice: post-compensation sqrt(t) (<dC, Y_N> / (2 sqrt t) = inner / (2 t))
     # and pre-normalization A = Sigma / t (-<dA, A> / t).
-    grad_t = (0.5 * inner - torch.linalg.vecdot(grad_a.flatten(1), a.flatten(1))) / trace_c
+    grad_t = (0.5 * inner - batch_inner(grad_a, a, ws)) / trace_c
     grad_t = grad_t * (trace > TRACE_EPS)  # clamp_min passes no gradient below eps
     grad_cov = grad_a.div_(trace_c[:, None, None])
     grad_cov.diagonal(dim1=-2, dim2=-1).add_(grad_t[:, None])
