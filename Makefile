@@ -33,11 +33,13 @@ format: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
+# Offline fine-tune of a small iSQRT-COV ResNet on the synthetic dataset (CPU, a few minutes).
 demo: $(STAMP)
-	$(BIN)/python benchmarks/meta_layer.py
+	$(BIN)/fgvc fit --config configs/demo.yaml
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/meta_layer.py
+	$(BIN)/python benchmarks/data_pipeline.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

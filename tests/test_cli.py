@@ -209,3 +209,18 @@ def test_two_process_ddp_metrics_cover_both_shards(workdir):
     rows = read_metrics(workdir / "runs" / "tiny" / "version_1")
     assert last_value(rows, "val/top1") == pytest.approx(ddp_top1, abs=1e-6)
     assert last_value(rows, "val/loss") == pytest.approx(ddp_loss, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(p.name for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
+)
+def test_shipped_configs_parse(name, capsys):
+    """Every config in configs/ is valid for the CLI (keys, types, class paths)."""
+    cfg = Path(__file__).resolve().parents[1] / "configs" / name
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", str(cfg), "--print_config"])
+    assert exc.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["representation"] == "isqrt"
+    assert printed["data"]["class_path"].startswith("fgvc.data.")
