@@ -62,8 +62,10 @@ class FGVCCLI(LightningCLI):
             raise ConfigError(str(err).splitlines()[0] if str(err) else repr(err)) from err
 
     def after_fit(self) -> None:
-        self._summary()
-        self._finish_wandb()
+        summary = self._summary()
+        self._finish_wandb()  # first, so that its own report does not bury the summary
+        if summary:
+            print(summary, flush=True)
 
     def after_validate(self) -> None:
         self._finish_wandb()
@@ -77,11 +79,11 @@ class FGVCCLI(LightningCLI):
             if isinstance(logger, WandbLogger) and logger._experiment is not None:
                 logger._experiment.finish()
 
-    def _summary(self) -> None:
+    def _summary(self) -> str:
         trainer = self.trainer
         log_dir = trainer.log_dir  # every rank: a collective under DDP
         if not trainer.is_global_zero:
-            return
+            return ""
         ckpt = next((c for c in trainer.checkpoint_callbacks if c.monitor == MONITOR), None)
         lines = ["", "fgvc fit finished"]
         if ckpt is not None and ckpt.best_model_score is not None:
@@ -96,7 +98,7 @@ class FGVCCLI(LightningCLI):
                 where = logger.run_dir()
                 hint = f" (offline; upload with: wandb sync {where})"
                 lines.append(f"  W&B run: {where}{hint if logger.wandb_mode == 'offline' else ''}")
-        print("\n".join(lines), flush=True)
+        return "\n".join(lines)
 
 
 def _num_classes(data: FGVCDataModule) -> int:

@@ -25,7 +25,6 @@ float input). ``normalize_on_device=False`` normalizes in the workers instead.
 
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -52,11 +51,6 @@ from fgvc.data.transforms import PRESETS, build_transforms, decode_min_size, nor
 
 SPLIT_FILE = "val_split.json"
 DEFAULT_VAL_FRACTION = 0.1
-
-
-def _base_args(arguments: dict[str, Any]) -> dict[str, Any]:
-    """The base-class arguments among a subclass constructor's ``locals()``."""
-    return {name: arguments[name] for name in _BASE_ARGS}
 
 
 def _init_worker(worker_id: int) -> None:
@@ -95,6 +89,8 @@ class FGVCDataModule(pl.LightningDataModule):
     """
 
     name = "dataset"
+    #: transform preset when ``preset`` is None (the dataset's own, from the authors' code)
+    default_preset = "generic"
     train_split_name = "train"
     test_split_name = "test"
 
@@ -104,8 +100,8 @@ class FGVCDataModule(pl.LightningDataModule):
         batch_size: int = 16,
         num_workers: int = 4,
         image_size: int = 448,
-        preset: str = "generic",
-        val_split: float | None = DEFAULT_VAL_FRACTION,
+        preset: str | None = None,
+        val_split: float | None = None,
         seed: int = 0,
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
@@ -116,6 +112,7 @@ class FGVCDataModule(pl.LightningDataModule):
         fast_decode: bool = True,
     ) -> None:
         super().__init__()
+        preset = preset or self.default_preset
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
         if val_split is not None and not 0.0 <= val_split < 1.0:
@@ -301,32 +298,12 @@ class FGVCDataModule(pl.LightningDataModule):
         return batch
 
 
-_BASE_ARGS = tuple(inspect.signature(FGVCDataModule.__init__).parameters)[1:]
-
-
 class CUBDataModule(FGVCDataModule):
     """CUB-200-2011 (``root/CUB_200_2011``); no official validation split."""
 
     name = "cub"
 
-    def __init__(
-        self,
-        root: str = "data",
-        batch_size: int = 16,
-        num_workers: int = 4,
-        image_size: int = 448,
-        preset: str = "cub",
-        val_split: float | None = DEFAULT_VAL_FRACTION,
-        seed: int = 0,
-        pin_memory: bool | None = None,
-        persistent_workers: bool = True,
-        split_dir: str | None = None,
-        val_ids_file: str | None = None,
-        normalize_on_device: bool = True,
-        antialias: bool = False,
-        fast_decode: bool = True,
-    ) -> None:
-        super().__init__(**_base_args(locals()))
+    default_preset = "cub"
 
     def make_dataset(self, split: str) -> ImageDataset:
         return CUB200(self.root, split)
@@ -337,24 +314,7 @@ class CarsDataModule(FGVCDataModule):
 
     name = "cars"
 
-    def __init__(
-        self,
-        root: str = "data",
-        batch_size: int = 16,
-        num_workers: int = 4,
-        image_size: int = 448,
-        preset: str = "cars",
-        val_split: float | None = DEFAULT_VAL_FRACTION,
-        seed: int = 0,
-        pin_memory: bool | None = None,
-        persistent_workers: bool = True,
-        split_dir: str | None = None,
-        val_ids_file: str | None = None,
-        normalize_on_device: bool = True,
-        antialias: bool = False,
-        fast_decode: bool = True,
-    ) -> None:
-        super().__init__(**_base_args(locals()))
+    default_preset = "cars"
 
     def make_dataset(self, split: str) -> ImageDataset:
         return StanfordCars(self.root, split)
@@ -374,26 +334,12 @@ class AircraftDataModule(FGVCDataModule):
 
     name = "aircraft"
 
+    default_preset = "aircraft"
+
     def __init__(
-        self,
-        root: str = "data",
-        batch_size: int = 16,
-        num_workers: int = 4,
-        image_size: int = 448,
-        preset: str = "aircraft",
-        val_split: float | None = None,
-        seed: int = 0,
-        pin_memory: bool | None = None,
-        persistent_workers: bool = True,
-        split_dir: str | None = None,
-        val_ids_file: str | None = None,
-        normalize_on_device: bool = True,
-        antialias: bool = False,
-        fast_decode: bool = True,
-        level: str = "variant",
-        crop_banner: bool = True,
+        self, root: str = "data", level: str = "variant", crop_banner: bool = True, **kwargs: Any
     ) -> None:
-        super().__init__(**_base_args(locals()))
+        super().__init__(root=root, **kwargs)
         self.level = level
         self.crop_banner = crop_banner
 
@@ -418,24 +364,7 @@ class FolderDataModule(FGVCDataModule):
 
     name = "folder"
 
-    def __init__(
-        self,
-        root: str = "data",
-        batch_size: int = 16,
-        num_workers: int = 4,
-        image_size: int = 448,
-        preset: str = "generic",
-        val_split: float | None = None,
-        seed: int = 0,
-        pin_memory: bool | None = None,
-        persistent_workers: bool = True,
-        split_dir: str | None = None,
-        val_ids_file: str | None = None,
-        normalize_on_device: bool = True,
-        antialias: bool = False,
-        fast_decode: bool = True,
-    ) -> None:
-        super().__init__(**_base_args(locals()))
+    default_preset = "generic"
 
     @property
     def test_split_name(self) -> str:
@@ -460,29 +389,21 @@ class SyntheticDataModule(FGVCDataModule):
 
     name = "synthetic"
 
+    default_preset = "cub"
+
     def __init__(
         self,
         root: str = "data",
-        batch_size: int = 16,
-        num_workers: int = 2,
         image_size: int = 128,
-        preset: str = "cub",
-        val_split: float | None = DEFAULT_VAL_FRACTION,
-        seed: int = 0,
-        pin_memory: bool | None = None,
-        persistent_workers: bool = True,
-        split_dir: str | None = None,
-        val_ids_file: str | None = None,
-        normalize_on_device: bool = True,
-        antialias: bool = False,
-        fast_decode: bool = True,
+        num_workers: int = 2,
         synth_classes: int = 10,
         synth_train_per_class: int = 30,
         synth_test_per_class: int = 10,
         synth_image_size: int = 144,
         synth_seed: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(**_base_args(locals()))
+        super().__init__(root=root, image_size=image_size, num_workers=num_workers, **kwargs)
         self.synth_config = SynthConfig(
             num_classes=synth_classes,
             train_per_class=synth_train_per_class,
