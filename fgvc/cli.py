@@ -17,12 +17,18 @@ def main(argv: list[str] | None = None) -> int:
         from fgvc.data.cli import main as data_main
 
         return data_main(argv[1:])
+    from fgvc.data.io import ImageDecodeError
     from fgvc.lightning_cli import ConfigError, build_cli
 
     try:
         build_cli(argv)
-    except ConfigError as err:
-        print(f"fgvc: error: {err}", file=sys.stderr)
+    except (ConfigError, ImageDecodeError) as err:
+        # DataLoader workers re-raise with the worker traceback in the message: last line
+        lines = [line.strip().strip("'\"") for line in str(err).splitlines() if line.strip()]
+        message = lines[-1] if lines else repr(err)
+        if message.startswith(f"{type(err).__module__}.{type(err).__name__}: "):
+            message = message.split(": ", 1)[1]
+        print(f"fgvc: error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -224,3 +224,19 @@ def test_shipped_configs_parse(name, capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["representation"] == "isqrt"
     assert printed["data"]["class_path"].startswith("fgvc.data.")
+
+
+def test_corrupt_image_during_fit_is_one_line(workdir, capsys):
+    from fgvc.data import SynthConfig, make_synthetic
+
+    cfg = write_config(workdir, max_epochs=1)
+    folder = make_synthetic(
+        workdir / "data",
+        SynthConfig(num_classes=NUM_CLASSES, train_per_class=8, test_per_class=2, image_size=40),
+    )
+    victim = sorted((folder / "images").rglob("*.jpg"))[0]
+    victim.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    code = main(["fit", "--config", str(cfg), "--data.init_args.val_split", "0"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fgvc:")]
+    assert code == 2
+    assert len(err) == 1 and victim.name in err[0] and "replace it" in err[0], err
