@@ -12,16 +12,22 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "data":
         from fgvc.data.cli import main as data_main
 
         return data_main(argv[1:])
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
     from fgvc.data.io import ImageDecodeError
     from fgvc.lightning_cli import ConfigError, build_cli
 
     try:
-        build_cli(argv)
+        build_cli(None if from_command_line else argv)
+    except SIGTERMException:
+        print("fgvc: stopped by SIGTERM; resume with --ckpt_path last", file=sys.stderr)
+        return 143
     except (ConfigError, ImageDecodeError) as err:
         # DataLoader workers re-raise with the worker traceback in the message: last line
         lines = [line.strip().strip("'\"") for line in str(err).splitlines() if line.strip()]

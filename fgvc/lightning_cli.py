@@ -8,8 +8,14 @@ a rich progress bar and the per-class reports.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import pytorch_lightning as pl
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from fgvc.callbacks import EvalReports
 from fgvc.data.datamodule import FGVCDataModule
@@ -19,21 +25,81 @@ from fgvc.module import FGVCClassifier
 from fgvc.utils.download import DownloadError
 
 MONITOR = "val/top1"
+INTERRUPTED = "interrupted.ckpt"
 
 
 class ConfigError(RuntimeError):
     """A config value that the model or data rejected; reported in one line."""
 
 
-def checkpoint_callback() -> ModelCheckpoint:
-    return ModelCheckpoint(
+def checkpoint_callbacks() -> list[ModelCheckpoint]:
+    """The best checkpoint on ``val/top1`` and ``last.ckpt`` rewritten every epoch.
+
+    Two callbacks: Lightning's ``save_last`` only refreshes ``last.ckpt`` in epochs that
+    also saved a best checkpoint, which would make resuming restart from an old epoch.
+    """
+    best = ModelCheckpoint(
         monitor=MONITOR,
         mode="max",
-        save_last=True,
         save_top_k=1,
         filename="best-epoch{epoch:03d}-top1_{val/top1:.4f}",
         auto_insert_metric_name=False,
     )
+    last = ModelCheckpoint(save_top_k=1, filename="last", enable_version_counter=False)
+    return [best, last]
+
+
+class CheckpointOnInterrupt(pl.Callback):
+    """On Ctrl-C, SIGTERM (or any error in a single process) during ``fit``, save
+    ``checkpoints/interrupted.ckpt`` so that ``--ckpt_path last`` can resume.
+
+    Lightning turns SIGTERM into an exception on every rank at the same step, so the save
+    is collective there; other errors under DDP are not (ranks may be anywhere) and are
+    left alone.
+    """
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if trainer.state.fn != "fit" or trainer.global_step == 0:
+            return
+        synced = isinstance(exception, SIGTERMException | KeyboardInterrupt)
+        if trainer.world_size > 1 and not synced:
+            return
+        ckpt = trainer.checkpoint_callback
+        directory = getattr(ckpt, "dirpath", None)
+        if not directory:
+            return
+        path = os.path.join(directory, INTERRUPTED)
+        trainer.save_checkpoint(path)
+        rank_zero_info(f"interrupted: saved {path}; resume with --ckpt_path last")
+
+
+class ResumableSaveConfig(SaveConfigCallback):
+    """Saves the resolved config as ``config.yaml``; a resumed run that writes into the
+    same folder adds ``config.resume-<n>.yaml`` instead of replacing the original."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        log_dir = trainer.log_dir
+        if log_dir is not None and self.config_filename == "config.yaml":
+            n = 1
+            while (Path(log_dir) / self.config_filename).exists():
+                self.config_filename = f"config.resume-{n}.yaml"
+                n += 1
+        super().setup(trainer, pl_module, stage)
+
+
+def find_resume_checkpoint(save_dir: str | os.PathLike, name: str) -> tuple[Path, int] | None:
+    """Newest ``last.ckpt`` / ``interrupted.ckpt`` under ``<save_dir>/<name>/version_*``."""
+    candidates = []
+    for run in Path(save_dir, name).glob("version_*"):
+        for file in (run / "checkpoints" / "last.ckpt", run / "checkpoints" / INTERRUPTED):
+            if file.is_file() and run.name.split("_", 1)[1].isdigit():
+                candidates.append((file.stat().st_mtime, file, int(run.name.split("_", 1)[1])))
+    if not candidates:
+        return None
+    _, file, version = max(candidates)
+    return file, version
 
 
 class FGVCCLI(LightningCLI):
@@ -54,6 +120,38 @@ class FGVCCLI(LightningCLI):
         parser.link_arguments(
             "data", "model.class_names", compute_fn=_class_names, apply_on="instantiate"
         )
+
+    def before_instantiate_classes(self) -> None:
+        """``fit --ckpt_path last``: continue the newest run of this config in its folder."""
+        if self.subcommand != "fit" or self.config["fit"].get("ckpt_path") != "last":
+            return
+        config = self.config["fit"]
+        loggers = config.trainer.logger
+        loggers = loggers if isinstance(loggers, list) else [loggers]
+        csv = next(
+            (
+                lg
+                for lg in loggers
+                if hasattr(lg, "class_path") and lg.class_path.endswith("CSVLogger")
+            ),
+            None,
+        )
+        if csv is None:
+            raise ConfigError(
+                "--ckpt_path last needs a CSVLogger in trainer.logger to find the run folder; "
+                "pass the checkpoint path instead"
+            )
+        args = csv.init_args
+        found = find_resume_checkpoint(args.save_dir, args.name)
+        if found is None:
+            raise ConfigError(
+                f"--ckpt_path last: no last.ckpt or {INTERRUPTED} under "
+                f"{Path(args.save_dir, args.name)}/version_*/checkpoints; nothing to resume"
+            )
+        path, version = found
+        args.version = version
+        config.ckpt_path = str(path)
+        rank_zero_info(f"resuming {path} in {Path(args.save_dir, args.name, f'version_{version}')}")
 
     def instantiate_classes(self) -> None:
         try:
@@ -89,8 +187,9 @@ class FGVCCLI(LightningCLI):
         if ckpt is not None and ckpt.best_model_score is not None:
             lines.append(f"  best {MONITOR}: {float(ckpt.best_model_score):.4f}")
             lines.append(f"  best checkpoint: {ckpt.best_model_path}")
-        if ckpt is not None and ckpt.last_model_path:
-            lines.append(f"  last checkpoint: {ckpt.last_model_path}")
+        last = next((c for c in trainer.checkpoint_callbacks if c.monitor is None), None)
+        if last is not None and last.best_model_path:
+            lines.append(f"  last checkpoint: {last.best_model_path}")
         if log_dir:
             lines.append(f"  run folder (config, metrics, per-class CSV): {log_dir}")
         for logger in trainer.loggers:
@@ -116,10 +215,12 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> FGVCCLI:
         FGVCDataModule,
         subclass_mode_data=True,
         seed_everything_default=42,
+        save_config_callback=ResumableSaveConfig,
         trainer_defaults={
             "default_root_dir": "runs",
             "callbacks": [
-                checkpoint_callback(),
+                *checkpoint_callbacks(),
+                CheckpointOnInterrupt(),
                 LearningRateMonitor(logging_interval="epoch"),
                 RichProgressBar(leave=True),
                 EvalReports(),

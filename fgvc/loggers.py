@@ -86,7 +86,8 @@ class WandbLogger(_WandbLogger):
         self._checkpoint_callback: Any = None
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
-        self._checkpoint_callback = checkpoint_callback
+        if getattr(checkpoint_callback, "monitor", None):  # the best one, not last.ckpt
+            self._checkpoint_callback = checkpoint_callback
 
     def log_file_artifact(
         self, path: str | os.PathLike, kind: str, aliases: list[str], metadata: dict | None = None

@@ -240,3 +240,69 @@ def test_corrupt_image_during_fit_is_one_line(workdir, capsys):
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fgvc:")]
     assert code == 2
     assert len(err) == 1 and victim.name in err[0] and "replace it" in err[0], err
+
+
+def final_state(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+@pytest.mark.slow
+def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    repo = Path(__file__).resolve().parents[1]
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    for folder in (straight, broken):
+        folder.mkdir()
+        write_config(folder, max_epochs=3)
+
+    monkeypatch.chdir(straight)
+    assert main(["fit", "--config", "tiny.yaml"]) == 0
+
+    # the same run, preempted (SIGTERM) after its second epoch, in a separate process
+    callback = '[{"class_path": "tests.cli_helpers.SigtermAtEpochEnd", "init_args": {"epoch": 1}}]'
+    env = {**os.environ, "PYTHONPATH": str(repo), "WANDB_SILENT": "true"}
+    env.pop("WANDB_MODE", None)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fgvc.cli",
+            "fit",
+            "--config",
+            "tiny.yaml",
+            "--trainer.callbacks",
+            callback,
+        ],
+        cwd=broken,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode != 0, "the SIGTERM should stop the run"
+    run = broken / "runs" / "tiny" / "version_0"
+    assert (run / "checkpoints" / "interrupted.ckpt").is_file(), proc.stderr[-2000:]
+    before = (run / "config.yaml").read_text()
+
+    monkeypatch.chdir(broken)
+    assert main(["fit", "--config", "tiny.yaml", "--ckpt_path", "last"]) == 0
+    assert not (broken / "runs" / "tiny" / "version_1").exists()  # continued in place
+    assert (run / "config.yaml").read_text() == before
+    assert (run / "config.resume-1.yaml").is_file()
+
+    done, resumed = final_state(straight / "runs" / "tiny" / "version_0"), final_state(run)
+    assert done.keys() == resumed.keys()
+    for key in done:
+        torch.testing.assert_close(resumed[key], done[key], rtol=0, atol=0, msg=key)
+    a = read_metrics(straight / "runs" / "tiny" / "version_0")
+    b = read_metrics(run)
+    for key in ("val/top1", "val/loss", "train/loss_epoch"):
+        assert last_value(b, key) == last_value(a, key), key
+
+
+def test_resume_without_a_run_is_one_line(workdir, capsys):
+    cfg = write_config(workdir)
+    assert main(["fit", "--config", str(cfg), "--ckpt_path", "last"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing to resume" in err[0]

@@ -104,7 +104,13 @@ class ImageDataset(Dataset):
         """The decoded RGB ``uint8`` image of sample ``index`` (before the transform)."""
         return read_rgb(self.samples[index][0], self.decode_min_size)[0]
 
-    def __getitem__(self, index: int) -> tuple[Any, int]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[Any, int]:
+        """``ds[i]``, or ``ds[(i, seed)]``: the transform's random state is set to ``seed``
+        first (see :class:`fgvc.data.sampler.EpochSeededSampler`)."""
+        if isinstance(index, tuple):
+            index, seed = index
+            if hasattr(self.transform, "set_random_seed"):
+                self.transform.set_random_seed(seed)
         image = self.load(index)
         return apply_transform(self.transform, image), self.samples[index][1]
 

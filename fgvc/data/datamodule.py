@@ -39,6 +39,7 @@ from fgvc.data.base import ImageDataset
 from fgvc.data.cars import StanfordCars
 from fgvc.data.cub import CUB200
 from fgvc.data.folder import FolderDataset
+from fgvc.data.sampler import EpochSeededSampler
 from fgvc.data.splits import read_split_file, stratified_split, write_split_file
 from fgvc.data.synthetic import (
     SYNTH_FOLDER,
@@ -54,7 +55,8 @@ DEFAULT_VAL_FRACTION = 0.1
 
 
 def _init_worker(worker_id: int) -> None:
-    """One OpenCV thread per worker; a distinct, seed-derived augmentation stream each."""
+    """One OpenCV thread per worker; a distinct augmentation stream each (training samples
+    reseed the pipeline anyway, see :class:`~fgvc.data.sampler.EpochSeededSampler`)."""
     import cv2
 
     cv2.setNumThreads(1)
@@ -264,13 +266,22 @@ class FGVCDataModule(pl.LightningDataModule):
             )
 
     # -- loaders ----------------------------------------------------------------------------
+    def _current_epoch(self) -> int:
+        trainer = self.trainer
+        return trainer.current_epoch if trainer is not None else 0
+
     def _loader(self, dataset: ImageDataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for loaders")
+        # training order and augmentation from (seed, epoch): same batches whatever the
+        # workers, and a resumed run continues exactly where it stopped
+        sampler = (
+            EpochSeededSampler(len(dataset), self.seed, self._current_epoch) if train else None
+        )
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             drop_last=train and len(dataset) > self.batch_size,

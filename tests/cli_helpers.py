@@ -1,0 +1,20 @@
+"""Callbacks that tests put into configs (importable by subprocesses as tests.cli_helpers)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytorch_lightning as pl
+
+
+class SigtermAtEpochEnd(pl.Callback):
+    """Sends SIGTERM to this process at the end of training epoch ``epoch`` (a stand-in
+    for a cluster scheduler preempting the job)."""
+
+    def __init__(self, epoch: int = 0) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGTERM)
