@@ -102,6 +102,62 @@ def find_resume_checkpoint(save_dir: str | os.PathLike, name: str) -> tuple[Path
     return file, version
 
 
+_MUST_MATCH = ("arch", "representation", "reduce_dim", "num_classes")
+
+
+def read_run_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a ``--ckpt_path`` safely, refusing in one line a file that is missing,
+    truncated, unsafe (a pickle with code) or not written by ``fgvc fit``."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ConfigError(
+            f"refused {path}: it holds objects other than tensors and plain containers, and "
+            f"checkpoints are only read with torch.load(weights_only=True), which never runs "
+            f"code from the file ({str(err).strip().splitlines()[0][:120]})"
+        ) from err
+    except Exception as err:  # truncated zip, not a torch file at all, ...
+        detail = str(err).strip().splitlines()[0][:120] if str(err).strip() else "no detail"
+        raise ConfigError(
+            f"cannot read {path} as a checkpoint ({type(err).__name__}: {detail}); it is "
+            f"truncated or not a checkpoint - use another one (e.g. last.ckpt)"
+        ) from err
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if (
+        not isinstance(hparams, dict)
+        or not isinstance(state, dict)
+        or not any(str(k).startswith("model.") for k in state)
+    ):
+        raise ConfigError(
+            f"{path} is not a checkpoint of `fgvc fit` (no FGVCClassifier hyperparameters "
+            f"and 'model.' weights); to start from its weights use --model.pretrained {path}"
+        )
+    return ckpt
+
+
+def check_compatible(path: str | os.PathLike, hparams: dict, model: FGVCClassifier) -> None:
+    """The checkpoint's network must be the one the config builds (class count included)."""
+    ours = model.hparams
+    different = [
+        f"{k}={hparams.get(k)!r} (now {ours.get(k)!r})"
+        for k in _MUST_MATCH
+        if k in hparams and hparams.get(k) != ours.get(k)
+    ]
+    if different:
+        raise ConfigError(
+            f"{path} was trained with {', '.join(different)}; resume or evaluate with the "
+            f"run's own config, or fine-tune from it with --model.pretrained {path}"
+        )
+
+
 class FGVCCLI(LightningCLI):
     """LightningCLI with fgvc's links, defaults and end-of-run summary."""
 
@@ -158,6 +214,29 @@ class FGVCCLI(LightningCLI):
             super().instantiate_classes()
         except (ValueError, TypeError, FileNotFoundError, CheckpointError, DownloadError) as err:
             raise ConfigError(str(err).splitlines()[0] if str(err) else repr(err)) from err
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads the checkpoint's hyperparameters here: check the file first
+        self._ckpt_hparams: dict | None = None
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and ckpt_path not in ("best", "last", "hpc", "registry"):
+            self._ckpt_hparams = dict(read_run_checkpoint(ckpt_path)["hyper_parameters"])
+        super()._parse_ckpt_path()
+
+    def _check_ckpt_path(self) -> None:
+        if self._ckpt_hparams is not None:
+            path = self.config[self.subcommand].get("ckpt_path")
+            check_compatible(path, self._ckpt_hparams, self.model)
+
+    def before_fit(self) -> None:
+        self._check_ckpt_path()
+
+    def before_validate(self) -> None:
+        self._check_ckpt_path()
+
+    def before_test(self) -> None:
+        self._check_ckpt_path()
 
     def after_fit(self) -> None:
         summary = self._summary()

@@ -306,3 +306,44 @@ def test_resume_without_a_run_is_one_line(workdir, capsys):
     assert main(["fit", "--config", str(cfg), "--ckpt_path", "last"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nothing to resume" in err[0]
+
+
+class _Evil:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "pwned"))
+
+
+@pytest.mark.slow
+def test_bad_checkpoints_are_refused_in_one_line(workdir, capsys):
+    cfg = write_config(workdir, max_epochs=1)
+    assert main(["fit", "--config", str(cfg)]) == 0
+    good = workdir / "runs" / "tiny" / "version_0" / "checkpoints" / "last.ckpt"
+    capsys.readouterr()
+
+    truncated = workdir / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    foreign = workdir / "foreign.ckpt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    marker = workdir / "pwned.txt"
+    evil = workdir / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": _Evil(str(marker))}, evil)
+    cases = {
+        truncated: "truncated or not a checkpoint",
+        foreign: "is not a checkpoint of `fgvc fit`",
+        evil: "weights_only=True",
+        workdir / "missing.ckpt": "checkpoint not found",
+    }
+    for path, message in cases.items():
+        assert main(["test", "--config", str(cfg), "--ckpt_path", str(path)]) == 2, path
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0] and str(path.name) in err[0], err
+    assert not marker.exists()  # the pickle never ran
+
+    # a checkpoint for 3 classes against data with 4
+    four = ["--data.init_args.synth_classes", "4", "--data.init_args.root", "data4"]
+    assert main(["test", "--config", str(cfg), "--ckpt_path", str(good), *four]) == 2
+    err = capsys.readouterr().err
+    assert "num_classes=3 (now 4)" in err and "--model.pretrained" in err
