@@ -2,6 +2,8 @@
 
     fgvc fit|validate|test --config configs/<x>.yaml [--ckpt_path ...]   training (LightningCLI)
     fgvc data download|check|synth ...                                    datasets
+    fgvc export --ckpt <path|best> --out DIR [--formats ...]              deployment bundle
+    fgvc predict IMAGES_OR_FOLDERS --model <bundle|ckpt|best> ...         inference
 
 Subcommands import only what they need: ``fgvc data`` starts without Lightning.
 """
@@ -18,6 +20,14 @@ def main(argv: list[str] | None = None) -> int:
         from fgvc.data.cli import main as data_main
 
         return data_main(argv[1:])
+    if argv and argv[0] == "export":
+        from fgvc.export import export_main
+
+        return export_main(argv[1:])
+    if argv and argv[0] == "predict":
+        from fgvc.predict import predict_main
+
+        return predict_main(argv[1:])
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from fgvc.data.io import ImageDecodeError

@@ -239,6 +239,7 @@ class FGVCCLI(LightningCLI):
         self._check_ckpt_path()
 
     def after_fit(self) -> None:
+        self._export_best()
         summary = self._summary()
         self._finish_wandb()  # first, so that its own report does not bury the summary
         if summary:
@@ -249,6 +250,30 @@ class FGVCCLI(LightningCLI):
 
     def after_test(self) -> None:
         self._finish_wandb()
+
+    def _export_best(self) -> None:
+        """Export the best checkpoint into ``<run>/export`` and log the bundle to W&B."""
+        from fgvc.export import ExportError, export_checkpoint
+
+        trainer = self.trainer
+        log_dir = trainer.log_dir  # every rank: a collective under DDP
+        self._export_dir: Path | None = None
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+        if not trainer.is_global_zero or not best or not log_dir:
+            return
+        out = Path(log_dir) / "export"
+        n = 1
+        while out.exists():  # a resumed run exports beside the earlier bundle
+            out = Path(log_dir) / f"export-{n}"
+            n += 1
+        try:
+            self._export_dir = export_checkpoint(best, out)
+        except (ExportError, ValueError, OSError) as err:
+            print(f"fgvc: warning: export of {best} failed ({err}); the checkpoint is intact")
+            return
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger.wandb_mode != "disabled":
+                logger.log_file_artifact(self._export_dir, "export", ["best"])
 
     def _finish_wandb(self) -> None:
         """One command, one W&B run: close it so everything is flushed to disk now."""
@@ -269,6 +294,8 @@ class FGVCCLI(LightningCLI):
         last = next((c for c in trainer.checkpoint_callbacks if c.monitor is None), None)
         if last is not None and last.best_model_path:
             lines.append(f"  last checkpoint: {last.best_model_path}")
+        if getattr(self, "_export_dir", None):
+            lines.append(f"  export (safetensors, ONNX, model.json): {self._export_dir}")
         if log_dir:
             lines.append(f"  run folder (config, metrics, per-class CSV): {log_dir}")
         for logger in trainer.loggers:

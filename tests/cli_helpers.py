@@ -9,12 +9,13 @@ import pytorch_lightning as pl
 
 
 class SigtermAtEpochEnd(pl.Callback):
-    """Sends SIGTERM to this process at the end of training epoch ``epoch`` (a stand-in
-    for a cluster scheduler preempting the job)."""
+    """Sends a signal (SIGTERM: a cluster scheduler preempting the job; SIGINT: Ctrl-C) to
+    this process at the end of training epoch ``epoch``."""
 
-    def __init__(self, epoch: int = 0) -> None:
+    def __init__(self, epoch: int = 0, signame: str = "SIGTERM") -> None:
         self.epoch = epoch
+        self.signum = getattr(signal, signame)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch == self.epoch:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), self.signum)

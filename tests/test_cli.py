@@ -146,7 +146,13 @@ def test_fit_then_test_round_trip(workdir, capsys):
     ):
         assert key in keys, key
     assert {"arch", "lr", "num_classes", "batch_size"} <= config_keys(run_file)
-    assert any(kind == "model" and "best" in aliases for _, kind, aliases in artifacts(run_file))
+    logged = artifacts(run_file)
+    assert any(kind == "model" and "best" in aliases for _, kind, aliases in logged)
+    assert any(kind == "export" and "best" in aliases for _, kind, aliases in logged)
+    # fit exported its best checkpoint by itself
+    bundle = yaml.safe_load((run / "export" / "model.json").read_text())
+    assert bundle["class_names"] == names and bundle["checkpoint"]["file"].startswith("best-")
+    assert (run / "export" / "model.onnx").is_file() and "export" in summary
     raw = run_file.read_bytes()
     assert b"WANDB_API_KEY" not in raw
 

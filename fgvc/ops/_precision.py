@@ -20,3 +20,15 @@ def autocast_disabled(x: torch.Tensor) -> Iterator[None]:
     """Switch autocast off for ``x``'s device type so bmm stays in ``x``'s dtype."""
     with torch.autocast(device_type=x.device.type, enabled=False):
         yield
+
+
+def tracing() -> bool:
+    """Under a tracer/exporter (TorchScript, ONNX, torch.compile/export), where the layer must
+    be plain tensor code rather than a custom autograd.Function with workspace buffers."""
+    return bool(
+        torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+    )
+
+
+def use_custom_backward(x: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and x.requires_grad and not tracing()

@@ -63,6 +63,12 @@ class Workspace:
             self._bytes = 0
 
 
+def into(ws: Workspace | None, shape: tuple[int, ...], like: torch.Tensor) -> dict:
+    """``out=`` keyword arguments for an op: a workspace buffer, or none at all (plain tensor
+    code, which tracers and exporters handle best)."""
+    return {} if ws is None else {"out": ws.take(tuple(shape), like)}
+
+
 class Lease:
     """Gives its buffers back to the workspace when it is garbage-collected.
 

@@ -6,14 +6,8 @@ from typing import Any
 
 import torch
 
-from fgvc.ops._precision import autocast_disabled, to_full_precision
-from fgvc.ops._workspace import Workspace
-
-
-def _take(ws: Workspace | None, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-    if ws is None:
-        return torch.empty(shape, dtype=like.dtype, device=like.device)
-    return ws.take(shape, like)
+from fgvc.ops._precision import autocast_disabled, to_full_precision, use_custom_backward
+from fgvc.ops._workspace import Workspace, into
 
 
 def check_feature_map(x: torch.Tensor, name: str = "covariance_pool") -> None:
@@ -38,12 +32,13 @@ def covariance_forward(
     m = h * w
     feats = x.reshape(b, d, m)
     mean = feats.mean(dim=2, keepdim=True)
-    centred = torch.sub(feats, mean, out=_take(ws, (b, d, m), feats))
-    sigma = _take(ws, (b, d, d), feats)
+    centred = torch.sub(feats, mean, **into(ws, (b, d, m), feats))
+    if ws is None:  # plain tensor code (exporters, standalone use)
+        return torch.bmm(centred, centred.transpose(1, 2)) / m, mean
+    sigma = ws.take((b, d, d), feats)
     # alpha folds the 1/M into the GEMM; beta=0 ignores the (uninitialised) input.
     torch.baddbmm(sigma, centred, centred.mT, beta=0.0, alpha=1.0 / m, out=sigma)
-    if ws is not None:
-        ws.give_back([centred])
+    ws.give_back([centred])
     return sigma, mean
 
 
@@ -59,7 +54,7 @@ def covariance_backward(
     """
     b, d, h, w = x.shape
     m = h * w
-    sym = torch.add(grad_sigma, grad_sigma.mT, out=_take(ws, tuple(grad_sigma.shape), grad_sigma))
+    sym = torch.add(grad_sigma, grad_sigma.mT, **into(ws, tuple(grad_sigma.shape), grad_sigma))
     correction = torch.bmm(sym, mean).mul_(-1.0 / m).expand(b, d, m)
     grad_x = torch.baddbmm(correction, sym, x.reshape(b, d, m), alpha=1.0 / m)
     if ws is not None:
@@ -94,6 +89,6 @@ def covariance_pool(x: torch.Tensor) -> torch.Tensor:
     check_feature_map(x)
     x = to_full_precision(x)
     with autocast_disabled(x):
-        if torch.is_grad_enabled() and x.requires_grad:
+        if use_custom_backward(x):
             return _CovariancePool.apply(x)
         return covariance_forward(x)[0]

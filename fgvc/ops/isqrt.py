@@ -7,7 +7,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from fgvc.ops._precision import autocast_disabled, to_full_precision
+from fgvc.ops._precision import (
+    autocast_disabled,
+    to_full_precision,
+    tracing,
+    use_custom_backward,
+)
 from fgvc.ops._workspace import WORKSPACE, Lease
 from fgvc.ops.covariance import check_feature_map, covariance_backward, covariance_forward
 from fgvc.ops.sqrtm import check_iterations, sqrtm_backward, sqrtm_forward
@@ -47,8 +52,7 @@ class _ISqrtCov(torch.autograd.Function):
 
 
 def _isqrt_cov_inference(x: torch.Tensor, iterations: int, index: torch.Tensor) -> torch.Tensor:
-    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
-        # exporters see plain tensor code (no workspace, no out= buffers)
+    if tracing():  # exporters see plain tensor code (no workspace, no out= buffers)
         sigma, _ = covariance_forward(x)
         return triu_vec(sqrtm_forward(sigma, iterations)[0], index)
     sigma, _ = covariance_forward(x, WORKSPACE)
@@ -78,7 +82,7 @@ def isqrt_cov(
     if triu_index is None:
         triu_index = triu_flat_index(d, x.device)
     with autocast_disabled(x):
-        if torch.is_grad_enabled() and x.requires_grad:
+        if use_custom_backward(x):
             return _ISqrtCov.apply(x, iterations, triu_index)
         return _isqrt_cov_inference(x, iterations, triu_index)
 

@@ -1,0 +1,285 @@
+"""fgvc export: bundle contents, checks against PyTorch, atomic writing, checkpoint discovery.
+
+The checkpoint comes from a real (one-step) ``pl.Trainer.fit`` of FGVCClassifier with a
+ModelCheckpoint callback and a DataModule that saves its hyperparameters, so it has the
+structure ``fgvc fit`` writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader, TensorDataset
+
+import fgvc
+from fgvc import export as ex
+from fgvc.module import FGVCClassifier
+
+CLASS_NAMES = ["Black-footed albatross", 'a/b, "c"', "Grünfink 鳥 ✓"]
+IMAGE_SIZE = 32
+
+
+class TinyData(pl.LightningDataModule):
+    """Random tensors; saves the hyperparameters that model.json's preprocessing comes from."""
+
+    def __init__(self, image_size: int = IMAGE_SIZE, preset: str = "cub", antialias: bool = False):
+        super().__init__()
+        self.save_hyperparameters()
+
+    def _loader(self) -> DataLoader:
+        gen = torch.Generator().manual_seed(0)
+        images = torch.randn(6, 3, IMAGE_SIZE, IMAGE_SIZE, generator=gen)
+        return DataLoader(TensorDataset(images, torch.arange(6) % 3), batch_size=3)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader()
+
+
+def make_run(root: Path) -> tuple[FGVCClassifier, Path, Path]:
+    """One training step + validation; returns (module in eval mode, best ckpt, run folder)."""
+    pl.seed_everything(0, verbose=False)
+    module = FGVCClassifier(
+        arch="resnet18",
+        num_classes=3,
+        class_names=CLASS_NAMES,
+        reduce_dim=8,
+        iterations=3,
+        pretrained=None,
+    )
+    run = root / "runs" / "tiny" / "version_0"
+    checkpoint = ModelCheckpoint(
+        dirpath=run / "checkpoints",
+        monitor="val/top1",
+        mode="max",
+        save_last=True,
+        filename="best-epoch{epoch:03d}",
+        auto_insert_metric_name=False,
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        logger=False,
+        callbacks=[checkpoint],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+    )
+    trainer.fit(module, datamodule=TinyData())
+    return module.eval(), Path(checkpoint.best_model_path), run
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    module, ckpt, run = make_run(root)
+    return root, module, ckpt, run
+
+
+@pytest.fixture(scope="module")
+def bundle(trained):
+    """Exported through the CLI: --ckpt best under --runs-root, default --out <run>/export."""
+    root, _, _, run = trained
+    code = ex.export_main(["--ckpt", "best", "--runs-root", str(root / "runs")])
+    assert code == 0
+    return run / "export"
+
+
+def images(n: int, seed: int = 1) -> torch.Tensor:
+    return torch.randn(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+def listing(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def test_lightning_checkpoint_reads_with_weights_only(trained):
+    _, _, ckpt, _ = trained
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert checkpoint["hyper_parameters"]["class_names"] == CLASS_NAMES
+    assert checkpoint["datamodule_hyper_parameters"]["image_size"] == IMAGE_SIZE
+    state = ex._model_checkpoint_state(checkpoint)
+    assert state["monitor"] == "val/top1" and Path(state["best_model_path"]) == ckpt
+
+
+def test_bundle_files_and_weights_round_trip(trained, bundle):
+    _, module, _, _ = trained
+    assert listing(bundle) == {"model.json", "model.safetensors", "model.onnx"}
+    saved = load_file(str(bundle / "model.safetensors"))
+    own = module.model.state_dict()
+    assert set(saved) == set(own)
+    for key, value in own.items():
+        assert torch.equal(saved[key], value), key
+
+
+def test_model_json_describes_model_preprocessing_and_checkpoint(trained, bundle):
+    _, _, ckpt, _ = trained
+    config = json.loads((bundle / "model.json").read_text(encoding="utf-8"))
+    assert config["fgvc_version"] == fgvc.__version__
+    assert (config["arch"], config["representation"]) == ("resnet18", "isqrt")
+    assert (config["reduce_dim"], config["iterations"], config["num_classes"]) == (8, 3, 3)
+    assert config["class_names"] == CLASS_NAMES
+    prep = config["preprocessing"]
+    assert (prep["image_size"], prep["preset"], prep["tta"]) == (IMAGE_SIZE, "cub", True)
+    assert prep["resize"] == "resize short side to 32, center crop 32x32"
+    assert prep["mean"] == [0.485, 0.456, 0.406] and prep["std"] == [0.229, 0.224, 0.225]
+    expected = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state = ex._model_checkpoint_state(expected)
+    meta = config["checkpoint"]
+    assert meta["file"] == ckpt.name and meta["epoch"] == expected["epoch"] == 0
+    assert meta["monitor"] == "val/top1"
+    assert meta["score"] == pytest.approx(float(state["best_model_score"]))
+    check = config["onnx"]["check"]
+    assert check["max_abs_logit_diff"] <= 1e-3 and check["top1_identical"]
+    assert len(check["batch_sizes"]) == 2 and ex.EXPORT_BATCH not in check["batch_sizes"]
+
+
+def test_load_gives_the_lightning_modules_logits(trained, bundle):
+    _, module, _, _ = trained
+    model = ex.load(bundle)
+    assert not model.training and model.class_names == CLASS_NAMES
+    x = images(3)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), module(x), rtol=0, atol=1e-6)
+
+
+def test_onnx_dynamic_batch_matches_pytorch(trained, bundle):
+    _, module, _, _ = trained
+    session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    (inp,) = session.get_inputs()
+    assert inp.name == "images" and not isinstance(inp.shape[0], int)
+    for n in (3, 5):  # neither the export batch (2) nor the check batches (4, 1)
+        x = images(n, seed=n)
+        (out,) = session.run(["logits"], {"images": x.numpy()})
+        with torch.no_grad():
+            ref = module(x).numpy()
+        assert np.abs(out - ref).max() <= 1e-3
+        assert (out.argmax(1) == ref.argmax(1)).all()
+
+
+@pytest.mark.parametrize("corruption", ["offset", "swap_top1"])
+def test_onnx_mismatch_fails_and_writes_nothing(trained, tmp_path, monkeypatch, capsys, corruption):
+    _, _, ckpt, _ = trained
+    real = ex.onnx_session_logits
+
+    def corrupted(path, batch):
+        out = real(path, batch)
+        if corruption == "offset":  # same top-1, one logit 0.01 off
+            return out + np.array([0.0, 0.01, 0.0], dtype=out.dtype)
+        return out[:, ::-1].copy()  # another class wins
+
+    monkeypatch.setattr(ex, "onnx_session_logits", corrupted)
+    out = tmp_path / "nested" / "bundle"
+    if corruption == "offset":
+        with pytest.raises(ex.ExportError, match=r"disagrees with PyTorch: max \|logit diff"):
+            ex.export_checkpoint(ckpt, out)
+    else:
+        assert ex.export_main(["--ckpt", str(ckpt), "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert "top-1 differs" in err and "nothing was written" in err
+    assert list(tmp_path.iterdir()) == []  # no bundle, no temp folder, no parent created
+
+
+def _always_fails(*args, **kwargs):
+    raise ex.ExportError("exported model disagrees with PyTorch: forced")
+
+
+def test_existing_folder_kept_without_force_and_on_failure(trained, tmp_path, monkeypatch):
+    _, _, ckpt, _ = trained
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "model.json").write_text("{}")
+    with pytest.raises(ex.UsageError, match="--force"):
+        ex.export_checkpoint(ckpt, out, formats=("safetensors",))
+    assert ex.export_main(["--ckpt", str(ckpt), "--out", str(out)]) == 2
+    monkeypatch.setattr(ex, "compare_logits", _always_fails)
+    with pytest.raises(ex.ExportError):
+        ex.export_checkpoint(ckpt, out, formats=("safetensors", "torchscript"), force=True)
+    assert listing(tmp_path) == {"out"} and listing(out) == {"notes.txt", "model.json"}
+    assert (out / "model.json").read_text() == "{}"
+    monkeypatch.undo()
+    ex.export_checkpoint(ckpt, out, formats=("safetensors",), force=True)
+    assert listing(out) == {"notes.txt", "model.json", "model.safetensors"}
+    assert (out / "notes.txt").read_text() == "mine"
+    assert ex.read_config(out)["class_names"] == CLASS_NAMES
+    assert listing(tmp_path) == {"out"}
+
+
+def test_legacy_exporter_fallback_and_torchscript(trained, tmp_path, monkeypatch):
+    _, module, ckpt, _ = trained
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("dynamo exporter unavailable")
+
+    monkeypatch.setattr(ex, "_export_dynamo", broken)
+    out = ex.export_checkpoint(ckpt, tmp_path / "b", formats=("safetensors", "onnx", "torchscript"))
+    config = ex.read_config(out)
+    assert config["onnx"]["exporter"] == "torchscript (legacy)"
+    assert config["onnx"]["check"]["max_abs_logit_diff"] <= 1e-3
+    x = images(3, seed=7)
+    with torch.no_grad():
+        ref = module(x)
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"images": x.numpy()})[0], ref.numpy(), atol=1e-3)
+    scripted = torch.jit.load(str(out / "model.torchscript.pt"))
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), ref, rtol=0, atol=1e-4)
+
+
+def test_resolve_best_checkpoint(trained, tmp_path):
+    root, _, ckpt, run = trained
+    assert ex.resolve_checkpoint("best", runs_root=root / "runs") == ckpt
+    assert ex.resolve_checkpoint("best", run=run) == ckpt
+    assert ex.resolve_checkpoint(run) == ckpt
+    assert ex.resolve_checkpoint(root / "runs") == ckpt
+    assert ex.resolve_checkpoint(ckpt) == ckpt
+    # an older run is not "the most recent"; a newer one is
+    old = root / "runs" / "other" / "version_0" / "checkpoints"
+    old.mkdir(parents=True)
+    (old / "best-epoch000.ckpt").write_bytes(b"x")
+    os.utime(old / "best-epoch000.ckpt", (1, 1))
+    assert ex.find_latest_run(root / "runs") == run
+    with pytest.raises(ex.UsageError, match="no checkpoint found"):
+        ex.resolve_checkpoint("best", runs_root=tmp_path / "none")
+    with pytest.raises(ex.UsageError, match="checkpoint not found"):
+        ex.resolve_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_preprocessing_from_datamodule_hparams():
+    cli_style = {"_class_path": "fgvc.data.SyntheticDataModule", "image_size": 112, "preset": None}
+    prep = ex.preprocessing_config(cli_style, tta=False)
+    assert (prep["preset"], prep["image_size"]) == ("cub", 112)
+    aircraft = ex.preprocessing_config({"image_size": 448, "preset": "aircraft"}, tta=True)
+    assert aircraft["resize"] == "resize to 512x512, center crop 448x448" and aircraft["tta"]
+    default = ex.preprocessing_config(None, tta=False)
+    assert (default["preset"], default["image_size"]) == ("generic", 448)
+    assert default["resize"] == "resize short side to 512, center crop 448x448"
+    assert ex.preprocessing_config(None, False, image_size=64, preset="cars")["resize"] == (
+        "resize to 64x64"
+    )
+    with pytest.raises(ex.UsageError):
+        ex.preprocessing_config({"preset": "nope"}, tta=False)
+
+
+def test_not_an_fgvc_checkpoint(tmp_path):
+    path = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(ex.CheckpointError, match="fgvc fit"):
+        ex.export_checkpoint(path, tmp_path / "b")
+    assert ex.export_main(["--ckpt", str(path), "--out", str(tmp_path / "b")]) == 2
+    assert listing(tmp_path) == {"plain.ckpt"}

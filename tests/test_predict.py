@@ -1,0 +1,169 @@
+"""fgvc predict: folders with a corrupt image, CSV / JSON outputs, backends, flip TTA."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fgvc import export as ex
+from fgvc.data.io import load_rgb
+from fgvc.data.transforms import build_transforms
+from fgvc.predict import collect_images, predict_main
+from tests.test_export import CLASS_NAMES, IMAGE_SIZE, make_run
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """(bundle folder, checkpoint, image folder) for a tiny trained model."""
+    root = tmp_path_factory.mktemp("predict")
+    _, ckpt, _ = make_run(root)
+    bundle = ex.export_checkpoint(ckpt, root / "bundle")
+    folder = root / "images"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(folder / "a.png")
+    Image.fromarray(rng.integers(0, 256, (50, 36, 3), dtype=np.uint8)).save(
+        folder / "sub" / "b café.JPG", quality=95
+    )
+    half = rng.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE // 2, 3), dtype=np.uint8)
+    symmetric = np.concatenate([half, half[:, ::-1]], axis=1)
+    Image.fromarray(symmetric).save(folder / "sym.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (folder / "notes.txt").write_text("not an image")
+    return bundle, ckpt, folder
+
+
+def run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = predict_main(argv, stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def predict_json(argv: list[str]) -> dict:
+    code, out, err = run([*argv, "--format", "json", "--no-progress"])
+    assert code == 0, err
+    return json.loads(out)
+
+
+def probs_of(document: dict) -> dict[str, list[float]]:
+    """Probabilities by image, indexed by class (needs --topk >= the number of classes)."""
+    result = {}
+    for pred in document["predictions"]:
+        probs = [0.0] * len(CLASS_NAMES)
+        for entry in pred["top"]:
+            probs[entry["class_index"]] = entry["probability"]
+        result[Path(pred["image"]).name] = probs
+    return result
+
+
+def test_folder_with_corrupt_image(setup, tmp_path):
+    bundle, _, folder = setup
+    target = tmp_path / "out.json"
+    code, out, err = run(
+        [str(folder), "--model", str(bundle), "--format", "json", "--output", str(target)]
+    )
+    assert code == 1 and out == ""
+    skipped = [line for line in err.splitlines() if "skipped" in line]
+    assert len(skipped) == 1 and str(folder / "broken.jpg") in skipped[0]
+    document = json.loads(target.read_text(encoding="utf-8"))
+    names = [Path(p["image"]).name for p in document["predictions"]]
+    assert names == ["a.png", "b café.JPG", "sym.png"]  # sorted, recursive; .txt ignored
+    assert [Path(e["image"]).name for e in document["errors"]] == ["broken.jpg"]
+    assert document["backend"] == "onnx"
+
+
+def test_csv_and_json_carry_names_and_ordered_probabilities(setup):
+    bundle, _, folder = setup
+    images = [str(folder / "a.png"), str(folder / "sub" / "b café.JPG")]
+    code, out, _ = run([*images, "--model", str(bundle), "--topk", "2", "--format", "csv"])
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["image"] for r in rows] == [images[0]] * 2 + [images[1]] * 2
+    document = predict_json([*images, "--model", str(bundle), "--topk", "2"])
+    assert document["topk"] == 2 and document["errors"] == []
+    for pred, pair in zip(document["predictions"], (rows[:2], rows[2:])):
+        probs = [e["probability"] for e in pred["top"]]
+        assert [e["rank"] for e in pred["top"]] == [1, 2]
+        assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
+        assert all(CLASS_NAMES[e["class_index"]] == e["class_name"] for e in pred["top"])
+        for entry, row in zip(pred["top"], pair):
+            assert row["class_name"] == entry["class_name"]  # commas, quotes, unicode intact
+            assert int(row["class_index"]) == entry["class_index"]
+            assert float(row["probability"]) == pytest.approx(entry["probability"])
+    # top-k beyond the classes: all of them, summing to 1
+    everything = predict_json([images[0], "--model", str(bundle), "--topk", "10"])
+    top = everything["predictions"][0]["top"]
+    assert len(top) == 3 and sum(e["probability"] for e in top) == pytest.approx(1, abs=1e-5)
+    assert {e["class_name"] for e in top} == set(CLASS_NAMES)
+    code, table, _ = run([images[0], "--model", str(bundle), "--topk", "3"])
+    assert code == 0 and all(name in table for name in CLASS_NAMES)
+
+
+def test_backends_and_checkpoint_agree(setup):
+    bundle, ckpt, folder = setup
+    args = [str(folder / "a.png"), str(folder / "sym.png"), "--topk", "3"]
+    onnx = predict_json([*args, "--model", str(bundle)])
+    torch_ = predict_json([*args, "--model", str(bundle), "--backend", "torch"])
+    from_ckpt = predict_json([*args, "--model", str(ckpt)])
+    assert (onnx["backend"], torch_["backend"], from_ckpt["backend"]) == ("onnx", "torch", "torch")
+    for other in (torch_, from_ckpt):
+        for name, probs in probs_of(onnx).items():
+            np.testing.assert_allclose(probs_of(other)[name], probs, atol=1e-5)
+
+
+def hand_tta(bundle: Path, image: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax of the plain logits and of the mean of image and mirror logits, by hand."""
+    model = ex.load(bundle)
+    transform = build_transforms("cub", train=False, image_size=IMAGE_SIZE)  # normalized
+    x = transform(image=load_rgb(image))["image"][None]
+    with torch.no_grad():
+        plain = model(x)
+        mirrored = model(torch.flip(x, dims=[3]))
+    return plain.softmax(-1)[0].numpy(), ((plain + mirrored) / 2).softmax(-1)[0].numpy()
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_flip_tta(setup, backend):
+    bundle, _, folder = setup
+    args = [str(folder / "a.png"), str(folder / "sym.png"), "--model", str(bundle)]
+    args += ["--topk", "3", "--backend", backend]
+    plain = probs_of(predict_json(args))
+    tta = probs_of(predict_json([*args, "--tta"]))
+    # a mirror-symmetric image: TTA changes nothing
+    np.testing.assert_allclose(tta["sym.png"], plain["sym.png"], atol=1e-6)
+    # otherwise: the softmax of the mean of both views' logits
+    expected_plain, expected_tta = hand_tta(bundle, folder / "a.png")
+    np.testing.assert_allclose(plain["a.png"], expected_plain, atol=1e-5)
+    np.testing.assert_allclose(tta["a.png"], expected_tta, atol=1e-5)
+    assert np.abs(expected_tta - expected_plain).max() > 1e-4  # the mirror does matter
+
+
+def test_usage_errors_exit_2(setup, tmp_path):
+    bundle, ckpt, folder = setup
+    cases = [
+        [str(tmp_path), "--model", str(bundle)],  # no image
+        [str(folder), "--model", str(tmp_path / "nothing")],
+        [str(folder), "--model", str(ckpt), "--backend", "onnx"],
+        [str(folder), "--model", str(bundle), "--topk", "0"],
+        [str(folder), "--model", str(bundle), "--output", str(tmp_path / "no" / "x.csv")],
+        [str(folder), "--format", "xml"],
+    ]
+    for argv in cases:
+        code, out, err = run(argv)
+        assert code == 2 and out == "", argv
+        assert "error" in err or "usage" in err, argv
+
+
+def test_collect_images_reports_missing(tmp_path):
+    (tmp_path / "x.PNG").write_bytes(b"")
+    (tmp_path / "y.txt").write_text("")
+    found, missing = collect_images([tmp_path, tmp_path / "gone.jpg", tmp_path / "y.txt"])
+    assert found == [tmp_path / "x.PNG", tmp_path / "y.txt"]  # named files taken as given
+    assert [p for p, _ in missing] == [tmp_path / "gone.jpg"]
