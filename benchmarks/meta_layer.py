@@ -173,12 +173,14 @@ def run(
                 flush=True,
             )
     if device.type == "cpu" and not args.no_rss:
-        b, d = batches[0], dims[-1]
-        peaks = {k: peak_rss_child(k, b, d, args.hw, n) for k in ("fgvc", "authors")}
-        print(
-            f"\npeak RSS added by one fwd+bwd (B={b}, d={d}, fresh process): "
-            f"fgvc {peaks['fgvc']:.1f} MiB, authors {peaks['authors']:.1f} MiB"
-        )
+        print()
+        for b in batches:
+            d = dims[-1]
+            peaks = {k: peak_rss_child(k, b, d, args.hw, n) for k in ("fgvc", "authors")}
+            print(
+                f"peak RSS added by one fwd+bwd (B={b}, d={d}, fresh process): "
+                f"fgvc {peaks['fgvc']:.1f} MiB, authors {peaks['authors']:.1f} MiB"
+            )
     if device.type == "cuda":
         b, d = batches[0], dims[-1]
         x = make_input(b, d, args.hw, device)

@@ -209,7 +209,7 @@ def test_two_process_ddp_metrics_cover_both_shards(workdir):
 
     # the same weights validated in one process give the same figures
     last = run / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=False)["epoch"] == 0
+    assert torch.load(last, weights_only=True)["epoch"] == 0
     single = write_config(workdir, max_epochs=1)
     assert main(["validate", "--config", str(single), "--ckpt_path", str(last)]) == 0
     rows = read_metrics(workdir / "runs" / "tiny" / "version_1")
