@@ -12,10 +12,23 @@ from __future__ import annotations
 
 import sys
 
+USAGE = """usage: fgvc <command> [options]
+
+commands:
+  fit | validate | test   train / evaluate from a config (fgvc fit --help)
+  data                    download | check | synth datasets (fgvc data --help)
+  export                  checkpoint -> safetensors + ONNX bundle (fgvc export --help)
+  predict                 classify image files or folders (fgvc predict --help)
+
+start with: fgvc fit --config configs/demo.yaml"""
+
 
 def main(argv: list[str] | None = None) -> int:
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
     if argv and argv[0] == "data":
         from fgvc.data.cli import main as data_main
 

@@ -353,3 +353,11 @@ def test_bad_checkpoints_are_refused_in_one_line(workdir, capsys):
     assert main(["test", "--config", str(cfg), "--ckpt_path", str(good), *four]) == 2
     err = capsys.readouterr().err
     assert "num_classes=3 (now 4)" in err and "--model.pretrained" in err
+
+
+def test_top_level_help_lists_every_command(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("fit", "data", "export", "predict"):
+        assert command in out
+    assert main([]) == 2
