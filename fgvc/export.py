@@ -11,8 +11,8 @@ writes into ``DIR``:
   the fgvc / torch versions.
 * ``model.onnx`` (default on): input ``images`` (N, 3, S, S) float32, output ``logits``
   (N, num_classes), dynamic batch. torch's ``torch.export``-based exporter is tried first; if
-  it fails, the legacy TorchScript-based exporter runs on a copy of the network whose pooling
-  is plain tensor code with the triangle indices as a precomputed buffer. Either way the file
+  it fails, the legacy TorchScript-based one (the iSQRT-COV layer turns into plain tensor code
+  under any tracer, its triangle indices a buffer). Either way the file
   is checked before the bundle is published: ONNX Runtime and eager PyTorch run the same
   images (synthetic, or ``--check-images``) at two batch sizes other than the export one;
   top-1 must agree on every image and the largest logit difference must be at most
