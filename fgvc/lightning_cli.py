@@ -213,7 +213,7 @@ class FGVCCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except (ValueError, TypeError, FileNotFoundError, CheckpointError, DownloadError) as err:
-            raise ConfigError(str(err).splitlines()[0] if str(err) else repr(err)) from err
+            raise ConfigError(_root_message(err)) from err
 
     def _parse_ckpt_path(self) -> None:
         # Lightning reads the checkpoint's hyperparameters here: check the file first
@@ -304,6 +304,20 @@ class FGVCCLI(LightningCLI):
                 hint = f" (offline; upload with: wandb sync {where})"
                 lines.append(f"  W&B run: {where}{hint if logger.wandb_mode == 'offline' else ''}")
         return "\n".join(lines)
+
+
+def _root_message(err: BaseException) -> str:
+    """First line of the innermost cause: jsonargparse wraps our errors (a missing dataset
+    file, a bad value) in messages about links and union types."""
+    chain = [err]
+    while (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 20:
+        chain.append(nxt)
+    ours = [e for e in chain if type(e).__module__.startswith("fgvc") or type(e) in _PLAIN]
+    text = str((ours or chain)[-1]).strip()
+    return text.splitlines()[0] if text else repr(err)
+
+
+_PLAIN = (ValueError, TypeError, FileNotFoundError)
 
 
 def _num_classes(data: FGVCDataModule) -> int:

@@ -361,3 +361,27 @@ def test_top_level_help_lists_every_command(capsys):
     for command in ("fit", "data", "export", "predict"):
         assert command in out
     assert main([]) == 2
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (
+            {"class_path": "fgvc.data.CUBDataModule", "init_args": {"root": "nowhere"}},
+            "fgvc data download cub",
+        ),
+        (
+            {"class_path": "fgvc.data.SyntheticDataModule", "init_args": {"batch_size": 0}},
+            "batch_size must be >= 1, got 0",
+        ),
+    ],
+)
+def test_data_errors_reach_the_user_unwrapped(workdir, capsys, data, message):
+    """jsonargparse wraps constructor errors in link/union messages; the user sees ours."""
+    cfg = write_config(workdir)
+    config = yaml.safe_load(cfg.read_text())
+    config["data"] = data
+    cfg.write_text(yaml.safe_dump(config))
+    assert main(["fit", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err

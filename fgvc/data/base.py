@@ -32,10 +32,13 @@ def _is_albumentations(transform: Callable) -> bool:
     return isinstance(transform, (albumentations.BasicTransform, albumentations.BaseCompose))
 
 
-def resolve_folder(root: str | os.PathLike, folder_name: str, markers: Sequence[str]) -> Path:
+def resolve_folder(
+    root: str | os.PathLike, folder_name: str, markers: Sequence[str], hint: str = ""
+) -> Path:
     """Find a dataset folder: ``root/<folder_name>`` or ``root`` itself.
 
-    A candidate is accepted when it holds any of ``markers`` (relative paths).
+    A candidate is accepted when it holds any of ``markers`` (relative paths); ``hint`` ends
+    the error message (e.g. the download command).
 
     Raises:
         FileNotFoundError: neither candidate holds the dataset.
@@ -46,7 +49,7 @@ def resolve_folder(root: str | os.PathLike, folder_name: str, markers: Sequence[
             return candidate
     raise FileNotFoundError(
         f"no {folder_name} dataset under {root} (looked for {', '.join(markers)} in "
-        f"{root / folder_name} and {root}); pass the folder that holds {folder_name}/"
+        f"{root / folder_name} and {root}); {hint}pass the folder that holds {folder_name}/"
     )
 
 

@@ -66,7 +66,9 @@ class CUB200(ImageDataset):
         if split not in ("train", "test"):
             raise ValueError(f"CUB200 split must be 'train' or 'test', got {split!r}")
         self.split = split
-        self.folder = resolve_folder(root, CUB_FOLDER, ["images.txt"])
+        self.folder = resolve_folder(
+            root, CUB_FOLDER, ["images.txt"], f"run `fgvc data download cub --root {root}` or "
+        )
         images = _id_table(self.folder / "images.txt")
         labels = _id_table(self.folder / "image_class_labels.txt")
         is_train = _id_table(self.folder / "train_test_split.txt")
