@@ -21,6 +21,7 @@ keep working; frozen BatchNorm layers also stay in eval mode, so their statistic
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -144,23 +145,12 @@ class FGVCClassifier(pl.LightningModule):
         test_tta: bool = True,
     ) -> None:
         super().__init__()
-        _check_recipe(
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            mults=(lr_mult_backbone, lr_mult_head, lr_mult_classifier),
-            gamma=gamma,
-            warmup_epochs=warmup_epochs,
-            label_smoothing=label_smoothing,
-            freeze_backbone_epochs=freeze_backbone_epochs,
-            optimizer=optimizer,
-            scheduler=scheduler,
-        )
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(
                 f"class_names has {len(class_names)} names but num_classes={num_classes}"
             )
         self.save_hyperparameters()
+        _check_recipe(self.hparams)
         self.model = build_model(
             arch=arch,
             num_classes=num_classes,
@@ -311,19 +301,12 @@ class FGVCClassifier(pl.LightningModule):
         }
 
 
-def _check_recipe(
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    mults: tuple[float, ...],
-    gamma: float,
-    warmup_epochs: float,
-    label_smoothing: float,
-    freeze_backbone_epochs: int,
-    optimizer: str,
-    scheduler: str,
-) -> None:
+def _check_recipe(hp: Mapping[str, Any]) -> None:
     """One-line errors for values that would silently train nonsense."""
+    mults = (hp["lr_mult_backbone"], hp["lr_mult_head"], hp["lr_mult_classifier"])
+    lr, momentum, gamma = hp["lr"], hp["momentum"], hp["gamma"]
+    weight_decay, warmup_epochs = hp["weight_decay"], hp["warmup_epochs"]
+    label_smoothing, optimizer, scheduler = hp["label_smoothing"], hp["optimizer"], hp["scheduler"]
     checks = [
         (lr > 0, f"model.lr must be > 0, got {lr}"),
         (0 <= momentum < 1, f"model.momentum must be in [0, 1), got {momentum}"),
@@ -335,7 +318,7 @@ def _check_recipe(
             0 <= label_smoothing < 1,
             f"model.label_smoothing must be in [0, 1), got {label_smoothing}",
         ),
-        (freeze_backbone_epochs >= 0, "model.freeze_backbone_epochs must be >= 0"),
+        (hp["freeze_backbone_epochs"] >= 0, "model.freeze_backbone_epochs must be >= 0"),
         (optimizer in ("sgd", "adamw"), f"model.optimizer must be sgd or adamw, got {optimizer!r}"),
         (
             scheduler in ("step", "cosine", "constant"),
