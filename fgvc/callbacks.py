@@ -143,7 +143,7 @@ class EvalReports(pl.Callback):
             ),
         }
         if len(names) <= self.confusion_matrix_max_classes:
-            y_true = torch.arange(len(names)).repeat_interleave(confmat.sum(1))
+            y_true = torch.arange(len(names)).repeat_interleave(support)
             preds = torch.cat([torch.arange(len(names)).repeat_interleave(row) for row in confmat])
             payload[f"{stage}/confusion_matrix"] = wandb.plot.confusion_matrix(
                 y_true=y_true.tolist(), preds=preds.tolist(), class_names=list(names)

@@ -29,15 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
-    if argv and argv[0] == "data":
+    if argv[0] == "data":
         from fgvc.data.cli import main as data_main
 
         return data_main(argv[1:])
-    if argv and argv[0] == "export":
+    if argv[0] == "export":
         from fgvc.export import export_main
 
         return export_main(argv[1:])
-    if argv and argv[0] == "predict":
+    if argv[0] == "predict":
         from fgvc.predict import predict_main
 
         return predict_main(argv[1:])

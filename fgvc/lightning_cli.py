@@ -2,8 +2,9 @@
 
 Model and data are linked (``num_classes`` and class names come from the DataModule), the
 resolved config is saved in every run's folder (``runs/<name>/version_<n>``, a new one each
-run), and the defaults add best/last checkpointing on ``val/top1``, a learning-rate monitor,
-a rich progress bar and the per-class reports.
+run; ``--ckpt_path last`` continues the newest one in place), and the defaults add best/last
+checkpointing on ``val/top1``, a save on interruption, a learning-rate monitor, a rich
+progress bar, the per-class reports and, after ``fit``, the export of the best checkpoint.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from fgvc.callbacks import EvalReports
 from fgvc.data.datamodule import FGVCDataModule
 from fgvc.loggers import WandbLogger
-from fgvc.models.pretrained import CheckpointError
+from fgvc.models.pretrained import CheckpointError, read_checkpoint
 from fgvc.module import FGVCClassifier
 from fgvc.utils.download import DownloadError
 
@@ -108,21 +109,13 @@ _MUST_MATCH = ("arch", "representation", "reduce_dim", "num_classes")
 def read_run_checkpoint(path: str | os.PathLike) -> dict:
     """Read a ``--ckpt_path`` safely, refusing in one line a file that is missing,
     truncated, unsafe (a pickle with code) or not written by ``fgvc fit``."""
-    import pickle
-
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ConfigError(
-            f"refused {path}: it holds objects other than tensors and plain containers, and "
-            f"checkpoints are only read with torch.load(weights_only=True), which never runs "
-            f"code from the file ({str(err).strip().splitlines()[0][:120]})"
-        ) from err
+        ckpt = read_checkpoint(path)  # weights_only=True: unsafe pickles are refused there
+    except CheckpointError as err:
+        raise ConfigError(str(err)) from err
     except Exception as err:  # truncated zip, not a torch file at all, ...
         detail = str(err).strip().splitlines()[0][:120] if str(err).strip() else "no detail"
         raise ConfigError(

@@ -55,8 +55,8 @@ class WandbLogger(_WandbLogger):
     Args:
         mode: ``auto`` (default), ``online``, ``offline`` or ``disabled``.
         name, project, save_dir, log_model, **kwargs: as Lightning's ``WandbLogger``;
-            ``log_model=True`` uploads the checkpoints at the end of training, the best
-            one with the alias ``best``.
+            ``log_model`` (True or "all", alike here) logs the best checkpoint at the end of
+            training as a ``model`` artifact with the aliases ``best`` and ``latest``.
     """
 
     def __init__(

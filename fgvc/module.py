@@ -31,6 +31,7 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from fgvc.data.transforms import hflip_tta
 from fgvc.models import build_model
 
 GROUPS = ("backbone", "head", "classifier")
@@ -184,10 +185,7 @@ class FGVCClassifier(pl.LightningModule):
 
     def predict_logits(self, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
         """Logits, or with ``tta`` the mean of the image's and its mirror's logits."""
-        logits = self(images)
-        if tta:
-            logits = 0.5 * (logits + self(images.flip(-1)))
-        return logits
+        return hflip_tta(self, images) if tta else self(images)
 
     # ---------------------------------------------------------------- training
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
@@ -195,7 +193,7 @@ class FGVCClassifier(pl.LightningModule):
         logits = self(images)
         loss = self.criterion(logits.float(), labels)
         self.train_loss(loss.detach())
-        self.train_acc(logits.detach(), labels)
+        self.train_acc.update(logits.detach(), labels)  # logged per epoch only
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log_dict(self.train_acc, on_step=False, on_epoch=True)
         return loss
@@ -213,14 +211,14 @@ class FGVCClassifier(pl.LightningModule):
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits.float(), labels)
-        self.eval_loss[stage](loss, weight=labels.numel())
-        self.eval_acc[stage](logits, labels)
+        self.eval_loss[stage].update(loss, weight=labels.numel())  # per-epoch values only
+        self.eval_acc[stage].update(logits, labels)
         self.log(f"{stage}/loss", self.eval_loss[stage], on_epoch=True, prog_bar=True)
         self.log_dict(self.eval_acc[stage], on_epoch=True, prog_bar=stage == "val")
         out = {"logits": logits.detach(), "labels": labels}
         if self.hparams[f"{stage}_tta"]:
             logits_tta = 0.5 * (logits + self(images.flip(-1)))
-            self.eval_acc_tta[stage](logits_tta, labels)
+            self.eval_acc_tta[stage].update(logits_tta, labels)
             self.log_dict(self.eval_acc_tta[stage], on_epoch=True)
             out["logits"] = logits_tta.detach()
         self.confmat[stage].update(out["logits"], labels)

@@ -42,7 +42,13 @@ import numpy as np
 import torch
 
 from fgvc.data.io import IMAGE_EXTENSIONS, ImageDecodeError, load_rgb
-from fgvc.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms, normalize_images
+from fgvc.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    build_transforms,
+    hflip_tta,
+    normalize_images,
+)
 from fgvc.export import (
     CONFIG_FILE,
     ONNX_FILE,
@@ -164,10 +170,11 @@ class Predictor:
 
     def predict_logits(self, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
         """Logits, or with ``tta`` the mean of the images' and their mirrors' logits."""
-        logits = self.logits(images).float()
-        if tta:
-            logits = 0.5 * (logits + self.logits(images.flip(-1)).float())
-        return logits
+
+        def forward(batch: torch.Tensor) -> torch.Tensor:
+            return self.logits(batch).float()
+
+        return hflip_tta(forward, images) if tta else forward(images)
 
 
 class TorchPredictor(Predictor):

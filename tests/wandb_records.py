@@ -45,13 +45,18 @@ def records(path: str | Path) -> Iterator[pb.Record]:
             yield record
 
 
-def history_keys(path: str | Path) -> set[str]:
+def _keys(path: str | Path, kind: str) -> set[str]:
+    """Keys of the ``history`` items or ``config`` updates the run logged."""
     keys = set()
     for record in records(path):
-        if record.WhichOneof("record_type") == "history":
-            for item in record.history.item:
-                keys.add(item.key or "/".join(item.nested_key))
+        if record.WhichOneof("record_type") == kind:
+            items = record.history.item if kind == "history" else record.config.update
+            keys.update(item.key or "/".join(item.nested_key) for item in items)
     return keys
+
+
+def history_keys(path: str | Path) -> set[str]:
+    return _keys(path, "history")
 
 
 def artifacts(path: str | Path) -> list[tuple[str, str, list[str]]]:
@@ -65,9 +70,4 @@ def artifacts(path: str | Path) -> list[tuple[str, str, list[str]]]:
 
 
 def config_keys(path: str | Path) -> set[str]:
-    keys = set()
-    for record in records(path):
-        if record.WhichOneof("record_type") == "config":
-            for item in record.config.update:
-                keys.add(item.key or "/".join(item.nested_key))
-    return keys
+    return _keys(path, "config")

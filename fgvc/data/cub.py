@@ -81,7 +81,6 @@ class CUB200(ImageDataset):
             raise ValueError(f"{self.folder / 'classes.txt'}: class ids must be integers") from None
         self.classes = [class_table[c] for c in class_ids]
         index_of = {int(c): i for i, c in enumerate(class_ids)}
-        self.total_images = len(images)
 
         self.samples, self.ids = [], []
         wanted = "1" if split == "train" else "0"

@@ -9,7 +9,6 @@ holds a stray ``attributes.txt``).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -19,7 +18,7 @@ from pathlib import Path
 from fgvc.data.aircraft import AIRCRAFT_FOLDER
 from fgvc.data.cars import CARS_LAYOUTS
 from fgvc.data.cub import CUB_FOLDER
-from fgvc.utils.download import DownloadError, download_url, safe_extract
+from fgvc.utils.download import DownloadError, download_url, file_digest, safe_extract
 
 
 @dataclass(frozen=True)
@@ -71,14 +70,6 @@ cars_test_annos_withlabels.mat b0a2b23655a3edd16d84508592a98d10.
 Then check it: fgvc data check cars --root <root>"""
 
 
-def md5_file(path: str | os.PathLike) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download_dataset(
     name: str,
     root: str | os.PathLike,
@@ -109,7 +100,7 @@ def download_dataset(
     existed = archive.exists()
     download_url(source.url, archive, sha256=source.sha256, progress=progress)
     if source.sha256 is None and source.md5 is not None:
-        actual = md5_file(archive)
+        actual = file_digest(archive, "md5")
         if actual != source.md5:
             if not existed:
                 archive.unlink()

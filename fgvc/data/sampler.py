@@ -22,44 +22,26 @@ class EpochSeededSampler(Sampler[tuple[int, int]]):
         length: dataset size.
         seed: run seed.
         epoch_fn: returns the epoch about to be iterated (the DataModule passes the
-            trainer's ``current_epoch``, which a resumed run restores); ``set_epoch``
-            overrides it, as samplers usually allow.
-        shuffle: random order (training) or dataset order.
+            trainer's ``current_epoch``, which a resumed run restores). Reading it at
+            iteration time also covers samplers wrapped for DDP, whose ``set_epoch``
+            never reaches this one.
     """
 
-    def __init__(
-        self,
-        length: int,
-        seed: int,
-        epoch_fn: Callable[[], int] | None = None,
-        shuffle: bool = True,
-    ) -> None:
+    def __init__(self, length: int, seed: int, epoch_fn: Callable[[], int]) -> None:
         self.length = length
         self.seed = seed
         self.epoch_fn = epoch_fn
-        self.shuffle = shuffle
-        self._epoch: int | None = None
 
     def set_epoch(self, epoch: int) -> None:
-        self._epoch = epoch
-
-    @property
-    def epoch(self) -> int:
-        if self.epoch_fn is not None:
-            return int(self.epoch_fn())
-        return self._epoch or 0
+        """Accepted for Lightning's sake; the epoch comes from ``epoch_fn``."""
 
     def __len__(self) -> int:
         return self.length
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        sequence = np.random.SeedSequence([self.seed, self.epoch])
+        sequence = np.random.SeedSequence([self.seed, int(self.epoch_fn())])
         order_seed, sample_seed = sequence.spawn(2)
-        if self.shuffle:
-            gen = torch.Generator().manual_seed(int(order_seed.generate_state(1)[0]))
-            order = torch.randperm(self.length, generator=gen).tolist()
-        else:
-            order = list(range(self.length))
+        gen = torch.Generator().manual_seed(int(order_seed.generate_state(1)[0]))
         seeds = sample_seed.generate_state(max(1, self.length))
-        for index in order:
+        for index in torch.randperm(self.length, generator=gen).tolist():
             yield index, int(seeds[index])

@@ -22,6 +22,7 @@ normalizes them on the device. Test-time flip augmentation is :func:`hflip_tta`.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -196,10 +197,19 @@ def normalize_images(
         return images
     if images.dtype != torch.uint8:
         raise TypeError(f"normalize_images expects uint8 or float images, got {images.dtype}")
-    shape = (3, 1, 1) if images.dim() == 3 else (1, 3, 1, 1)
-    mean_t = torch.tensor(mean, device=images.device, dtype=torch.float32).view(shape) * 255
-    std_t = torch.tensor(std, device=images.device, dtype=torch.float32).view(shape) * 255
+    mean_t, std_t = _scaled_stats(tuple(mean), tuple(std), images.device, images.dim())
     return images.float().sub_(mean_t).div_(std_t)
+
+
+@functools.lru_cache(maxsize=16)
+def _scaled_stats(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device, dim: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # Built once per device: a fresh host-to-GPU copy every batch would wait on the stream.
+    shape = (3, 1, 1) if dim == 3 else (1, 3, 1, 1)
+    mean_t = torch.tensor(mean, device=device, dtype=torch.float32).view(shape) * 255
+    std_t = torch.tensor(std, device=device, dtype=torch.float32).view(shape) * 255
+    return mean_t, std_t
 
 
 def hflip_tta(

@@ -43,7 +43,7 @@ class CovarianceHead(nn.Module):
 
     @property
     def output_dim(self) -> int:
-        return self.reduce_dim * (self.reduce_dim + 1) // 2
+        return self.pool.output_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.relu(self.bn(self.conv(x))))

@@ -99,9 +99,10 @@ def convert_authors_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[s
     """Rename a state dict from the authors' MPNCOVResNet (or a torchvision ResNet) to ours.
 
     ``conv1/bn1/layer1..4.*`` -> ``backbone.*``, ``layer_reduce.weight`` -> ``head.conv.weight``,
-    ``layer_reduce_bn.*`` -> ``head.bn.*``, ``fc.*`` -> ``classifier.*``. DataParallel's
-    ``module.`` prefix is removed first. Other keys pass through unchanged, so that loading
-    reports them as unexpected instead of dropping them silently.
+    ``layer_reduce_bn.*`` -> ``head.bn.*``, ``fc.*`` -> ``classifier.*``. Wrapper prefixes
+    (DataParallel's ``module.``, torch.compile's ``_orig_mod.``) are removed first. Other
+    keys pass through unchanged, so that loading reports them as unexpected instead of
+    dropping them silently.
     """
     converted: dict[str, torch.Tensor] = {}
     for key, value in _strip_wrapper_prefixes(dict(state_dict)).items():

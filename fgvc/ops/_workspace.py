@@ -46,7 +46,8 @@ class Workspace:
         return torch.empty(shape, dtype=like.dtype, device=like.device)
 
     def give_back(self, tensors: Iterable[torch.Tensor | None]) -> None:
-        """Return buffers obtained from :meth:`take` (others are ignored by the caller)."""
+        """Return buffers obtained from :meth:`take`; ``None``, non-CPU and non-contiguous
+        tensors are skipped."""
         with self._lock:
             for t in tensors:
                 if t is None or t.device.type != "cpu" or not t.is_contiguous():
@@ -57,16 +58,17 @@ class Workspace:
                 self._free[(tuple(t.shape), t.dtype, t.device)].append(t)
                 self._bytes += t.nbytes
 
-    def clear(self) -> None:
-        with self._lock:
-            self._free.clear()
-            self._bytes = 0
+
+def into(ws: Workspace | None, like: torch.Tensor) -> dict:
+    """``out=`` keyword arguments for an op whose result is shaped like ``like``: a workspace
+    buffer, or none at all (plain tensor code, which tracers and exporters handle best)."""
+    return {} if ws is None else {"out": ws.take(tuple(like.shape), like)}
 
 
-def into(ws: Workspace | None, shape: tuple[int, ...], like: torch.Tensor) -> dict:
-    """``out=`` keyword arguments for an op: a workspace buffer, or none at all (plain tensor
-    code, which tracers and exporters handle best)."""
-    return {} if ws is None else {"out": ws.take(tuple(shape), like)}
+def give_back(ws: Workspace | None, *tensors: torch.Tensor | None) -> None:
+    """Return buffers to ``ws`` (no-op without a workspace)."""
+    if ws is not None:
+        ws.give_back(tensors)
 
 
 class Lease:

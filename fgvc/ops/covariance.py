@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from fgvc.ops._precision import autocast_disabled, to_full_precision, use_custom_backward
-from fgvc.ops._workspace import Workspace, into
+from fgvc.ops._workspace import Workspace, give_back, into
 
 
 def check_feature_map(x: torch.Tensor, name: str = "covariance_pool") -> None:
@@ -32,7 +32,7 @@ def covariance_forward(
     m = h * w
     feats = x.reshape(b, d, m)
     mean = feats.mean(dim=2, keepdim=True)
-    centred = torch.sub(feats, mean, **into(ws, (b, d, m), feats))
+    centred = torch.sub(feats, mean, **into(ws, feats))
     if ws is None:  # plain tensor code (exporters, standalone use)
         return torch.bmm(centred, centred.transpose(1, 2)) / m, mean
     sigma = ws.take((b, d, d), feats)
@@ -54,11 +54,10 @@ def covariance_backward(
     """
     b, d, h, w = x.shape
     m = h * w
-    sym = torch.add(grad_sigma, grad_sigma.mT, **into(ws, tuple(grad_sigma.shape), grad_sigma))
+    sym = torch.add(grad_sigma, grad_sigma.mT, **into(ws, grad_sigma))
     correction = torch.bmm(sym, mean).mul_(-1.0 / m).expand(b, d, m)
     grad_x = torch.baddbmm(correction, sym, x.reshape(b, d, m), alpha=1.0 / m)
-    if ws is not None:
-        ws.give_back([sym])
+    give_back(ws, sym)
     return grad_x.view(x.shape)
 
 

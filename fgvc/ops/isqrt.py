@@ -13,7 +13,7 @@ from fgvc.ops._precision import (
     tracing,
     use_custom_backward,
 )
-from fgvc.ops._workspace import WORKSPACE, Lease
+from fgvc.ops._workspace import WORKSPACE, Lease, Workspace
 from fgvc.ops.covariance import check_feature_map, covariance_backward, covariance_forward
 from fgvc.ops.sqrtm import check_iterations, sqrtm_backward, sqrtm_forward
 from fgvc.ops.triu import triu_flat_index, triu_vec
@@ -28,10 +28,7 @@ class _ISqrtCov(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, iterations: int, index: torch.Tensor) -> torch.Tensor:
-        sigma, mean = covariance_forward(x, WORKSPACE)
-        c, a, trace, saved = sqrtm_forward(sigma, iterations, WORKSPACE, WORKSPACE)
-        out = triu_vec(c, index)
-        WORKSPACE.give_back([sigma, c])  # not saved: reusable at once
+        out, (mean, a, trace, saved) = _forward(x, iterations, index, WORKSPACE)
         ctx.lease = Lease(WORKSPACE, [a, *saved])
         ctx.iterations = iterations
         ctx.save_for_backward(x, mean, index, a, trace, *saved)
@@ -51,14 +48,27 @@ class _ISqrtCov(torch.autograd.Function):
         return grad_x, None, None
 
 
-def _isqrt_cov_inference(x: torch.Tensor, iterations: int, index: torch.Tensor) -> torch.Tensor:
-    if tracing():  # exporters see plain tensor code (no workspace, no out= buffers)
-        sigma, _ = covariance_forward(x)
-        return triu_vec(sqrtm_forward(sigma, iterations)[0], index)
-    sigma, _ = covariance_forward(x, WORKSPACE)
-    c, a, _, saved = sqrtm_forward(sigma, iterations, WORKSPACE, WORKSPACE)
+def _forward(
+    x: torch.Tensor, iterations: int, index: torch.Tensor, ws: Workspace | None
+) -> tuple[torch.Tensor, tuple]:
+    """The layer's output and what a backward needs (mean, A, trace, saved matrices).
+
+    Sigma and C go back to the workspace at once; the rest stays the caller's.
+    """
+    sigma, mean = covariance_forward(x, ws)
+    c, a, trace, saved = sqrtm_forward(sigma, iterations, ws, ws)
     out = triu_vec(c, index)
-    WORKSPACE.give_back([sigma, c, a, *saved])
+    if ws is not None:
+        ws.give_back([sigma, c])
+    return out, (mean, a, trace, saved)
+
+
+def _isqrt_cov_inference(x: torch.Tensor, iterations: int, index: torch.Tensor) -> torch.Tensor:
+    # exporters see plain tensor code (no workspace, no out= buffers)
+    ws = None if tracing() else WORKSPACE
+    out, (_, a, _, saved) = _forward(x, iterations, index, ws)
+    if ws is not None:
+        ws.give_back([a, *saved])
     return out
 
 

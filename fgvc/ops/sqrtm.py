@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from fgvc.ops._precision import autocast_disabled, to_full_precision, use_custom_backward
-from fgvc.ops._workspace import Workspace, into
+from fgvc.ops._workspace import Workspace, give_back, into
 
 #: lower bound on the trace: an all-zero map (dead ReLU features) gives finite values.
 TRACE_EPS = 1e-12
@@ -40,25 +40,16 @@ def _eye(d: int, like: torch.Tensor) -> torch.Tensor:
     return torch.eye(d, dtype=like.dtype, device=like.device)
 
 
-def _into(ws: Workspace | None, like: torch.Tensor) -> dict:
-    return into(ws, tuple(like.shape), like)
-
-
-def _give_back(ws: Workspace | None, *tensors: torch.Tensor | None) -> None:
-    if ws is not None:
-        ws.give_back(tensors)
-
-
 def _z1(a: torch.Tensor, ws: Workspace | None = None) -> torch.Tensor:
     eye = _eye(a.shape[-1], a).mul_(1.5)
-    return torch.add(eye, a, alpha=-0.5, **_into(ws, a))  # Z_1 = T_1 = 1.5 I - 0.5 A
+    return torch.add(eye, a, alpha=-0.5, **into(ws, a))  # Z_1 = T_1 = 1.5 I - 0.5 A
 
 
 def batch_inner(u: torch.Tensor, v: torch.Tensor, ws: Workspace | None = None) -> torch.Tensor:
     """<u_b, v_b> (Frobenius) per batch entry (a batched GEMV would be 10x slower on CPU)."""
-    prod = torch.mul(u, v, **_into(ws, u))
+    prod = torch.mul(u, v, **into(ws, u))
     inner = prod.sum(tuple(range(1, u.dim())))
-    _give_back(ws, prod)
+    give_back(ws, prod)
     return inner
 
 
@@ -75,7 +66,7 @@ def newton_schulz_forward(
     """
     last = iterations == 1
     y = torch.baddbmm(  # Y_1 = A (3I - A) / 2
-        a, a, a, beta=1.5, alpha=-0.5, **_into(ws if last else ws_saved, a)
+        a, a, a, beta=1.5, alpha=-0.5, **into(ws if last else ws_saved, a)
     )
     if last:
         return y, []
@@ -85,12 +76,12 @@ def newton_schulz_forward(
     for k in range(2, iterations + 1):
         last = k == iterations
         # T_k = 1.5 I - 0.5 Z Y
-        t = torch.baddbmm(eye, z, y, beta=1.5, alpha=-0.5, **_into(ws_saved, a))
+        t = torch.baddbmm(eye, z, y, beta=1.5, alpha=-0.5, **into(ws_saved, a))
         saved += [y, t] if k == 2 else [y, z, t]
         if not last:
-            z = torch.bmm(t, z, **_into(ws_saved, a))
-        y = torch.bmm(y, t, **_into(ws if last else ws_saved, a))
-    _give_back(ws, z1)  # rebuilt from A in the backward
+            z = torch.bmm(t, z, **into(ws_saved, a))
+        y = torch.bmm(y, t, **into(ws if last else ws_saved, a))
+    give_back(ws, z1)  # rebuilt from A in the backward
     return y, saved
 
 
@@ -110,7 +101,7 @@ def newton_schulz_backward(
     """
 
     def mm(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return torch.bmm(u, v, **_into(ws, a))
+        return torch.bmm(u, v, **into(ws, a))
 
     if iterations == 1:
         ga_t = mm(grad_y, a.mT)  # G A^T; <G, A A> = <G A^T, A>
@@ -137,12 +128,12 @@ def newton_schulz_backward(
             gz_prev = mm(gt, y.mT).mul_(-0.5)
         else:
             gz_prev = mm(t.mT, gz).baddbmm_(gt, y.mT, alpha=-0.5)
-        _give_back(ws, gt, gz, None if gy is grad_y else gy)
+        give_back(ws, gt, gz, None if gy is grad_y else gy)
         gy, gz = gy_prev, gz_prev
     # Y_1 = 1.5 A - 0.5 A A, Z_1 = 1.5 I - 0.5 A
     grad_a = mm(gy, a.mT).baddbmm_(a.mT, gy).mul_(-0.5)
     grad_a.add_(gy, alpha=1.5).add_(gz, alpha=-0.5)
-    _give_back(ws, gz, z1, None if gy is grad_y else gy)
+    give_back(ws, gz, z1, None if gy is grad_y else gy)
     return grad_a, inner
 
 
@@ -158,7 +149,7 @@ def sqrtm_forward(
     """
     trace = cov.diagonal(dim1=-2, dim2=-1).sum(-1)
     trace_c = trace.clamp_min(TRACE_EPS)
-    a = torch.div(cov, trace_c[:, None, None], **_into(ws_saved, cov))
+    a = torch.div(cov, trace_c[:, None, None], **into(ws_saved, cov))
     y, saved = newton_schulz_forward(a, iterations, ws, ws_saved)
     return y.mul_(trace_c.sqrt()[:, None, None]), a, trace, saved
 
