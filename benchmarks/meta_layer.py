@@ -4,8 +4,10 @@ Compares, in one run and on the same inputs:
   fgvc     fgvc.ops.isqrt_cov (centred covariance, hand-fused backward)
   authors  the paper's formulation (X I_hat X^T, paper's hand-derived backward), our code
   eig      MPN-COV style square root by torch.linalg.eigh (autograd backward)
-and the matmul floor: the GEMMs fgvc's algorithm performs (covariance forward and backward,
-3N-3 forward and 6N-6 backward d x d products) timed alone as bmm in the same run.
+and two matmul floors timed alone as bmm in the same run: the floor, the GEMMs the algorithm
+needs (covariance forward and backward, 3N-3 forward and 6N-6 backward d x d products, as
+reverse mode through the iteration needs them), and the own floor, the fewer GEMMs fgvc does
+(its backward takes 5N-5), in fgvc's dependency order.
 
     python benchmarks/meta_layer.py                 # CPU (and CUDA when present)
     python benchmarks/meta_layer.py --batch 10 --dim 256 --repeats 10
@@ -76,11 +78,12 @@ def fwd_bwd(impl: str, x: torch.Tensor, iterations: int) -> Callable[[], None]:
 
 
 def floor_fn(x: torch.Tensor, iterations: int) -> Callable[[], None]:
-    """The GEMMs fgvc's algorithm needs and nothing else, at the plain ``bmm`` rate.
+    """The matmul floor: the GEMMs iSQRT-COV needs, at the plain ``bmm`` rate, nothing else.
 
-    Covariance forward (d x M x d) and backward (d x d x M), and the 3N - 3 forward and
-    6N - 6 backward d x d products, each on two distinct operands into a third buffer. The
-    products are independent (see :func:`chain_floor_fn` for the dependent order).
+    Covariance forward (d x M x d) and backward (d x d x M), and the d x d products of the
+    iteration, forward 3N - 3, and backward 6N - 6: reverse mode through the coupled pair,
+    two products per forward product (the paper's backward uses more). Each product reads
+    two distinct operands and writes a third buffer; the products are independent.
     """
     b, d = x.shape[:2]
     feats = x.reshape(b, d, -1)
@@ -99,15 +102,16 @@ def floor_fn(x: torch.Tensor, iterations: int) -> Callable[[], None]:
     return step
 
 
-def chain_floor_fn(x: torch.Tensor, iterations: int) -> Callable[[], None]:
-    """The same products replayed in the algorithm's own dependency order (each GEMM reads
-    what an earlier one wrote, as in the layer), as bare ``bmm`` into preallocated buffers:
-    no elementwise work, no accumulation (a two-term sum is two products)."""
+def own_floor_fn(x: torch.Tensor, iterations: int) -> Callable[[], None]:
+    """fgvc's own products, fewer than the floor's (backward 5N - 5, see fgvc.ops.sqrtm),
+    replayed in its dependency order (each GEMM reads what an earlier one wrote) as bare
+    ``bmm`` into preallocated buffers: no elementwise work, no accumulation (a two-term
+    sum is two products)."""
     b, d = x.shape[:2]
     feats = x.reshape(b, d, -1)
     centred = feats - feats.mean(dim=2, keepdim=True)
     sigma = torch.empty(b, d, d, device=x.device)
-    # Values that keep their scale through ~36 chained products (entries N(0, 1/d)): the
+    # Values that keep their scale through the chained products (entries N(0, 1/d)): the
     # bare chain has no 1.5 I terms, and decaying values would end in slow denormals.
     gen = torch.Generator(device=x.device).manual_seed(2)
     a = torch.randn(b, d, d, generator=gen, device=x.device) / d**0.5
@@ -122,28 +126,28 @@ def chain_floor_fn(x: torch.Tensor, iterations: int) -> Callable[[], None]:
             return torch.bmm(u, v, out=next(free))
 
         torch.bmm(centred, centred.mT, out=sigma)  # covariance forward
-        y, z = mm(a, a), a  # Y_1 (Z_1 is elementwise)
+        y, z = mm(a, a), a  # Y_1 (Z_1 = T_1 is elementwise)
         saved = []
         for k in range(2, iterations + 1):
             t = mm(z, y)
-            saved.append((y, z, t))
+            saved.append((y, t))
             if k < iterations:
                 z = mm(t, z)
             y = mm(y, t)
-        gy, gz = grad0, None
-        for y, z, t in reversed(saved):
-            gt = mm(y.mT, gy)
-            if gz is not None:
-                mm(gz, z.mT)
-            gy_new = mm(gy, t.mT)
-            mm(z.mT, gt)
-            gz_new = mm(gt, y.mT)
-            if gz is not None:
-                mm(t.mT, gz)
-            gy, gz = gy_new, gz_new
-        mm(gy, a.mT)
-        mm(a.mT, gy)
-        torch.bmm(gy, feats, out=big)  # covariance backward
+        # step 1: J = E T_1, then J T_1 and T_1 J (D_1 is elementwise)
+        j = mm(grad0, a)
+        mm(j, a)
+        d_y, f = grad0, mm(a, j)
+        for k, (y, t) in enumerate(saved, start=2):
+            f_next = f
+            if k < iterations:  # F_k: J = F T, J T, T J
+                j = mm(f, t)
+                mm(j, t)
+                f_next = mm(t, j)
+            mm(y, f)  # D_k: D T and Y F
+            d_y = mm(d_y, t)
+            f = f_next
+        torch.bmm(d_y, feats, out=big)  # covariance backward
 
     return step
 
@@ -163,15 +167,19 @@ def saved_bytes(impl: str, x: torch.Tensor, iterations: int) -> int:
     return sum(seen.values())
 
 
-def peak_rss_child(impl: str, b: int, d: int, hw: int, iterations: int) -> float:
-    """Peak resident memory (MiB) added by fwd+bwd, measured in a fresh process."""
-    out = subprocess.run(
-        [sys.executable, __file__, "--rss-child", impl, str(b), str(d), str(hw), str(iterations)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return float(out.stdout.strip().splitlines()[-1])
+def peak_rss_child(impl: str, b: int, d: int, hw: int, iterations: int, runs: int = 3) -> float:
+    """Peak resident memory (MiB) added by fwd+bwd, measured in a fresh process; the median
+    of ``runs`` processes (single readings vary by some 10%)."""
+    cmd = [sys.executable, __file__, "--rss-child", impl, str(b), str(d), str(hw), str(iterations)]
+    peaks = [
+        float(
+            subprocess.run(cmd, capture_output=True, text=True, check=True)
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        for _ in range(runs)
+    ]
+    return statistics.median(peaks)
 
 
 def _peak_rss_mib() -> float:
@@ -203,8 +211,8 @@ def run(
     )
     print(f"forward+backward ms, median of {args.repeats}; {args.hw}x{args.hw} map, N={n}, fp32\n")
     print(
-        "| B | d | fgvc | authors | eig | floor | chain floor | authors/fgvc | eig/fgvc "
-        "| fgvc/floor | fgvc/chain | saved MiB fgvc/authors |"
+        "| B | d | fgvc | authors | eig | floor | own floor | authors/fgvc | eig/fgvc "
+        "| fgvc/floor | fgvc/own floor | saved MiB fgvc/authors |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for b in batches:
@@ -212,15 +220,15 @@ def run(
             x = make_input(b, d, args.hw, device)
             fns = {k: fwd_bwd(k, x, n) for k in IMPLS}
             fns["floor"] = floor_fn(x, n)
-            fns["chain"] = chain_floor_fn(x, n)
+            fns["own"] = own_floor_fn(x, n)
             times = time_ms(fns, device, args.repeats)
             floor = times["floor"]
             mib = {k: saved_bytes(k, x, n) / 2**20 for k in ("fgvc", "authors")}
             print(
                 f"| {b} | {d} | {times['fgvc']:.1f} | {times['authors']:.1f} | {times['eig']:.1f}"
-                f" | {floor:.1f} | {times['chain']:.1f} | {times['authors'] / times['fgvc']:.2f}x"
+                f" | {floor:.1f} | {times['own']:.1f} | {times['authors'] / times['fgvc']:.2f}x"
                 f" | {times['eig'] / times['fgvc']:.2f}x | {times['fgvc'] / floor:.3f}"
-                f" | {times['fgvc'] / times['chain']:.3f}"
+                f" | {times['fgvc'] / times['own']:.3f}"
                 f" | {mib['fgvc']:.1f} / {mib['authors']:.1f} |",
                 flush=True,
             )

@@ -8,6 +8,7 @@ import torch
 
 from fgvc.ops import ISqrtCov, covariance_pool, isqrt_cov, sqrtm_newton_schulz, triu_vec
 from fgvc.ops.reference import authors_isqrt_cov, eig_sqrt_cov
+from fgvc.ops.triu import triu_position_index
 
 
 def transcribed_isqrt_cov(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -88,10 +89,41 @@ def test_gradcheck(n):
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(2, 5, 3, 4, generator=gen, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: isqrt_cov(t, n), (x,))
-    cov = torch.randn(2, 5, 5, generator=gen, dtype=torch.float64)
-    cov = (cov @ cov.mT + torch.eye(5)).requires_grad_()
-    assert torch.autograd.gradcheck(lambda c: sqrtm_newton_schulz(c, n), (cov,))
+    base = torch.randn(2, 5, 5, generator=gen, dtype=torch.float64)
+    base = (base @ base.mT + torch.eye(5)).requires_grad_()
+    # sqrtm's gradient is the one for a symmetric argument: check it through one
+    assert torch.autograd.gradcheck(lambda c: sqrtm_newton_schulz((c + c.mT) / 2, n), (base,))
     assert torch.autograd.gradcheck(covariance_pool, (x,))
+
+
+def transcribed_sqrtm(cov: torch.Tensor, n: int) -> torch.Tensor:
+    """Pre-normalization, coupled iteration, post-compensation as plain ops (autograd)."""
+    trace = cov.diagonal(dim1=-2, dim2=-1).sum(-1)[:, None, None]
+    a = cov / trace
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype)
+    y, z = a, eye
+    for _ in range(n):
+        t = (3 * eye - z @ y) / 2
+        y, z = y @ t, t @ z
+    return trace.sqrt() * y
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_sqrtm_gradient_is_symmetric_part_of_elementwise_gradient(n):
+    """For a symmetric input and any upstream gradient (not symmetric here), the backward
+    gives sym(dL/dSigma) of plain autograd through the iteration; the layer's input is a
+    covariance, so that is all its gradient needs."""
+    gen = torch.Generator().manual_seed(11)
+    base = torch.randn(3, 7, 20, generator=gen, dtype=torch.float64)
+    cov = base @ base.mT / 20
+    upstream = torch.randn(3, 7, 7, generator=gen, dtype=torch.float64)
+    c1, c2 = cov.clone().requires_grad_(), cov.clone().requires_grad_()
+    ours, ref = sqrtm_newton_schulz(c1, n), transcribed_sqrtm(c2, n)
+    assert rel(ours, ref) < 1e-12
+    (g1,) = torch.autograd.grad(ours, c1, upstream)
+    (g2,) = torch.autograd.grad(ref, c2, upstream)
+    assert rel(g2, g2.mT) > 1e-3  # the elementwise gradient really is not symmetric
+    assert rel(g1, (g2 + g2.mT) / 2) < 1e-10
 
 
 def test_covariance_matches_numpy(feats64):
@@ -116,6 +148,16 @@ def test_triu_order_is_row_major_upper_triangle():
     assert triu_vec(mat).tolist() == expected
     with pytest.raises(ValueError, match=r"\(B, d, d\)"):
         triu_vec(torch.zeros(2, 3, 4))
+
+
+def test_triu_position_index_mirrors_the_triangle():
+    d = 6
+    gen = torch.Generator().manual_seed(12)
+    base = torch.randn(2, d, d, generator=gen)
+    sym = base + base.mT
+    vec = triu_vec(sym)
+    index = triu_position_index(d)
+    torch.testing.assert_close(vec[:, index].view(2, d, d), sym, rtol=0, atol=0)
 
 
 def test_float32_agrees_with_float64(feats64):

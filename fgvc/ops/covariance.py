@@ -43,9 +43,15 @@ def covariance_forward(
 
 
 def covariance_backward(
-    grad_sigma: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, ws: Workspace | None = None
+    grad_sigma: torch.Tensor,
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    ws: Workspace | None = None,
+    symmetric: bool = False,
 ) -> torch.Tensor:
     """dL/dX for Sigma = X_c X_c^T / M: S X_c / M with S = G + G^T, one product.
+
+    ``symmetric=True`` says G is already symmetric (S = 2 G, no transposed sum).
 
     Works from the input and its mean rather than a stored X_c: the input is usually held
     anyway (by the ReLU before the layer), and S X_c = S X - (S mu) 1^T lets the GEMM write
@@ -54,10 +60,14 @@ def covariance_backward(
     """
     b, d, h, w = x.shape
     m = h * w
-    sym = torch.add(grad_sigma, grad_sigma.mT, **into(ws, grad_sigma))
-    correction = torch.bmm(sym, mean).mul_(-1.0 / m).expand(b, d, m)
-    grad_x = torch.baddbmm(correction, sym, x.reshape(b, d, m), alpha=1.0 / m)
-    give_back(ws, sym)
+    if symmetric:
+        sym, scale = grad_sigma, 2.0 / m
+    else:
+        sym, scale = torch.add(grad_sigma, grad_sigma.mT, **into(ws, grad_sigma)), 1.0 / m
+    correction = torch.bmm(sym, mean).mul_(-scale).expand(b, d, m)
+    grad_x = torch.baddbmm(correction, sym, x.reshape(b, d, m), alpha=scale)
+    if not symmetric:
+        give_back(ws, sym)
     return grad_x.view(x.shape)
 
 

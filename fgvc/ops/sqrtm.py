@@ -6,11 +6,22 @@ Forward, for N iterations on a trace-normalized A = Sigma / tr(Sigma):
     Y_k = Y_{k-1} T_k,  Z_k = T_k Z_{k-1}          (Z_N is not needed)
     C = sqrt(tr(Sigma)) Y_N                         (post-compensation)
 
-The backward is the exact reverse-mode gradient of these truncated operations, written
-out by hand so that sums ride inside GEMMs (in-place ``baddbmm_``) and the first step
-(T_1 = (3I - A)/2, so Y_1 = 1.5 A - 0.5 A^2) costs one product instead of two.
-Products: forward 3N - 3, backward 6N - 6 (N >= 2); N = 1: one and two.
-Saved for backward: A and, per step k >= 2, Y_{k-1}, Z_{k-1}, T_k (Z_1 is rebuilt from A).
+Backward. Every Y_k, Z_k is a polynomial in A, so for symmetric A they are symmetric and
+commute, and Y_N = f(A) for a fixed polynomial f. Its Frechet derivative L(A, .) is then
+self-adjoint, so for a symmetric input the gradient sym(dL/dA) equals L(A, sym(dL/dY_N)): the
+derivative of the truncated iteration along the symmetrized upstream gradient E, carried
+forward. With P_k = Z_k Y_k = P_{k-1} T_k^2, F_k = dP_k and D_k = dY_k along E:
+
+    D_1 = 1.5 E - 0.5 (A E + E A),   F_1 = D_1 T_1 - 0.5 Y_1 E       (P_1 = Y_1 T_1)
+    D_k = D_{k-1} T_k - 0.5 Y_{k-1} F_{k-1}
+    F_k = H + H^T + T_k J,  J = F_{k-1} T_k,  H = J T_k - 1.5 J
+
+That is 5 products and one transposed sum a step, where reverse mode through the coupled
+pair needs 6 products: forward 3N - 3, backward 5N - 5 (N = 1: one and one). The result
+is exact for the truncated iteration (not the true square root's gradient) and is the
+gradient with respect to a symmetric argument, as covariances are: like
+``torch.linalg.eigh``, the antisymmetric part of the elementwise gradient is not formed.
+Saved for backward: A, the output and, per step k >= 2, Y_{k-1} and T_k.
 """
 
 from __future__ import annotations
@@ -36,13 +47,28 @@ def check_square_batch(cov: torch.Tensor, name: str = "sqrtm_newton_schulz") -> 
         raise ValueError(f"{name} expects (B, d, d) matrices, got {tuple(cov.shape)}")
 
 
-def _eye(d: int, like: torch.Tensor) -> torch.Tensor:
-    return torch.eye(d, dtype=like.dtype, device=like.device)
+def _eye(like: torch.Tensor) -> torch.Tensor:
+    return torch.eye(like.shape[-1], dtype=like.dtype, device=like.device)
 
 
-def _z1(a: torch.Tensor, ws: Workspace | None = None) -> torch.Tensor:
-    eye = _eye(a.shape[-1], a).mul_(1.5)
-    return torch.add(eye, a, alpha=-0.5, **into(ws, a))  # Z_1 = T_1 = 1.5 I - 0.5 A
+def _t1(a: torch.Tensor, ws: Workspace | None = None) -> torch.Tensor:
+    """T_1 = Z_1 = 1.5 I - 0.5 A."""
+    if ws is None:  # functional form: exporters do not take in-place diagonal updates
+        return torch.add(_eye(a).mul_(1.5), a, alpha=-0.5)
+    t = torch.mul(a, -0.5, out=ws.take(tuple(a.shape), a))
+    t.diagonal(dim1=-2, dim2=-1).add_(1.5)  # cheaper than adding a broadcast identity
+    return t
+
+
+def _half_step(z: torch.Tensor, y: torch.Tensor, ws: Workspace | None) -> torch.Tensor:
+    """T = 1.5 I - 0.5 Z Y."""
+    if ws is None:
+        return torch.baddbmm(_eye(y), z, y, beta=1.5, alpha=-0.5)
+    t = ws.take(tuple(y.shape), y)
+    # beta=0: the GEMM ignores t's old contents and scales as it writes (no copy pass)
+    torch.baddbmm(t, z, y, beta=0.0, alpha=-0.5, out=t)
+    t.diagonal(dim1=-2, dim2=-1).add_(1.5)
+    return t
 
 
 def batch_inner(u: torch.Tensor, v: torch.Tensor, ws: Workspace | None = None) -> torch.Tensor:
@@ -59,10 +85,10 @@ def newton_schulz_forward(
     ws: Workspace | None = None,
     ws_saved: Workspace | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Y_N for a (B, d, d) batch ``a``, and [Y_1, T_2, Y_2, Z_2, T_3, ...] for the backward.
+    """Y_N for a (B, d, d) batch ``a``, and [Y_1, T_2, Y_2, T_3, ..., Y_{N-1}, T_N].
 
-    Y_N comes from ``ws`` and the matrices the backward needs from ``ws_saved`` (fresh
-    tensors when None: autograd may keep them for several backward calls).
+    Y_N and the Z_k come from ``ws``, the matrices the backward needs from ``ws_saved``
+    (fresh tensors when None: autograd may keep them for several backward calls).
     """
     last = iterations == 1
     y = torch.baddbmm(  # Y_1 = A (3I - A) / 2
@@ -70,19 +96,31 @@ def newton_schulz_forward(
     )
     if last:
         return y, []
-    eye = _eye(a.shape[-1], a)
-    z1 = z = _z1(a, ws)
+    z = _t1(a, ws)  # Z_1
     saved: list[torch.Tensor] = []
     for k in range(2, iterations + 1):
         last = k == iterations
-        # T_k = 1.5 I - 0.5 Z Y
-        t = torch.baddbmm(eye, z, y, beta=1.5, alpha=-0.5, **into(ws_saved, a))
-        saved += [y, t] if k == 2 else [y, z, t]
+        t = _half_step(z, y, ws_saved)  # T_k
+        saved += [y, t]
         if not last:
-            z = torch.bmm(t, z, **into(ws_saved, a))
+            z_next = torch.bmm(t, z, **into(ws, a))
+            give_back(ws, z)
+            z = z_next
         y = torch.bmm(y, t, **into(ws if last else ws_saved, a))
-    give_back(ws, z1)  # rebuilt from A in the backward
+    give_back(ws, z)
     return y, saved
+
+
+def _next_dp(j: torch.Tensor, t: torch.Tensor, ws: Workspace | None) -> torch.Tensor:
+    """F_k = dP_k from J = F_{k-1} T_k: H + H^T + T_k J with H = J T_k - 1.5 J.
+
+    P_k = P_{k-1} T_k^2 and T_k = (3I - P_{k-1}) / 2 give
+    dP_k = F T^2 + T^2 F + T F T - 1.5 (F T + T F) for symmetric F, T that commute.
+    """
+    h = torch.baddbmm(j, j, t, beta=-1.5, **into(ws, j))
+    f = torch.add(h, h.mT, **into(ws, j))
+    give_back(ws, h)
+    return f.baddbmm_(t, j)
 
 
 def newton_schulz_backward(
@@ -91,50 +129,33 @@ def newton_schulz_backward(
     saved: list[torch.Tensor],
     iterations: int,
     ws: Workspace | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reverse-mode through the iteration (transposes kept exact).
+) -> torch.Tensor:
+    """dL/dA (symmetric) from a symmetric dL/dY_N: the derivative of Y_N along ``grad_y``.
 
-    Returns:
-        (dL/dA, <dL/dY_N, Y_N>) -- the inner product, needed for the post-compensation,
-        falls out of the first step (<G, Y T> = <Y^T G, T>) so Y_N need not be kept.
-        With a workspace, dL/dA is one of its buffers; ``grad_y`` stays the caller's.
+    With a workspace the result is one of its buffers; ``grad_y`` stays the caller's.
     """
 
     def mm(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return torch.bmm(u, v, **into(ws, a))
 
+    e = grad_y
+    # Y_1 = 1.5 A - 0.5 A^2: D_1 = 1.5 E - 0.5 (A E + E A)
+    k = mm(a, e)
+    d_y = torch.add(k, k.mT, **into(ws, a)).mul_(-0.5).add_(e, alpha=1.5)
+    give_back(ws, k)
     if iterations == 1:
-        ga_t = mm(grad_y, a.mT)  # G A^T; <G, A A> = <G A^T, A>
-        inner = 1.5 * batch_inner(grad_y, a, ws) - 0.5 * batch_inner(ga_t, a, ws)
-        grad_a = ga_t.baddbmm_(a.mT, grad_y).mul_(-0.5).add_(grad_y, alpha=1.5)
-        return grad_a, inner
-    gy = grad_y
-    gz: torch.Tensor | None = None
-    inner = grad_y.new_empty(0)
-    z1 = _z1(a, ws)
-    for k in range(iterations, 1, -1):
-        if k == 2:
-            (y, t), z = saved[:2], z1
-        else:
-            y, z, t = saved[2 + 3 * (k - 3) : 2 + 3 * (k - 2)]
-        # forward step: T = 1.5 I - 0.5 Z Y, Y_k = Y T, Z_k = T Z (Z_N unused)
-        gt = mm(y.mT, gy)
-        if gz is None:
-            inner = batch_inner(gt, t, ws)
-        else:
-            gt.baddbmm_(gz, z.mT)
-        gy_prev = mm(gy, t.mT).baddbmm_(z.mT, gt, alpha=-0.5)
-        if gz is None:
-            gz_prev = mm(gt, y.mT).mul_(-0.5)
-        else:
-            gz_prev = mm(t.mT, gz).baddbmm_(gt, y.mT, alpha=-0.5)
-        give_back(ws, gt, gz, None if gy is grad_y else gy)
-        gy, gz = gy_prev, gz_prev
-    # Y_1 = 1.5 A - 0.5 A A, Z_1 = 1.5 I - 0.5 A
-    grad_a = mm(gy, a.mT).baddbmm_(a.mT, gy).mul_(-0.5)
-    grad_a.add_(gy, alpha=1.5).add_(gz, alpha=-0.5)
-    give_back(ws, gz, z1, None if gy is grad_y else gy)
-    return grad_a, inner
+        return d_y
+    # P_1 = Y_1 T_1 with T_1 = 1.5 I - 0.5 A: F_1 = D_1 T_1 - 0.5 Y_1 E, no transposed sum
+    f = torch.baddbmm(d_y, d_y, a, beta=1.5, alpha=-0.5, **into(ws, a))
+    f.baddbmm_(saved[0], e, alpha=-0.5)
+    for k in range(2, iterations + 1):
+        y, t = saved[2 * (k - 2) : 2 * (k - 1)]  # Y_{k-1}, T_k
+        j = mm(f, t) if k < iterations else None
+        d_next = mm(d_y, t).baddbmm_(y, f, alpha=-0.5)
+        f_next = _next_dp(j, t, ws) if j is not None else None
+        give_back(ws, d_y, f, j)
+        d_y, f = d_next, f_next
+    return d_y
 
 
 def sqrtm_forward(
@@ -155,23 +176,27 @@ def sqrtm_forward(
 
 
 def sqrtm_backward(
-    grad_c: torch.Tensor,
+    grad_sym: torch.Tensor,
+    inner: torch.Tensor,
     a: torch.Tensor,
     trace: torch.Tensor,
     saved: list[torch.Tensor],
     iterations: int,
     ws: Workspace | None = None,
 ) -> torch.Tensor:
-    """dL/dSigma from dL/dC for C = sqrt(t) Y_N(Sigma / t), t = max(tr Sigma, eps).
+    """dL/dSigma (symmetric) for C = sqrt(t) Y_N(Sigma / t), t = max(tr Sigma, eps).
 
-    ``grad_c`` is consumed (scaled in place). With a workspace the result is its buffer.
+    Args:
+        grad_sym: the symmetric part of dL/dC; consumed (scaled in place).
+        inner: <dL/dC, C> per batch entry.
+
+    With a workspace the result is its buffer.
     """
     trace_c = trace.clamp_min(TRACE_EPS)
-    root = trace_c.sqrt()
-    grad_y = grad_c.mul_(root[:, None, None])
-    grad_a, inner = newton_schulz_backward(grad_y, a, saved, iterations, ws)
-    # t enters twice: post-compensation sqrt(t) (<dC, Y_N> / (2 sqrt t) = inner / (2 t))
-    # and pre-normalization A = Sigma / t (-<dA, A> / t).
+    grad_y = grad_sym.mul_(trace_c.sqrt()[:, None, None])
+    grad_a = newton_schulz_backward(grad_y, a, saved, iterations, ws)
+    # t enters twice: post-compensation sqrt(t) (<dC, C> / (2 t)) and pre-normalization
+    # A = Sigma / t (-<dA, A> / t).
     grad_t = (0.5 * inner - batch_inner(grad_a, a, ws)) / trace_c
     grad_t = grad_t * (trace > TRACE_EPS)  # clamp_min passes no gradient below eps
     grad_cov = grad_a.div_(trace_c[:, None, None])
@@ -184,14 +209,16 @@ class _NewtonSchulzSqrtm(torch.autograd.Function):
     def forward(ctx: Any, cov: torch.Tensor, iterations: int) -> torch.Tensor:
         c, a, trace, saved = sqrtm_forward(cov, iterations)
         ctx.iterations = iterations
-        ctx.save_for_backward(a, trace, *saved)
+        ctx.save_for_backward(a, trace, c, *saved)
         return c
 
     @staticmethod
     def backward(ctx: Any, grad_c: torch.Tensor) -> tuple[torch.Tensor, None]:
-        a, trace, *saved = ctx.saved_tensors
+        a, trace, c, *saved = ctx.saved_tensors
         with autocast_disabled(a):
-            grad = sqrtm_backward(grad_c.clone(), a, trace, saved, ctx.iterations)
+            grad_sym = (grad_c + grad_c.mT).mul_(0.5)
+            inner = batch_inner(grad_c, c)
+            grad = sqrtm_backward(grad_sym, inner, a, trace, saved, ctx.iterations)
         return grad, None
 
 
@@ -204,7 +231,8 @@ def sqrtm_newton_schulz(cov: torch.Tensor, iterations: int = 5) -> torch.Tensor:
 
     Returns:
         (B, d, d) ``sqrt(tr Sigma) * Y_N``; float32 when ``cov`` is half/bfloat16 or under
-        autocast. The gradient is that of the truncated iteration.
+        autocast. The gradient is that of the truncated iteration with respect to a
+        symmetric ``cov`` (the symmetric part of the elementwise gradient).
     """
     check_square_batch(cov)
     check_iterations(iterations)
