@@ -140,9 +140,9 @@ def newton_schulz_backward(
 
     e = grad_y
     # Y_1 = 1.5 A - 0.5 A^2: D_1 = 1.5 E - 0.5 (A E + E A)
-    k = mm(a, e)
-    d_y = torch.add(k, k.mT, **into(ws, a)).mul_(-0.5).add_(e, alpha=1.5)
-    give_back(ws, k)
+    ae = mm(a, e)
+    d_y = torch.add(ae, ae.mT, **into(ws, a)).mul_(-0.5).add_(e, alpha=1.5)
+    give_back(ws, ae)
     if iterations == 1:
         return d_y
     # P_1 = Y_1 T_1 with T_1 = 1.5 I - 0.5 A: F_1 = D_1 T_1 - 0.5 Y_1 E, no transposed sum
