@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import copy
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -31,8 +30,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from _timing import time_ms
 
-from fgvc.export import export_onnx
+from fgvc.export import ONNX_INPUT, ONNX_OUTPUT, export_onnx
 from fgvc.models import build_model
 
 
@@ -44,26 +44,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_ms(fns: dict[str, Callable[[], object]], device: str, repeats: int) -> dict[str, float]:
-    """Median wall time (ms) of each function after one warm-up, interleaved per round."""
-    for fn in fns.values():
-        fn()
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            sync(device)
-            start = time.perf_counter()
-            fn()
-            sync(device)
-            samples[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def eager_runner(
@@ -82,7 +62,7 @@ def ort_runner(
     session: ort.InferenceSession, x: np.ndarray, outputs: dict, key: str
 ) -> Callable[[], object]:
     def run() -> np.ndarray:
-        outputs[key] = session.run(["logits"], {"images": x})[0]
+        outputs[key] = session.run([ONNX_OUTPUT], {ONNX_INPUT: x})[0]
         return outputs[key]
 
     return run

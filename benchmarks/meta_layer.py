@@ -19,10 +19,10 @@ import argparse
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 import torch
+from _timing import time_ms
 
 from fgvc.ops import isqrt_cov
 from fgvc.ops.reference import authors_isqrt_cov, eig_sqrt_cov
@@ -32,31 +32,6 @@ IMPLS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
     "authors": authors_isqrt_cov,
     "eig": lambda x, n: eig_sqrt_cov(x),
 }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_ms(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int) -> dict:
-    """Median wall time (ms) of each function, after two warm-up calls.
-
-    The functions run interleaved, round after round, so load from elsewhere on the machine
-    hits them all alike and their ratios stay fair.
-    """
-    for fn in fns.values():
-        fn()
-        fn()
-    samples: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            samples[name].append((time.perf_counter() - start) * 1e3)
-    return {k: statistics.median(v) for k, v in samples.items()}
 
 
 def make_input(b: int, d: int, hw: int, device: torch.device) -> torch.Tensor:
@@ -221,7 +196,7 @@ def run(
             fns = {k: fwd_bwd(k, x, n) for k in IMPLS}
             fns["floor"] = floor_fn(x, n)
             fns["own"] = own_floor_fn(x, n)
-            times = time_ms(fns, device, args.repeats)
+            times = time_ms(fns, device, args.repeats, warmup=2)
             floor = times["floor"]
             mib = {k: saved_bytes(k, x, n) / 2**20 for k in ("fgvc", "authors")}
             print(

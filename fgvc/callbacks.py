@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 
 from fgvc.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from fgvc.loggers import WandbLogger
+from fgvc.loggers import WandbLogger, active_wandb_loggers
 
 
 def per_class_accuracy(confmat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,8 +96,7 @@ class EvalReports(pl.Callback):
 
     def _report(self, stage: str, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metric = pl_module.confmat[stage]
-        confmat = metric.compute().long().cpu()  # every rank: compute() syncs
-        metric.reset()
+        confmat = metric.compute().long().cpu()  # every rank: compute() syncs (reset: module)
         log_dir = trainer.log_dir  # every rank: a collective under DDP
         if not trainer.is_global_zero:
             return
@@ -114,9 +113,8 @@ class EvalReports(pl.Callback):
                     writer.writerow(
                         [i, name, int(support[i]), int(confmat[i, i]), f"{float(accuracy[i]):.4f}"]
                     )
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger) and logger.wandb_mode != "disabled":
-                self._to_wandb(logger, stage, names, confmat, support, accuracy, pairs, trainer)
+        for logger in active_wandb_loggers(trainer):
+            self._to_wandb(logger, stage, names, confmat, support, accuracy, pairs, trainer)
 
     def _to_wandb(
         self,

@@ -60,11 +60,11 @@ from torch import nn
 
 import fgvc
 from fgvc.data.transforms import (
-    GENERIC_CROP_FRACTION,
     IMAGENET_MEAN,
     IMAGENET_STD,
     PRESETS,
-    aircraft_resize,
+    normalize_images,
+    resize_side,
 )
 from fgvc.models import CheckpointError, FGVCNet, build_model, load_state_dict_checked
 from fgvc.models.pretrained import extract_state_dict, read_checkpoint
@@ -254,16 +254,13 @@ def _datamodule_default_preset(class_path: Any) -> str:
 
 def resize_policy(preset: str, image_size: int) -> str:
     """Human-readable resize / crop of the eval pipeline of ``preset`` (see build_transforms)."""
-    s = image_size
-    if preset == "cub":
-        return f"resize short side to {s}, center crop {s}x{s}"
+    s, r = image_size, resize_side(preset, image_size)
+    if preset in ("cub", "generic"):
+        return f"resize short side to {r}, center crop {s}x{s}"
     if preset == "aircraft":
-        r = aircraft_resize(s)
         return f"resize to {r}x{r}, center crop {s}x{s}"
     if preset == "cars":
         return f"resize to {s}x{s}"
-    if preset == "generic":
-        return f"resize short side to {math.ceil(s / GENERIC_CROP_FRACTION)}, center crop {s}x{s}"
     raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
 
 
@@ -343,15 +340,7 @@ def model_from_checkpoint(
     names = hparams.get("class_names")
     class_names = [str(n) for n in names] if names else [str(i) for i in range(num_classes)]
     try:
-        model = build_model(
-            arch=str(hparams["arch"]),
-            num_classes=num_classes,
-            representation=str(hparams.get("representation", "isqrt")),
-            reduce_dim=int(hparams.get("reduce_dim", 256)),
-            iterations=int(hparams.get("iterations", 5)),
-            last_stride=hparams.get("last_stride"),
-            pretrained=None,
-        )
+        model = _build(hparams, num_classes)
     except (ValueError, TypeError) as err:
         raise CheckpointError(f"{path}: its hyperparameters do not build a model: {err}") from err
     load_state_dict_checked(model, extract_state_dict(checkpoint, str(path)), str(path))
@@ -541,17 +530,19 @@ def check_images(
         smooth = cv2.resize(coarse, (image_size, image_size), interpolation=cv2.INTER_CUBIC)
         noise = rng.normal(0.0, 12.0, size=smooth.shape)
         pixels.append(np.clip(smooth + noise, 0, 255).astype(np.uint8))
-    batch = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return ((batch - mean) / std).contiguous(), f"{count} synthetic images"
+    batch = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2)
+    return normalize_images(batch).contiguous(), f"{count} synthetic images"
 
 
-def onnx_session_logits(path: str | os.PathLike, images: np.ndarray) -> np.ndarray:
-    """Logits of the ONNX file on ``images`` with ONNX Runtime (CPU)."""
+def onnx_session(path: str | os.PathLike) -> Any:
+    """An ONNX Runtime CPU session on the ONNX file (parsed and optimized once)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def onnx_session_logits(session: Any, images: np.ndarray) -> np.ndarray:
+    """Logits of an :func:`onnx_session` on ``images``."""
     return session.run([ONNX_OUTPUT], {ONNX_INPUT: images})[0]
 
 
@@ -605,9 +596,10 @@ def check_onnx(
     Raises:
         ExportError: top-1 differs on an image or a logit differs by more than ``tolerance``.
     """
+    session = onnx_session(path)
     return _check_runner(
         model,
-        lambda batch: onnx_session_logits(path, batch.numpy()),
+        lambda batch: onnx_session_logits(session, batch.numpy()),
         images,
         f"ONNX model {Path(path).name}",
         tolerance,
@@ -812,6 +804,19 @@ def read_config(bundle: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
+def _build(spec: Mapping[str, Any], num_classes: int) -> FGVCNet:
+    """The untrained network a checkpoint's hyperparameters or a ``model.json`` describe."""
+    return build_model(
+        arch=str(spec["arch"]),
+        num_classes=num_classes,
+        representation=str(spec.get("representation") or "isqrt"),
+        reduce_dim=int(spec.get("reduce_dim") or 256),
+        iterations=int(spec.get("iterations") or 5),
+        last_stride=spec.get("last_stride"),
+        pretrained=None,
+    )
+
+
 def load(bundle: str | os.PathLike) -> FGVCNet:
     """The network of an export folder, in eval mode on the CPU.
 
@@ -825,16 +830,12 @@ def load(bundle: str | os.PathLike) -> FGVCNet:
         CheckpointError: the bundle is not fgvc's or the weights do not fit the description.
     """
     folder = Path(bundle).expanduser()
-    config = read_config(folder)
-    model = build_model(
-        arch=config["arch"],
-        num_classes=int(config["num_classes"]),
-        representation=config["representation"],
-        reduce_dim=int(config.get("reduce_dim") or 256),
-        iterations=int(config.get("iterations") or 5),
-        last_stride=config.get("last_stride"),
-        pretrained=None,
-    )
+    return load_bundle(folder, read_config(folder))
+
+
+def load_bundle(folder: Path, config: dict[str, Any]) -> FGVCNet:
+    """:func:`load` for a bundle whose ``model.json`` was already read into ``config``."""
+    model = _build(config, int(config["num_classes"]))
     weights = folder / config.get("files", {}).get("weights", WEIGHTS_FILE)
     load_state_dict_checked(model, read_checkpoint(weights), str(weights))
     model.eval()
@@ -911,11 +912,10 @@ def export_main(argv: list[str]) -> int:
         out = Path(args.out) if args.out else default_out_dir(ckpt)
         _check_destination(out.expanduser().absolute(), args.force)
         print(f"exporting {ckpt} -> {out}", file=sys.stderr, flush=True)
-        formats = ["safetensors", *[f for f in args.formats if f != "safetensors"]]
         bundle = export_checkpoint(
             ckpt,
             out,
-            formats=formats,
+            formats=args.formats,
             force=args.force,
             image_size=args.image_size,
             preset=args.preset,
@@ -923,10 +923,10 @@ def export_main(argv: list[str]) -> int:
             check_count=args.check_count,
         )
     except (UsageError, FileNotFoundError, CheckpointError) as err:
-        print(f"fgvc export: error: {_one_line(err)}", file=sys.stderr)
+        print(f"fgvc export: error: {one_line(err)}", file=sys.stderr)
         return 2
     except ExportError as err:
-        print(f"fgvc export: failed: {_one_line(err)} (nothing was written)", file=sys.stderr)
+        print(f"fgvc export: failed: {one_line(err)} (nothing was written)", file=sys.stderr)
         return 1
     print(summary(bundle))
     return 0
@@ -942,7 +942,8 @@ def _log_to_stderr() -> None:
         fgvc_logger.setLevel(logging.INFO)
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
+    """An error as one line (whitespace collapsed; its type name when it has no text)."""
     return " ".join(str(err).split()) or type(err).__name__
 
 

@@ -20,7 +20,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from fgvc.callbacks import EvalReports
 from fgvc.data.datamodule import FGVCDataModule
-from fgvc.loggers import WandbLogger
+from fgvc.loggers import WandbLogger, active_wandb_loggers
 from fgvc.models.pretrained import CheckpointError, read_checkpoint
 from fgvc.module import FGVCClassifier
 from fgvc.utils.download import DownloadError
@@ -94,15 +94,21 @@ def find_resume_checkpoint(save_dir: str | os.PathLike, name: str) -> tuple[Path
     """Newest ``last.ckpt`` / ``interrupted.ckpt`` under ``<save_dir>/<name>/version_*``."""
     candidates = []
     for run in Path(save_dir, name).glob("version_*"):
+        version = run.name.split("_", 1)[1]
+        if not version.isdigit():
+            continue
         for file in (run / "checkpoints" / "last.ckpt", run / "checkpoints" / INTERRUPTED):
-            if file.is_file() and run.name.split("_", 1)[1].isdigit():
-                candidates.append((file.stat().st_mtime, file, int(run.name.split("_", 1)[1])))
+            if file.is_file():
+                candidates.append((file.stat().st_mtime, file, int(version)))
     if not candidates:
         return None
     _, file, version = max(candidates)
     return file, version
 
 
+# Lightning copies the checkpoint's hyperparameters into the config before the model is
+# built, so in practice num_classes (re-linked from the data) is what can differ; the rest
+# guards the case where the model is built some other way.
 _MUST_MATCH = ("arch", "representation", "reduce_dim", "num_classes")
 
 
@@ -113,7 +119,8 @@ def read_run_checkpoint(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise ConfigError(f"checkpoint not found: {path}")
     try:
-        ckpt = read_checkpoint(path)  # weights_only=True: unsafe pickles are refused there
+        # weights_only=True refuses unsafe pickles; mmap: Lightning reads the weights later
+        ckpt = read_checkpoint(path, mmap=True)
     except CheckpointError as err:
         raise ConfigError(str(err)) from err
     except Exception as err:  # truncated zip, not a torch file at all, ...
@@ -163,12 +170,8 @@ class FGVCCLI(LightningCLI):
         }
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments(
-            "data", "model.num_classes", compute_fn=_num_classes, apply_on="instantiate"
-        )
-        parser.link_arguments(
-            "data", "model.class_names", compute_fn=_class_names, apply_on="instantiate"
-        )
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.classes", "model.class_names", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         """``fit --ckpt_path last``: continue the newest run of this config in its folder."""
@@ -232,8 +235,9 @@ class FGVCCLI(LightningCLI):
         self._check_ckpt_path()
 
     def after_fit(self) -> None:
-        self._export_best()
-        summary = self._summary()
+        log_dir = self.trainer.log_dir  # every rank: a collective under DDP
+        self._export_best(log_dir)
+        summary = self._summary(log_dir)
         self._finish_wandb()  # first, so that its own report does not bury the summary
         if summary:
             print(summary, flush=True)
@@ -244,12 +248,11 @@ class FGVCCLI(LightningCLI):
     def after_test(self) -> None:
         self._finish_wandb()
 
-    def _export_best(self) -> None:
+    def _export_best(self, log_dir: str | None) -> None:
         """Export the best checkpoint into ``<run>/export`` and log the bundle to W&B."""
         from fgvc.export import ExportError, export_checkpoint
 
         trainer = self.trainer
-        log_dir = trainer.log_dir  # every rank: a collective under DDP
         self._export_dir: Path | None = None
         best = getattr(trainer.checkpoint_callback, "best_model_path", "")
         if not trainer.is_global_zero or not best or not log_dir:
@@ -264,9 +267,8 @@ class FGVCCLI(LightningCLI):
         except (ExportError, ValueError, OSError) as err:
             print(f"fgvc: warning: export of {best} failed ({err}); the checkpoint is intact")
             return
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger) and logger.wandb_mode != "disabled":
-                logger.log_file_artifact(self._export_dir, "export", ["best"])
+        for logger in active_wandb_loggers(trainer):
+            logger.log_file_artifact(self._export_dir, "export", ["best"])
 
     def _finish_wandb(self) -> None:
         """One command, one W&B run: close it so everything is flushed to disk now."""
@@ -274,9 +276,8 @@ class FGVCCLI(LightningCLI):
             if isinstance(logger, WandbLogger) and logger._experiment is not None:
                 logger._experiment.finish()
 
-    def _summary(self) -> str:
+    def _summary(self, log_dir: str | None) -> str:
         trainer = self.trainer
-        log_dir = trainer.log_dir  # every rank: a collective under DDP
         if not trainer.is_global_zero:
             return ""
         ckpt = next((c for c in trainer.checkpoint_callbacks if c.monitor == MONITOR), None)
@@ -291,11 +292,10 @@ class FGVCCLI(LightningCLI):
             lines.append(f"  export (safetensors, ONNX, model.json): {self._export_dir}")
         if log_dir:
             lines.append(f"  run folder (config, metrics, per-class CSV): {log_dir}")
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger) and logger.wandb_mode != "disabled":
-                where = logger.run_dir()
-                hint = f" (offline; upload with: wandb sync {where})"
-                lines.append(f"  W&B run: {where}{hint if logger.wandb_mode == 'offline' else ''}")
+        for logger in active_wandb_loggers(trainer):
+            where = logger.run_dir()
+            hint = f" (offline; upload with: wandb sync {where})"
+            lines.append(f"  W&B run: {where}{hint if logger.wandb_mode == 'offline' else ''}")
         return "\n".join(lines)
 
 
@@ -311,14 +311,6 @@ def _root_message(err: BaseException) -> str:
 
 
 _PLAIN = (ValueError, TypeError, FileNotFoundError)
-
-
-def _num_classes(data: FGVCDataModule) -> int:
-    return data.num_classes
-
-
-def _class_names(data: FGVCDataModule) -> list[str]:
-    return list(data.classes)
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> FGVCCLI:

@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 from typing import Any, Literal
 
+import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger as _WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
@@ -128,3 +129,12 @@ class WandbLogger(_WandbLogger):
             rank_zero_info(
                 f"W&B run saved offline in {run_dir}; upload it later with: wandb sync {run_dir}"
             )
+
+
+def active_wandb_loggers(trainer: pl.Trainer) -> list[WandbLogger]:
+    """The trainer's fgvc W&B loggers that actually log (mode online or offline)."""
+    return [
+        logger
+        for logger in trainer.loggers
+        if isinstance(logger, WandbLogger) and logger.wandb_mode != "disabled"
+    ]

@@ -215,7 +215,7 @@ class FGVCClassifier(pl.LightningModule):
         self.eval_acc[stage].update(logits, labels)
         self.log(f"{stage}/loss", self.eval_loss[stage], on_epoch=True, prog_bar=True)
         self.log_dict(self.eval_acc[stage], on_epoch=True, prog_bar=stage == "val")
-        out = {"logits": logits.detach(), "labels": labels}
+        out = {"logits": logits.detach()}
         if self.hparams[f"{stage}_tta"]:
             logits_tta = 0.5 * (logits + self(images.flip(-1)))
             self.eval_acc_tta[stage].update(logits_tta, labels)

@@ -55,8 +55,9 @@ from fgvc.export import (
     ONNX_INPUT,
     ONNX_OUTPUT,
     UsageError,
-    load,
+    load_bundle,
     model_from_checkpoint,
+    one_line,
     read_config,
     resolve_checkpoint,
 )
@@ -248,7 +249,7 @@ def load_predictor(
             raise UsageError(f"{path} has no {onnx_name}; use --backend torch")
         if backend == "onnx" or (backend == "auto" and has_onnx):
             return OnnxPredictor(path / onnx_name, config, device)
-        model = load(path)
+        model = load_bundle(path, config)
         return TorchPredictor(model, config, str(path), device)
     if backend == "onnx":
         raise UsageError(
@@ -278,7 +279,7 @@ def _try_load(prep: Preprocessor, path: Path) -> torch.Tensor | str:
     try:
         return prep.load(path)
     except (ImageDecodeError, OSError, ValueError, RuntimeError, cv2.error) as err:
-        message = " ".join(str(err).split())
+        message = one_line(err)
         return message if str(path) in message else f"{path}: {message}"
 
 
@@ -465,7 +466,7 @@ def predict_main(
     try:
         predictor = load_predictor(args.model, args.backend, args.device, args.runs_root)
     except (UsageError, FileNotFoundError, CheckpointError) as err:
-        return fail(" ".join(str(err).split()))
+        return fail(one_line(err))
 
     def report(path: Path, message: str) -> None:
         print(f"fgvc predict: skipped {message}", file=stderr, flush=True)

@@ -132,24 +132,19 @@ class ImageDataset(Dataset):
         return view
 
     def _check_counts(self, name: str, published: dict[str, int], num_classes: int) -> None:
-        """Compare with the published counts when the full class set is present."""
-        if len(self.classes) != num_classes:
+        """Compare this split with its published count when the full class set is present."""
+        split = getattr(self, "split", None)
+        expected = published.get(split)
+        if len(self.classes) != num_classes or expected in (None, len(self.samples)):
             return
-        problems = [
-            f"{split}: {got} images, published {expected}"
-            for split, expected in published.items()
-            if (got := self._split_count(split)) is not None and got != expected
-        ]
-        if problems:
-            self.count_problem = f"{name} count mismatch ({'; '.join(problems)})"
-            warnings.warn(
-                f"{self.count_problem}: the copy is incomplete or modified; "
-                f"run `fgvc data check` to see what is missing",
-                stacklevel=3,
-            )
-
-    def _split_count(self, split: str) -> int | None:
-        return len(self.samples) if split == getattr(self, "split", None) else None
+        self.count_problem = (
+            f"{name} count mismatch ({split}: {len(self.samples)} images, published {expected})"
+        )
+        warnings.warn(
+            f"{self.count_problem}: the copy is incomplete or modified; "
+            f"run `fgvc data check` to see what is missing",
+            stacklevel=3,
+        )
 
     def __repr__(self) -> str:
         return (

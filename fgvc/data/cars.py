@@ -99,6 +99,14 @@ def _find_file(name: str, *folders: Path) -> Path | None:
     return None
 
 
+def _class_dirs(split_dir: Path) -> list[Path]:
+    return sorted(p for p in split_dir.iterdir() if p.is_dir())
+
+
+def _images(class_dir: Path) -> list[Path]:
+    return sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
 def _folder_name(class_name: str) -> str:
     """The class-folder spelling used by the mirror: '/' cannot be in a folder name."""
     return class_name.replace("/", "-")
@@ -209,18 +217,17 @@ class StanfordCars(ImageDataset):
         split_dir = data / self.split
         if not split_dir.is_dir():
             raise FileNotFoundError(f"{split_dir} is missing")
-        by_name: dict[str, Path] = {}
-        for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-            for image in sorted(class_dir.iterdir()):
-                if image.suffix.lower() in IMAGE_EXTENSIONS:
-                    by_name.setdefault(image.name, image)
         anno = _find_file(f"anno_{self.split}.csv", *search)
         if anno is not None:
-            self._parse_anno_csv(anno, by_name, split_dir)
+            self._parse_anno_csv(anno, split_dir)
         else:
             self._parse_folder_names(split_dir)
 
-    def _parse_anno_csv(self, anno: Path, by_name: dict[str, Path], split_dir: Path) -> None:
+    def _parse_anno_csv(self, anno: Path, split_dir: Path) -> None:
+        by_name: dict[str, Path] = {}
+        for class_dir in _class_dirs(split_dir):
+            for image in _images(class_dir):
+                by_name.setdefault(image.name, image)
         with open(anno, newline="", encoding="utf-8") as f:
             for number, row in enumerate(csv.reader(f), start=1):
                 if not row:
@@ -240,10 +247,9 @@ class StanfordCars(ImageDataset):
 
     def _parse_folder_names(self, split_dir: Path) -> None:
         index_of = {_folder_name(name): i for i, name in enumerate(self.classes)}
-        for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+        for class_dir in _class_dirs(split_dir):
             if class_dir.name not in index_of:
                 raise ValueError(f"class folder {class_dir} does not match any name in names.csv")
-            for image in sorted(class_dir.iterdir()):
-                if image.suffix.lower() in IMAGE_EXTENSIONS:
-                    self.samples.append((str(image), index_of[class_dir.name]))
-                    self.ids.append(image.name)
+            for image in _images(class_dir):
+                self.samples.append((str(image), index_of[class_dir.name]))
+                self.ids.append(image.name)

@@ -15,7 +15,7 @@ from fgvc.data.cars import StanfordCars
 from fgvc.data.cub import CUB200
 from fgvc.data.folder import FolderDataset, list_classes
 from fgvc.data.io import ImageDecodeError, load_rgb
-from fgvc.data.synthetic import SYNTH_FOLDER
+from fgvc.data.synthetic import synth_folder
 
 CHECKABLE = ("cub", "cars", "aircraft", "folder", "synthetic")
 
@@ -36,9 +36,7 @@ class CheckReport:
 
 def _splits(name: str, root: Path) -> Iterator[tuple[str, Callable[[], ImageDataset]]]:
     if name in ("cub", "synthetic"):
-        folder = root
-        if name == "synthetic" and (root / SYNTH_FOLDER).is_dir():
-            folder = root / SYNTH_FOLDER
+        folder = synth_folder(root) if name == "synthetic" else root
         for split in ("train", "test"):
             yield split, lambda split=split: CUB200(folder, split)
     elif name == "cars":

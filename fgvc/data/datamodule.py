@@ -42,10 +42,10 @@ from fgvc.data.folder import FolderDataset
 from fgvc.data.sampler import EpochSeededSampler
 from fgvc.data.splits import read_split_file, stratified_split, write_split_file
 from fgvc.data.synthetic import (
-    SYNTH_FOLDER,
     SynthConfig,
     make_synthetic,
     read_synth_config,
+    synth_folder,
     synthetic_class_names,
 )
 from fgvc.data.transforms import PRESETS, build_transforms, decode_min_size, normalize_images
@@ -209,22 +209,14 @@ class FGVCDataModule(pl.LightningDataModule):
         train_tf, train_size = self._transform(True)
         eval_tf, eval_size = self._transform(False)
         source = self.dataset(self._fit_train_split())
-        if self._uses_official_val():
-            val = self.dataset(self.official_val_split())
+        val_split = self._whole_val_split()
+        if val_split is not None:
+            val = self.dataset(val_split)
             self.train_set = source.subset(range(len(source)), train_tf, train_size)
             self.val_set = val.subset(range(len(val)), eval_tf, eval_size)
             return
         if self.val_ids_file is not None:
             train_idx, val_idx = self._indices_from_file(source, self.val_ids_file)
-        elif self.val_split == 0:
-            rank_zero_warn(
-                f"val_split=0: validating on the {self.test_split_name} split (the authors' "
-                f"protocol); validation scores are test scores, do not tune on them"
-            )
-            test = self.dataset(self.test_split_name)
-            self.train_set = source.subset(range(len(source)), train_tf, train_size)
-            self.val_set = test.subset(range(len(test)), eval_tf, eval_size)
-            return
         else:
             fraction = DEFAULT_VAL_FRACTION if self.val_split is None else self.val_split
             train_idx, val_idx = stratified_split(source.targets, fraction, self.seed)
@@ -232,6 +224,19 @@ class FGVCDataModule(pl.LightningDataModule):
         self.val_set = source.subset(val_idx, eval_tf, eval_size)
         self.val_ids = [source.ids[i] for i in val_idx]
         self._write_split_file()
+
+    def _whole_val_split(self) -> str | None:
+        """The split validated on whole (official val, or test for ``val_split=0``), or
+        None when validation is carved out of the training split."""
+        if self._uses_official_val():
+            return self.official_val_split()
+        if self.val_ids_file is None and self.val_split == 0:
+            rank_zero_warn(
+                f"val_split=0: validating on the {self.test_split_name} split (the authors' "
+                f"protocol); validation scores are test scores, do not tune on them"
+            )
+            return self.test_split_name
+        return None
 
     def _indices_from_file(self, source: ImageDataset, path: str) -> tuple[list[int], list[int]]:
         wanted = read_split_file(path)
@@ -427,8 +432,7 @@ class SyntheticDataModule(FGVCDataModule):
     @property
     def folder(self) -> Path:
         """The dataset folder: ``root/synthetic``, or ``root`` if it holds ``synth.json``."""
-        root = Path(self.root).expanduser()
-        return root if (root / "synth.json").is_file() else root / SYNTH_FOLDER
+        return synth_folder(self.root)
 
     @property
     def classes(self) -> list[str]:

@@ -30,7 +30,6 @@ class DatasetSource:
     folder: str
     sha256: str | None = None
     md5: str | None = None
-    size: str = ""
 
 
 SOURCES: dict[str, DatasetSource] = {
@@ -40,14 +39,12 @@ SOURCES: dict[str, DatasetSource] = {
         folder=CUB_FOLDER,
         sha256="0c685df5597a8b24909f6a7c9db6d11e008733779a671760afef78feb49bf081",
         md5="97eceeb196236b17998738112f37df78",
-        size="1.1 GB",
     ),
     "aircraft": DatasetSource(
         url="https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz",
         filename="fgvc-aircraft-2013b.tar.gz",
         folder=AIRCRAFT_FOLDER,
         md5="d4acdd33327262359767eeaa97a4f732",
-        size="2.75 GB",
     ),
 }
 

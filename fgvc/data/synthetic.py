@@ -117,6 +117,13 @@ def read_synth_config(folder: str | os.PathLike) -> SynthConfig | None:
     return SynthConfig(**fields)
 
 
+def synth_folder(root: str | os.PathLike) -> Path:
+    """The synthetic dataset under ``root``: ``root`` itself if it holds ``synth.json``,
+    else ``root/synthetic``."""
+    root = Path(root).expanduser()
+    return root if (root / "synth.json").is_file() else root / SYNTH_FOLDER
+
+
 def make_synthetic(
     root: str | os.PathLike,
     config: SynthConfig | None = None,

@@ -144,17 +144,16 @@ def build_transforms(
     size = image_size
     steps: list[A.BasicTransform] = []
     square = (size, size)
+    side = resize_side(preset, size)
     if preset == "cub":
-        steps.append(ResizeCrop(shortest_side=size, crop=square, antialias=antialias))
+        steps.append(ResizeCrop(shortest_side=side, crop=square, antialias=antialias))
     elif preset == "aircraft":
-        side = aircraft_resize(size)
         steps.append(ResizeCrop(size=(side, side), crop=square, antialias=antialias))
     elif preset == "cars":
         steps.append(ResizeCrop(size=square, antialias=antialias))
     elif train:  # generic
         steps.append(A.RandomResizedCrop(size=square, scale=(0.08, 1.0)))
     else:
-        side = math.ceil(size / GENERIC_CROP_FRACTION)
         steps.append(ResizeCrop(shortest_side=side, crop=square, antialias=antialias))
     if train:
         steps.append(A.HorizontalFlip(p=0.5))
@@ -172,15 +171,20 @@ def decode_min_size(preset: str, train: bool, image_size: int = 448) -> tuple[in
     the pipeline may crop a small region and enlarge it (``generic`` training).
     """
     _check(preset, image_size)
+    if preset == "generic" and train:
+        return None
+    side = resize_side(preset, image_size)
+    return side, side
+
+
+def resize_side(preset: str, image_size: int) -> int:
+    """The side ``preset``'s deterministic resize scales to before its ``image_size`` crop
+    (the short side for ``cub`` and ``generic``, both sides for ``aircraft`` and ``cars``)."""
     if preset == "aircraft":
-        side = aircraft_resize(image_size)
-        return side, side
+        return aircraft_resize(image_size)
     if preset == "generic":
-        if train:
-            return None
-        side = math.ceil(image_size / GENERIC_CROP_FRACTION)
-        return side, side
-    return image_size, image_size
+        return math.ceil(image_size / GENERIC_CROP_FRACTION)
+    return image_size
 
 
 def normalize_images(

@@ -59,10 +59,6 @@ class ResNetTrunk(nn.Sequential):
         self.last_stride = last_stride
         set_layer_stride(self.layer4, last_stride)
 
-    @property
-    def total_stride(self) -> int:
-        return 16 * self.last_stride
-
     def extra_repr(self) -> str:
         return f"arch={self.arch!r}, last_stride={self.last_stride}"
 

@@ -119,11 +119,12 @@ def is_authors_layout(state_dict: Mapping[str, object]) -> bool:
     return "conv1.weight" in state_dict and not any(k.startswith("backbone.") for k in state_dict)
 
 
-def read_checkpoint(path: str | os.PathLike) -> Mapping[str, object]:
+def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Mapping[str, object]:
     """Read a checkpoint file without running any code from it.
 
     ``.safetensors`` goes through ``safetensors.torch.load_file``; anything else through
-    ``torch.load(map_location="cpu", weights_only=True)``.
+    ``torch.load(map_location="cpu", weights_only=True)``. ``mmap=True`` maps the tensors'
+    bytes instead of reading them (for a look at the metadata; zip-format files only).
 
     Raises:
         FileNotFoundError: no such file.
@@ -137,7 +138,7 @@ def read_checkpoint(path: str | os.PathLike) -> Mapping[str, object]:
 
         return load_file(str(path), device="cpu")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import torch
+import functools
 
-_INDEX_CACHE: dict[tuple[int, torch.device], torch.Tensor] = {}
-_SYM_CACHE: dict[tuple[int, torch.device], torch.Tensor] = {}
+import torch
 
 
 def triu_flat_index(d: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -13,30 +12,28 @@ def triu_flat_index(d: int, device: torch.device | str = "cpu") -> torch.Tensor:
 
     The order matters: the authors' classifier weights are laid out in it.
     """
-    device = torch.device(device)
-    key = (d, device)
-    index = _INDEX_CACHE.get(key)
-    if index is None:
-        rows, cols = torch.triu_indices(d, d)
-        index = (rows * d + cols).to(device)
-        _INDEX_CACHE[key] = index
-    return index
+    return _flat_index(d, torch.device(device))
 
 
 def triu_position_index(d: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """For each entry (i, j) of a d x d matrix, row-major, the position of (min, max) in
     :func:`triu_vec`'s output: ``vec[:, index].view(B, d, d)`` mirrors the triangle."""
-    device = torch.device(device)
-    key = (d, device)
-    index = _SYM_CACHE.get(key)
-    if index is None:
-        i = torch.arange(d)[:, None]
-        j = torch.arange(d)[None, :]
-        row, col = torch.minimum(i, j), torch.maximum(i, j)
-        # rows before `row` hold d, d - 1, ... entries
-        index = (row * d - row * (row - 1) // 2 + col - row).reshape(-1).to(device)
-        _SYM_CACHE[key] = index
-    return index
+    return _position_index(d, torch.device(device))
+
+
+@functools.cache
+def _flat_index(d: int, device: torch.device) -> torch.Tensor:
+    rows, cols = torch.triu_indices(d, d)
+    return (rows * d + cols).to(device)
+
+
+@functools.cache
+def _position_index(d: int, device: torch.device) -> torch.Tensor:
+    i = torch.arange(d)[:, None]
+    j = torch.arange(d)[None, :]
+    row, col = torch.minimum(i, j), torch.maximum(i, j)
+    # rows before `row` hold d, d - 1, ... entries
+    return (row * d - row * (row - 1) // 2 + col - row).reshape(-1).to(device)
 
 
 def triu_vec(mat: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
