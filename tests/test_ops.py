@@ -249,6 +249,23 @@ def test_retained_graph_backward_twice_with_reuse_in_between():
     torch.testing.assert_close(g1, g2, rtol=0, atol=0)
 
 
+def test_buffers_pooled_in_inference_mode_stay_there():
+    """Lightning validates under inference_mode and then trains on the same shapes."""
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(2, 8, 5, 5, generator=gen, dtype=torch.float64)
+    with torch.inference_mode():
+        expected = isqrt_cov(x)
+    with torch.no_grad():
+        torch.testing.assert_close(isqrt_cov(x), expected, rtol=0, atol=0)
+    xr = x.clone().requires_grad_()
+    out = isqrt_cov(xr)
+    out.sum().backward()
+    torch.testing.assert_close(out.detach(), expected, rtol=0, atol=0)
+    assert xr.grad is not None and torch.isfinite(xr.grad).all()
+    with torch.inference_mode():  # and back
+        torch.testing.assert_close(isqrt_cov(x), expected, rtol=0, atol=0)
+
+
 def test_workspace_is_reused_not_grown():
     from fgvc.ops._workspace import WORKSPACE
 

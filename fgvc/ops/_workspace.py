@@ -11,6 +11,9 @@ Buffers that autograd saves for the backward come back only when the graph node 
 holds them is freed (:class:`Lease`), so a retained graph can be differentiated again. And
 should a stray reference survive anyway, buffers are refilled with ``out=``, which bumps
 their version counter: autograd then refuses loudly instead of reading reused memory.
+
+Buffers made under ``torch.inference_mode`` (Lightning's validation, export checks) are
+inference tensors, which may not be written outside it: they are pooled apart.
 """
 
 from __future__ import annotations
@@ -21,11 +24,11 @@ from collections.abc import Iterable
 
 import torch
 
-_Key = tuple[tuple[int, ...], torch.dtype, torch.device]
+_Key = tuple[tuple[int, ...], torch.dtype, torch.device, bool]  # ..., inference tensor
 
 
 class Workspace:
-    """A free list of CPU buffers per (shape, dtype, device), capped in bytes."""
+    """A free list of CPU buffers per (shape, dtype, device, inference), capped in bytes."""
 
     def __init__(self, max_bytes: int = 1 << 30) -> None:
         self.max_bytes = max_bytes
@@ -36,7 +39,7 @@ class Workspace:
     def take(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
         """An uninitialized buffer of ``shape`` with ``like``'s dtype and device."""
         if like.device.type == "cpu":
-            key = (tuple(shape), like.dtype, like.device)
+            key = (tuple(shape), like.dtype, like.device, torch.is_inference_mode_enabled())
             with self._lock:
                 free = self._free.get(key)
                 if free:
@@ -55,7 +58,7 @@ class Workspace:
                 if self._bytes + t.nbytes > self.max_bytes:
                     self._free.clear()  # shapes changed (new batch size): start over
                     self._bytes = 0
-                self._free[(tuple(t.shape), t.dtype, t.device)].append(t)
+                self._free[(tuple(t.shape), t.dtype, t.device, t.is_inference())].append(t)
                 self._bytes += t.nbytes
 
 
