@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 import torch
 import torchvision.transforms as T
+from _timing import time_ms
 from PIL import Image
 
 from fgvc.data import FGVCAircraft
@@ -131,16 +132,15 @@ def build_pipelines(root: Path, paths: list[Path]) -> dict:
 
 
 def measure(pipelines: dict, count: int, rounds: int) -> dict[str, float]:
-    rates: dict[str, list[float]] = {name: [] for name in pipelines}
-    for function in pipelines.values():  # warm-up
+    """Images per second of each pipeline (median of interleaved rounds of ``count``)."""
+    for function in pipelines.values():  # warm-up: one image each
         function(0)
-    for _ in range(rounds):
-        for name, function in pipelines.items():
-            start = time.perf_counter()
-            for i in range(count):
-                function(i)
-            rates[name].append(count / (time.perf_counter() - start))
-    return {name: statistics.median(values) for name, values in rates.items()}
+    passes = {
+        name: (lambda f=function: [f(i) for i in range(count)])
+        for name, function in pipelines.items()
+    }
+    ms = time_ms(passes, "cpu", rounds, warmup=0)
+    return {name: count / (t / 1e3) for name, t in ms.items()}
 
 
 def main() -> None:

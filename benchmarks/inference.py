@@ -32,7 +32,7 @@ import onnxruntime as ort
 import torch
 from _timing import time_ms
 
-from fgvc.export import ONNX_INPUT, ONNX_OUTPUT, export_onnx
+from fgvc.export import export_onnx, onnx_session, onnx_session_logits
 from fgvc.models import build_model
 
 
@@ -62,23 +62,19 @@ def ort_runner(
     session: ort.InferenceSession, x: np.ndarray, outputs: dict, key: str
 ) -> Callable[[], object]:
     def run() -> np.ndarray:
-        outputs[key] = session.run([ONNX_OUTPUT], {ONNX_INPUT: x})[0]
+        outputs[key] = onnx_session_logits(session, x)
         return outputs[key]
 
     return run
 
 
 def ort_session(path: Path, device: str, threads: int) -> ort.InferenceSession | None:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if device != "cpu" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        return None
+    options = ort.SessionOptions()  # all graph optimizations: onnxruntime's default
     if device == "cpu":
         options.intra_op_num_threads = threads
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return None
-    return ort.InferenceSession(
-        str(path), options, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
-    )
+    return onnx_session(path, device, options)
 
 
 def bench_device(

@@ -57,9 +57,13 @@ class EvalReports(pl.Callback):
         self.confusion_matrix_max_classes = confusion_matrix_max_classes
         self._samples: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
-    def _keep_samples(self, stage: str, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def _keep_samples(
+        self, stage: str, trainer: pl.Trainer, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if batch_idx != 0 or not isinstance(outputs, dict) or self.num_samples <= 0:
             return
+        if not trainer.is_global_zero or not active_wandb_loggers(trainer):
+            return  # only W&B shows them
         images, labels = batch[0][: self.num_samples], batch[1][: self.num_samples]
         probs = outputs["logits"][: self.num_samples].float().softmax(-1)
         self._samples[stage] = (_denormalize(images).cpu(), labels.cpu(), probs.cpu())
@@ -74,7 +78,7 @@ class EvalReports(pl.Callback):
         dataloader_idx: int = 0,
     ) -> None:
         if not trainer.sanity_checking:
-            self._keep_samples("val", outputs, batch, batch_idx)
+            self._keep_samples("val", trainer, outputs, batch, batch_idx)
 
     def on_test_batch_end(
         self,
@@ -85,7 +89,7 @@ class EvalReports(pl.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self._keep_samples("test", outputs, batch, batch_idx)
+        self._keep_samples("test", trainer, outputs, batch, batch_idx)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:

@@ -152,14 +152,6 @@ def _model_checkpoint_state(checkpoint: Mapping[str, Any]) -> dict[str, Any] | N
     return dict(states[0]) if states else None
 
 
-def _read_light(path: Path) -> Mapping[str, Any]:
-    """A checkpoint's entries with tensors memory-mapped (cheap for large files)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # not a zip checkpoint (mmap needs one): read it fully
-        return read_checkpoint(path)
-
-
 def best_checkpoint_in_run(run: str | os.PathLike) -> Path:
     """The best checkpoint of a run folder (or of its ``checkpoints/`` folder).
 
@@ -176,7 +168,7 @@ def best_checkpoint_in_run(run: str | os.PathLike) -> Path:
         raise UsageError(f"no .ckpt file in {folder}")
     newest = max(files, key=lambda p: p.stat().st_mtime)
     try:
-        state = _model_checkpoint_state(_read_light(newest))
+        state = _model_checkpoint_state(read_checkpoint(newest, mmap=True))
     except (CheckpointError, OSError, RuntimeError) as err:
         logger.warning("could not read %s to find the best checkpoint: %s", newest, err)
         state = None
@@ -329,7 +321,8 @@ def model_from_checkpoint(
         CheckpointError: unsafe pickle, not an fgvc checkpoint, or weights that do not fit.
     """
     path = Path(path).expanduser()
-    checkpoint = read_checkpoint(path)
+    # mapped: only the model's tensors are read, not the optimizer state
+    checkpoint = read_checkpoint(path, mmap=True)
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, Mapping) else None
     if not isinstance(hparams, Mapping) or "arch" not in hparams:
         raise CheckpointError(
@@ -501,13 +494,13 @@ def export_torchscript(model: FGVCNet, path: str | os.PathLike, image_size: int)
 
 # -------------------------------------------------------------------------------- checks
 def check_images(
-    image_size: int,
+    preprocessing: Mapping[str, Any],
     count: int = 4,
     files: Sequence[str | os.PathLike] | None = None,
-    preprocessing: Mapping[str, Any] | None = None,
 ) -> tuple[torch.Tensor, str]:
     """Normalized (N, 3, S, S) images for the export checks, and where they came from.
 
+    ``preprocessing``: ``model.json``'s entry (S is its ``image_size``).
     ``files`` (image files or folders): decoded and preprocessed as ``fgvc predict`` does.
     Otherwise ``count`` deterministic synthetic images: smooth random colour fields with
     fine noise, in the pixel range and statistics of photos after normalization.
@@ -519,9 +512,11 @@ def check_images(
         if missing or not paths:
             bad = ", ".join(str(p) for p, _ in missing) or "no image files"
             raise UsageError(f"--check-images: {bad}")
-        prep = Preprocessor.from_config(preprocessing or {"image_size": image_size})
+        prep = Preprocessor.from_config(preprocessing)
         return prep.batch([prep.load(p) for p in paths]), f"{len(paths)} image files"
     import cv2
+
+    image_size = int(preprocessing["image_size"])
 
     rng = np.random.default_rng(0)
     pixels = []
@@ -534,11 +529,15 @@ def check_images(
     return normalize_images(batch).contiguous(), f"{count} synthetic images"
 
 
-def onnx_session(path: str | os.PathLike) -> Any:
-    """An ONNX Runtime CPU session on the ONNX file (parsed and optimized once)."""
+def onnx_session(path: str | os.PathLike, device: str = "cpu", options: Any = None) -> Any:
+    """An ONNX Runtime session on the ONNX file (parsed and optimized once): CPU, or with
+    ``device="cuda"`` the CUDA provider first when this onnxruntime has it."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    return ort.InferenceSession(str(path), options, providers=providers)
 
 
 def onnx_session_logits(session: Any, images: np.ndarray) -> np.ndarray:
@@ -562,16 +561,20 @@ def compare_logits(
     return diff
 
 
+def reference_logits(model: FGVCNet, images: torch.Tensor) -> np.ndarray:
+    """Eager PyTorch logits (float64) that the exported models are checked against."""
+    with torch.inference_mode():
+        return model(images).double().numpy()
+
+
 def _check_runner(
-    model: FGVCNet,
+    reference: np.ndarray,
     run: Any,
     images: torch.Tensor,
     what: str,
     tolerance: float,
 ) -> dict[str, Any]:
-    """Compare ``run(batch)`` with eager PyTorch on the whole batch and on batch 1."""
-    with torch.inference_mode():
-        reference = model(images).double().numpy()
+    """Compare ``run(batch)`` with the eager ``reference`` on the whole batch and on batch 1."""
     batches = [images, images[:1]] if len(images) > 1 else [images]
     worst = 0.0
     for batch in batches:
@@ -586,19 +589,20 @@ def _check_runner(
 
 
 def check_onnx(
-    model: FGVCNet,
+    reference: np.ndarray,
     path: str | os.PathLike,
     images: torch.Tensor,
     tolerance: float = ONNX_TOLERANCE,
 ) -> dict[str, Any]:
-    """ONNX Runtime against eager PyTorch on ``images`` (whole batch, then batch 1).
+    """ONNX Runtime on ``images`` (whole batch, then batch 1) against the eager PyTorch
+    logits ``reference`` (:func:`reference_logits`).
 
     Raises:
         ExportError: top-1 differs on an image or a logit differs by more than ``tolerance``.
     """
     session = onnx_session(path)
     return _check_runner(
-        model,
+        reference,
         lambda batch: onnx_session_logits(session, batch.numpy()),
         images,
         f"ONNX model {Path(path).name}",
@@ -607,7 +611,7 @@ def check_onnx(
 
 
 def check_torchscript(
-    model: FGVCNet,
+    reference: np.ndarray,
     path: str | os.PathLike,
     images: torch.Tensor,
     tolerance: float = ONNX_TOLERANCE,
@@ -621,7 +625,7 @@ def check_torchscript(
         with torch.inference_mode():
             return scripted(batch).numpy()
 
-    return _check_runner(model, run, images, f"TorchScript model {Path(path).name}", tolerance)
+    return _check_runner(reference, run, images, f"TorchScript model {Path(path).name}", tolerance)
 
 
 # ---------------------------------------------------------------------- writing the bundle
@@ -735,13 +739,12 @@ def export_checkpoint(
         _set_default_mode(staging, folder=True)  # mkdtemp makes it private
         save_weights(model, staging / WEIGHTS_FILE)
         files: dict[str, str] = {"weights": WEIGHTS_FILE}
-        needs_check = "onnx" in formats or "torchscript" in formats
-        images, source = (
-            check_images(size, check_count, check_files, prep) if needs_check else (None, "")
-        )
+        if "onnx" in formats or "torchscript" in formats:
+            images, source = check_images(prep, check_count, check_files)
+            reference = reference_logits(model, images)
         if "onnx" in formats:
             info = export_onnx(model, staging / ONNX_FILE, size)
-            check = check_onnx(model, staging / ONNX_FILE, images, tolerance)
+            check = check_onnx(reference, staging / ONNX_FILE, images, tolerance)
             config["onnx"] = {
                 "file": ONNX_FILE,
                 **info,
@@ -759,7 +762,7 @@ def export_checkpoint(
             )
         if "torchscript" in formats:
             export_torchscript(model, staging / TORCHSCRIPT_FILE, size)
-            check = check_torchscript(model, staging / TORCHSCRIPT_FILE, images, tolerance)
+            check = check_torchscript(reference, staging / TORCHSCRIPT_FILE, images, tolerance)
             config["torchscript"] = {"file": TORCHSCRIPT_FILE, "check": {"images": source, **check}}
             files["torchscript"] = TORCHSCRIPT_FILE
         config["files"] = files

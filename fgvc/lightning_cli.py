@@ -220,19 +220,11 @@ class FGVCCLI(LightningCLI):
             self._ckpt_hparams = dict(read_run_checkpoint(ckpt_path)["hyper_parameters"])
         super()._parse_ckpt_path()
 
-    def _check_ckpt_path(self) -> None:
+    def after_instantiate_classes(self) -> None:
+        # the model as configured must be able to take the checkpoint's weights
         if self._ckpt_hparams is not None:
             path = self.config[self.subcommand].get("ckpt_path")
             check_compatible(path, self._ckpt_hparams, self.model)
-
-    def before_fit(self) -> None:
-        self._check_ckpt_path()
-
-    def before_validate(self) -> None:
-        self._check_ckpt_path()
-
-    def before_test(self) -> None:
-        self._check_ckpt_path()
 
     def after_fit(self) -> None:
         log_dir = self.trainer.log_dir  # every rank: a collective under DDP
@@ -272,7 +264,7 @@ class FGVCCLI(LightningCLI):
 
     def _finish_wandb(self) -> None:
         """One command, one W&B run: close it so everything is flushed to disk now."""
-        for logger in self.trainer.loggers:
+        for logger in self.trainer.loggers:  # disabled-mode runs too: wandb keeps them current
             if isinstance(logger, WandbLogger) and logger._experiment is not None:
                 logger._experiment.finish()
 

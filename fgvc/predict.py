@@ -32,7 +32,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -51,13 +51,14 @@ from fgvc.data.transforms import (
 )
 from fgvc.export import (
     CONFIG_FILE,
+    DEFAULT_RUNS_ROOT,
     ONNX_FILE,
-    ONNX_INPUT,
-    ONNX_OUTPUT,
     UsageError,
     load_bundle,
     model_from_checkpoint,
     one_line,
+    onnx_session,
+    onnx_session_logits,
     read_config,
     resolve_checkpoint,
 )
@@ -171,11 +172,7 @@ class Predictor:
 
     def predict_logits(self, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
         """Logits, or with ``tta`` the mean of the images' and their mirrors' logits."""
-
-        def forward(batch: torch.Tensor) -> torch.Tensor:
-            return self.logits(batch).float()
-
-        return hflip_tta(forward, images) if tta else forward(images)
+        return hflip_tta(self.logits, images) if tta else self.logits(images)
 
 
 class TorchPredictor(Predictor):
@@ -201,17 +198,11 @@ class OnnxPredictor(Predictor):
     backend = "onnx"
 
     def __init__(self, path: Path, config: Mapping[str, Any], device: str) -> None:
-        import onnxruntime as ort
-
         super().__init__(config, str(path.parent))
-        providers = ["CPUExecutionProvider"]
-        if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        self.session = ort.InferenceSession(str(path), providers=providers)
+        self.session = onnx_session(path, device)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        out = self.session.run([ONNX_OUTPUT], {ONNX_INPUT: images.numpy()})[0]
-        return torch.from_numpy(out)
+        return torch.from_numpy(onnx_session_logits(self.session, images.numpy()))
 
 
 def _device(device: str) -> str:
@@ -226,7 +217,7 @@ def load_predictor(
     source: str | os.PathLike,
     backend: str = "auto",
     device: str = "auto",
-    runs_root: str | os.PathLike = "runs",
+    runs_root: str | os.PathLike = DEFAULT_RUNS_ROOT,
 ) -> Predictor:
     """A predictor from an export folder, a ``.ckpt`` file, a run folder or ``"best"``.
 
@@ -323,16 +314,28 @@ def predict_files(
     )
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for chunk in _chunks(images, max(1, batch_size)):
-                loaded = list(pool.map(lambda p: _try_load(prep, p), chunk))
-                good = [(p, x) for p, x in zip(chunk, loaded) if isinstance(x, torch.Tensor)]
+
+            def submit(chunk: Sequence[Path] | None) -> tuple[Sequence[Path], list[Future]] | None:
+                if chunk is None:
+                    return None
+                return chunk, [pool.submit(_try_load, prep, path) for path in chunk]
+
+            chunks = _chunks(images, max(1, batch_size))
+            pending = submit(next(chunks, None))
+            while pending is not None:
+                chunk, futures = pending
+                loaded = [future.result() for future in futures]
+                pending = submit(next(chunks, None))  # decoded while this chunk runs
+                good = []
                 for path, result in zip(chunk, loaded):
-                    if isinstance(result, str):
-                        errors.append((path, result))
-                        if on_error is not None:
-                            bar.clear()
-                            on_error(path, result)
-                            bar.refresh()
+                    if isinstance(result, torch.Tensor):
+                        good.append((path, result))
+                        continue
+                    errors.append((path, result))
+                    if on_error is not None:
+                        bar.clear()
+                        on_error(path, result)
+                        bar.refresh()
                 if good:
                     batch = prep.batch([x for _, x in good])
                     probs = predictor.predict_logits(batch, tta=tta).softmax(-1)
@@ -416,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="export folder (fgvc export), .ckpt file, run folder, or 'best' (default: the "
         "best checkpoint of the most recent run under --runs-root)",
     )
-    parser.add_argument("--runs-root", default="runs", help="where runs are, for 'best'")
+    parser.add_argument("--runs-root", default=DEFAULT_RUNS_ROOT, help="where runs are, for 'best'")
     parser.add_argument(
         "--backend",
         choices=BACKENDS,

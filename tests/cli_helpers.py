@@ -1,9 +1,11 @@
-"""Callbacks that tests put into configs (importable by subprocesses as tests.cli_helpers)."""
+"""Callbacks that tests put into configs (importable by subprocesses as tests.cli_helpers),
+and a pickle that runs code when loaded without ``weights_only``."""
 
 from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytorch_lightning as pl
 
@@ -19,3 +21,13 @@ class SigtermAtEpochEnd(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch == self.epoch:
             os.kill(os.getpid(), self.signum)
+
+
+class CodePayload:
+    """Pickles to a call that writes "pwned" to ``marker``: proof that loading ran code."""
+
+    def __init__(self, marker: str | Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "pwned"))

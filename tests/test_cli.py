@@ -13,8 +13,10 @@ import torch
 import yaml
 
 from fgvc.cli import main
+from tests.cli_helpers import CodePayload
 from tests.wandb_records import artifacts, config_keys, history_keys
 
+REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 3
 
 
@@ -94,6 +96,11 @@ def workdir(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_MODE", raising=False)
     return tmp_path
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment (as ``workdir`` set it) for ``python -m fgvc.cli`` in a child."""
+    return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
 @pytest.mark.slow
@@ -188,14 +195,10 @@ def test_bad_config_value_is_one_line(workdir, capsys):
 @pytest.mark.slow
 def test_two_process_ddp_metrics_cover_both_shards(workdir):
     cfg = write_config(workdir, devices=2, strategy="ddp", max_epochs=1)
-    env = {**os.environ, "WANDB_SILENT": "true", "PYTHONPATH": str(Path.cwd())}
-    env.pop("WANDB_MODE", None)
-    repo = Path(__file__).resolve().parents[1]
-    env["PYTHONPATH"] = str(repo)
     proc = subprocess.run(
         [sys.executable, "-m", "fgvc.cli", "fit", "--config", str(cfg)],
         cwd=workdir,
-        env=env,
+        env=subprocess_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -219,11 +222,11 @@ def test_two_process_ddp_metrics_cover_both_shards(workdir):
 
 @pytest.mark.parametrize(
     "name",
-    sorted(p.name for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
+    sorted(p.name for p in (REPO / "configs").glob("*.yaml")),
 )
 def test_shipped_configs_parse(name, capsys):
     """Every config in configs/ is valid for the CLI (keys, types, class paths)."""
-    cfg = Path(__file__).resolve().parents[1] / "configs" / name
+    cfg = REPO / "configs" / name
     with pytest.raises(SystemExit) as exc:
         main(["fit", "--config", str(cfg), "--print_config"])
     assert exc.value.code == 0
@@ -253,11 +256,8 @@ def final_state(run: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    repo = Path(__file__).resolve().parents[1]
-    straight, broken = tmp_path / "straight", tmp_path / "broken"
+def test_sigterm_then_resume_equals_uninterrupted_run(workdir, monkeypatch):
+    straight, broken = workdir / "straight", workdir / "broken"
     for folder in (straight, broken):
         folder.mkdir()
         write_config(folder, max_epochs=3)
@@ -267,8 +267,6 @@ def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
 
     # the same run, preempted (SIGTERM) after its second epoch, in a separate process
     callback = '[{"class_path": "tests.cli_helpers.SigtermAtEpochEnd", "init_args": {"epoch": 1}}]'
-    env = {**os.environ, "PYTHONPATH": str(repo), "WANDB_SILENT": "true"}
-    env.pop("WANDB_MODE", None)
     proc = subprocess.run(
         [
             sys.executable,
@@ -281,7 +279,7 @@ def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
             callback,
         ],
         cwd=broken,
-        env=env,
+        env=subprocess_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -314,14 +312,6 @@ def test_resume_without_a_run_is_one_line(workdir, capsys):
     assert len(err) == 1 and "nothing to resume" in err[0]
 
 
-class _Evil:
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.write_text, (Path(self.marker), "pwned"))
-
-
 @pytest.mark.slow
 def test_bad_checkpoints_are_refused_in_one_line(workdir, capsys):
     cfg = write_config(workdir, max_epochs=1)
@@ -335,7 +325,7 @@ def test_bad_checkpoints_are_refused_in_one_line(workdir, capsys):
     torch.save({"weights": torch.zeros(3)}, foreign)
     marker = workdir / "pwned.txt"
     evil = workdir / "evil.ckpt"
-    torch.save({"state_dict": {}, "payload": _Evil(str(marker))}, evil)
+    torch.save({"state_dict": {}, "payload": CodePayload(marker)}, evil)
     cases = {
         truncated: "truncated or not a checkpoint",
         foreign: "is not a checkpoint of `fgvc fit`",

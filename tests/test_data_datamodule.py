@@ -289,21 +289,17 @@ def test_synthetic_prepare_data_generates_once(tmp_path):
 
 
 def test_lightning_cli_links_num_classes_into_the_model(tmp_path, monkeypatch):
-    from pytorch_lightning.cli import LightningCLI
+    from fgvc.lightning_cli import FGVCCLI
 
     monkeypatch.setattr("sys.argv", ["fgvc"])
 
     class Model(pl.LightningModule):
-        def __init__(self, num_classes: int = 2):
+        def __init__(self, num_classes: int = 2, class_names: list[str] | None = None):
             super().__init__()
             self.num_classes = num_classes
 
-    class CLI(LightningCLI):
-        def add_arguments_to_parser(self, parser):
-            parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-
     args = ["--data=fgvc.data.SyntheticDataModule", f"--data.root={tmp_path}"]
     args += ["--data.synth_classes=5", "--trainer.logger=false"]
-    cli = CLI(Model, run=False, subclass_mode_data=True, args=args)
+    cli = FGVCCLI(Model, run=False, subclass_mode_data=True, args=args)
     assert isinstance(cli.datamodule, SyntheticDataModule) and cli.model.num_classes == 5
     assert not (tmp_path / "synthetic").exists()  # nothing generated before prepare_data

@@ -22,6 +22,7 @@ from tests.test_data_replicas import (
     CAR_NAMES,
     _cell,
     _struct,
+    aircraft_image,
     make_aircraft,
     make_cars_all_in_one,
     make_cars_folders,
@@ -256,8 +257,7 @@ def test_aircraft_banner_is_cropped_by_default(tmp_path):
 def test_aircraft_banner_crop_with_reduced_decoding(tmp_path):
     data = tmp_path / "fgvc-aircraft-2013b" / "data"
     make_aircraft(tmp_path)
-    image = pattern(400, 600, 3)
-    image[-BANNER:] = BANNER_RGB
+    image = aircraft_image(3, 400, 600)
     image_id = FGVCAircraft(tmp_path, "test").ids[0]
     write_jpeg(data / "images" / f"{image_id}.jpg", image)
     dataset = FGVCAircraft(tmp_path, "test", decode_min_size=(150, 150))

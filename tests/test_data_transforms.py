@@ -17,7 +17,7 @@ from fgvc.data.transforms import (
     hflip_tta,
     normalize_images,
 )
-from tests.test_data_replicas import make_aircraft, make_cub, pattern
+from tests.test_data_replicas import BANNER_RGB, make_aircraft, make_cub, pattern
 
 SIZE = 64
 IMAGE = pattern(90, 130, 11)  # landscape, not a multiple of anything
@@ -136,5 +136,5 @@ def test_datasets_take_the_pipelines_directly(tmp_path):
     )
     image, _ = raw[0]
     assert (
-        np.abs(image[:, -2:].permute(1, 2, 0).numpy().astype(int) - (255, 0, 0)).max(-1).min() > 40
+        np.abs(image[:, -2:].permute(1, 2, 0).numpy().astype(int) - BANNER_RGB).max(-1).min() > 40
     )

@@ -1,8 +1,8 @@
 """fgvc export: bundle contents, checks against PyTorch, atomic writing, checkpoint discovery.
 
-The checkpoint comes from a real (one-step) ``pl.Trainer.fit`` of FGVCClassifier with a
-ModelCheckpoint callback and a DataModule that saves its hyperparameters, so it has the
-structure ``fgvc fit`` writes.
+The checkpoint comes from the ``tiny_run`` fixture: a real (one-step) ``pl.Trainer.fit`` of
+FGVCClassifier with a ModelCheckpoint callback and a DataModule that saves its
+hyperparameters, so it has the structure ``fgvc fit`` writes.
 """
 
 from __future__ import annotations
@@ -14,86 +14,18 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 from safetensors.torch import load_file
-from torch.utils.data import DataLoader, TensorDataset
 
 import fgvc
 from fgvc import export as ex
-from fgvc.module import FGVCClassifier
-
-CLASS_NAMES = ["Black-footed albatross", 'a/b, "c"', "Grünfink 鳥 ✓"]
-IMAGE_SIZE = 32
-
-
-class TinyData(pl.LightningDataModule):
-    """Random tensors; saves the hyperparameters that model.json's preprocessing comes from."""
-
-    def __init__(self, image_size: int = IMAGE_SIZE, preset: str = "cub", antialias: bool = False):
-        super().__init__()
-        self.save_hyperparameters()
-
-    def _loader(self) -> DataLoader:
-        gen = torch.Generator().manual_seed(0)
-        images = torch.randn(6, 3, IMAGE_SIZE, IMAGE_SIZE, generator=gen)
-        return DataLoader(TensorDataset(images, torch.arange(6) % 3), batch_size=3)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader()
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader()
-
-
-def make_run(root: Path) -> tuple[FGVCClassifier, Path, Path]:
-    """One training step + validation; returns (module in eval mode, best ckpt, run folder)."""
-    pl.seed_everything(0, verbose=False)
-    module = FGVCClassifier(
-        arch="resnet18",
-        num_classes=3,
-        class_names=CLASS_NAMES,
-        reduce_dim=8,
-        iterations=3,
-        pretrained=None,
-    )
-    run = root / "runs" / "tiny" / "version_0"
-    checkpoint = ModelCheckpoint(
-        dirpath=run / "checkpoints",
-        monitor="val/top1",
-        mode="max",
-        save_last=True,
-        filename="best-epoch{epoch:03d}",
-        auto_insert_metric_name=False,
-    )
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=1,
-        limit_train_batches=1,
-        limit_val_batches=1,
-        logger=False,
-        callbacks=[checkpoint],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=root,
-    )
-    trainer.fit(module, datamodule=TinyData())
-    return module.eval(), Path(checkpoint.best_model_path), run
+from tests.tiny import CLASS_NAMES, IMAGE_SIZE
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
-    module, ckpt, run = make_run(root)
-    return root, module, ckpt, run
-
-
-@pytest.fixture(scope="module")
-def bundle(trained):
+def bundle(tiny_run):
     """Exported through the CLI: --ckpt best under --runs-root, default --out <run>/export."""
-    root, _, _, run = trained
+    root, _, _, run = tiny_run
     code = ex.export_main(["--ckpt", "best", "--runs-root", str(root / "runs")])
     assert code == 0
     return run / "export"
@@ -107,8 +39,8 @@ def listing(folder: Path) -> set[str]:
     return {p.name for p in folder.iterdir()}
 
 
-def test_lightning_checkpoint_reads_with_weights_only(trained):
-    _, _, ckpt, _ = trained
+def test_lightning_checkpoint_reads_with_weights_only(tiny_run):
+    _, _, ckpt, _ = tiny_run
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert checkpoint["hyper_parameters"]["class_names"] == CLASS_NAMES
     assert checkpoint["datamodule_hyper_parameters"]["image_size"] == IMAGE_SIZE
@@ -116,8 +48,8 @@ def test_lightning_checkpoint_reads_with_weights_only(trained):
     assert state["monitor"] == "val/top1" and Path(state["best_model_path"]) == ckpt
 
 
-def test_bundle_files_and_weights_round_trip(trained, bundle):
-    _, module, _, _ = trained
+def test_bundle_files_and_weights_round_trip(tiny_run, bundle):
+    _, module, _, _ = tiny_run
     assert listing(bundle) == {"model.json", "model.safetensors", "model.onnx"}
     saved = load_file(str(bundle / "model.safetensors"))
     own = module.model.state_dict()
@@ -126,8 +58,8 @@ def test_bundle_files_and_weights_round_trip(trained, bundle):
         assert torch.equal(saved[key], value), key
 
 
-def test_model_json_describes_model_preprocessing_and_checkpoint(trained, bundle):
-    _, _, ckpt, _ = trained
+def test_model_json_describes_model_preprocessing_and_checkpoint(tiny_run, bundle):
+    _, _, ckpt, _ = tiny_run
     config = json.loads((bundle / "model.json").read_text(encoding="utf-8"))
     assert config["fgvc_version"] == fgvc.__version__
     assert (config["arch"], config["representation"]) == ("resnet18", "isqrt")
@@ -148,8 +80,8 @@ def test_model_json_describes_model_preprocessing_and_checkpoint(trained, bundle
     assert len(check["batch_sizes"]) == 2 and ex.EXPORT_BATCH not in check["batch_sizes"]
 
 
-def test_load_gives_the_lightning_modules_logits(trained, bundle):
-    _, module, _, _ = trained
+def test_load_gives_the_lightning_modules_logits(tiny_run, bundle):
+    _, module, _, _ = tiny_run
     model = ex.load(bundle)
     assert not model.training and model.class_names == CLASS_NAMES
     x = images(3)
@@ -157,8 +89,8 @@ def test_load_gives_the_lightning_modules_logits(trained, bundle):
         torch.testing.assert_close(model(x), module(x), rtol=0, atol=1e-6)
 
 
-def test_onnx_dynamic_batch_matches_pytorch(trained, bundle):
-    _, module, _, _ = trained
+def test_onnx_dynamic_batch_matches_pytorch(tiny_run, bundle):
+    _, module, _, _ = tiny_run
     session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
     (inp,) = session.get_inputs()
     assert inp.name == "images" and not isinstance(inp.shape[0], int)
@@ -172,8 +104,10 @@ def test_onnx_dynamic_batch_matches_pytorch(trained, bundle):
 
 
 @pytest.mark.parametrize("corruption", ["offset", "swap_top1"])
-def test_onnx_mismatch_fails_and_writes_nothing(trained, tmp_path, monkeypatch, capsys, corruption):
-    _, _, ckpt, _ = trained
+def test_onnx_mismatch_fails_and_writes_nothing(
+    tiny_run, tmp_path, monkeypatch, capsys, corruption
+):
+    _, _, ckpt, _ = tiny_run
     real = ex.onnx_session_logits
 
     def corrupted(path, batch):
@@ -198,8 +132,8 @@ def _always_fails(*args, **kwargs):
     raise ex.ExportError("exported model disagrees with PyTorch: forced")
 
 
-def test_existing_folder_kept_without_force_and_on_failure(trained, tmp_path, monkeypatch):
-    _, _, ckpt, _ = trained
+def test_existing_folder_kept_without_force_and_on_failure(tiny_run, tmp_path, monkeypatch):
+    _, _, ckpt, _ = tiny_run
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
@@ -220,8 +154,8 @@ def test_existing_folder_kept_without_force_and_on_failure(trained, tmp_path, mo
     assert listing(tmp_path) == {"out"}
 
 
-def test_legacy_exporter_fallback_and_torchscript(trained, tmp_path, monkeypatch):
-    _, module, ckpt, _ = trained
+def test_legacy_exporter_fallback_and_torchscript(tiny_run, tmp_path, monkeypatch):
+    _, module, ckpt, _ = tiny_run
 
     def broken(*args, **kwargs):
         raise RuntimeError("dynamo exporter unavailable")
@@ -241,8 +175,8 @@ def test_legacy_exporter_fallback_and_torchscript(trained, tmp_path, monkeypatch
         torch.testing.assert_close(scripted(x), ref, rtol=0, atol=1e-4)
 
 
-def test_resolve_best_checkpoint(trained, tmp_path):
-    root, _, ckpt, run = trained
+def test_resolve_best_checkpoint(tiny_run, tmp_path):
+    root, _, ckpt, run = tiny_run
     assert ex.resolve_checkpoint("best", runs_root=root / "runs") == ckpt
     assert ex.resolve_checkpoint("best", run=run) == ckpt
     assert ex.resolve_checkpoint(run) == ckpt

@@ -12,7 +12,6 @@ import hashlib
 import logging
 import math
 import urllib.request
-from pathlib import Path
 
 import pytest
 import safetensors.torch
@@ -28,6 +27,7 @@ from fgvc.models import (
     convert_authors_state_dict,
 )
 from fgvc.utils.download import DownloadError
+from tests.cli_helpers import CodePayload
 
 # ---------------------------------------------------------------------------------------------
 # checkpoints in the authors' layout, random values
@@ -386,18 +386,10 @@ def test_own_checkpoint_for_the_other_representation_is_refused(tmp_path):
 # never unpickle code
 
 
-class _Payload:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",))
-
-
 def test_malicious_pickle_is_refused_without_running(tmp_path, small_sd):
     marker = tmp_path / "payload-ran"
     path = tmp_path / "evil.pth"
-    torch.save({"state_dict": dict(small_sd), "extra": _Payload(marker)}, path)
+    torch.save({"state_dict": dict(small_sd), "extra": CodePayload(marker)}, path)
     with pytest.raises(CheckpointError, match="weights_only=True") as info:
         _small_model(pretrained=path)
     assert str(path) in str(info.value)

@@ -16,14 +16,14 @@ from fgvc import export as ex
 from fgvc.data.io import load_rgb
 from fgvc.data.transforms import build_transforms
 from fgvc.predict import collect_images, predict_main
-from tests.test_export import CLASS_NAMES, IMAGE_SIZE, make_run
+from tests.tiny import CLASS_NAMES, IMAGE_SIZE
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_run):
     """(bundle folder, checkpoint, image folder) for a tiny trained model."""
     root = tmp_path_factory.mktemp("predict")
-    _, ckpt, _ = make_run(root)
+    _, _, ckpt, _ = tiny_run
     bundle = ex.export_checkpoint(ckpt, root / "bundle")
     folder = root / "images"
     (folder / "sub").mkdir(parents=True)

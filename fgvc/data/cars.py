@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fgvc.data.base import ImageDataset, read_lines
+from fgvc.data.folder import list_classes
 from fgvc.data.io import IMAGE_EXTENSIONS
 
 CARS_FOLDER = "stanford_cars"
@@ -100,7 +101,7 @@ def _find_file(name: str, *folders: Path) -> Path | None:
 
 
 def _class_dirs(split_dir: Path) -> list[Path]:
-    return sorted(p for p in split_dir.iterdir() if p.is_dir())
+    return [split_dir / name for name in list_classes(split_dir)]
 
 
 def _images(class_dir: Path) -> list[Path]:

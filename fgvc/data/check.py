@@ -99,13 +99,10 @@ def check_dataset(
     workers = workers or os.cpu_count() or 1
     log(f"decoding {report.images} images with {workers} processes ...")
     if workers == 1:
-        results = map(_decode, paths)
+        results = list(map(_decode, paths))
     else:
-        pool = ProcessPoolExecutor(max_workers=workers)
-        results = pool.map(_decode, paths, chunksize=max(1, min(64, len(paths) // workers // 4)))
-    try:
-        report.bad_files = [message for message in results if message is not None]
-    finally:
-        if workers != 1:
-            pool.shutdown()
+        chunksize = max(1, min(64, len(paths) // workers // 4))
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(_decode, paths, chunksize=chunksize))
+    report.bad_files = [message for message in results if message is not None]
     return report

@@ -90,7 +90,6 @@ class FGVCDataModule(pl.LightningDataModule):
         fast_decode: decode JPEGs at 1/2, 1/4, 1/8 scale where the resize target allows.
     """
 
-    name = "dataset"
     #: transform preset when ``preset`` is None (the dataset's own, from the authors' code)
     default_preset = "generic"
     train_split_name = "train"
@@ -317,8 +316,6 @@ class FGVCDataModule(pl.LightningDataModule):
 class CUBDataModule(FGVCDataModule):
     """CUB-200-2011 (``root/CUB_200_2011``); no official validation split."""
 
-    name = "cub"
-
     default_preset = "cub"
 
     def make_dataset(self, split: str) -> ImageDataset:
@@ -327,8 +324,6 @@ class CUBDataModule(FGVCDataModule):
 
 class CarsDataModule(FGVCDataModule):
     """Stanford Cars (``root/stanford_cars``, any accepted layout); no official val split."""
-
-    name = "cars"
 
     default_preset = "cars"
 
@@ -347,8 +342,6 @@ class AircraftDataModule(FGVCDataModule):
         level: ``"variant"`` (100 classes), ``"family"`` (70) or ``"manufacturer"`` (30).
         crop_banner: remove the 20-pixel copyright banner.
     """
-
-    name = "aircraft"
 
     default_preset = "aircraft"
 
@@ -378,8 +371,6 @@ class FolderDataModule(FGVCDataModule):
     ``train/``; the other splits use the same label mapping.
     """
 
-    name = "folder"
-
     default_preset = "generic"
 
     @property
@@ -402,8 +393,6 @@ class SyntheticDataModule(FGVCDataModule):
     seconds for the defaults); an existing folder is used as it is. The generator's
     ``synth_*`` arguments only matter when it has to be written.
     """
-
-    name = "synthetic"
 
     default_preset = "cub"
 

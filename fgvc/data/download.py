@@ -2,9 +2,9 @@
 
 :data:`SOURCES` is the one registry of URLs and checksums (tests point it elsewhere).
 Downloads go through :func:`fgvc.utils.download.download_url` (partial file, checksum,
-rename) and :func:`fgvc.utils.download.safe_extract` (path-safe, temporary folder, no
-overwrite); only the dataset's own folder is then moved into ``root`` (CUB's archive also
-holds a stray ``attributes.txt``).
+rename) and :func:`fgvc.utils.download.safe_extract` (path-safe, into an empty staging
+folder); only the dataset's own folder is then moved into ``root``, never over anything
+(CUB's archive also holds a stray ``attributes.txt``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from fgvc.data.aircraft import AIRCRAFT_FOLDER
 from fgvc.data.cars import CARS_LAYOUTS
 from fgvc.data.cub import CUB_FOLDER
-from fgvc.utils.download import DownloadError, download_url, file_digest, safe_extract
+from fgvc.utils.download import DownloadError, download_url, safe_extract
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,8 @@ def download_dataset(
     """Download and extract dataset ``name`` into ``root``; returns the dataset folder.
 
     An existing dataset folder is left alone (and returned). The archive is verified
-    (sha256 while downloading; md5 afterwards where only that is published) and deleted
-    after extraction unless ``keep_archive``.
+    against the published sha256 and/or md5 while it downloads, and deleted after
+    extraction unless ``keep_archive``.
 
     Raises:
         DownloadError: network failure, checksum mismatch, unsafe archive, or a target
@@ -95,16 +95,7 @@ def download_dataset(
         return target
     archive = root / source.filename
     existed = archive.exists()
-    download_url(source.url, archive, sha256=source.sha256, progress=progress)
-    if source.sha256 is None and source.md5 is not None:
-        actual = file_digest(archive, "md5")
-        if actual != source.md5:
-            if not existed:
-                archive.unlink()
-            raise DownloadError(
-                f"checksum mismatch for {source.url}: got md5 {actual}, expected {source.md5}; "
-                + ("nothing was kept" if not existed else f"move {archive} away and retry")
-            )
+    download_url(source.url, archive, sha256=source.sha256, md5=source.md5, progress=progress)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{source.folder}-"))
     try:
         safe_extract(archive, staging)

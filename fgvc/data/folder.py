@@ -51,9 +51,7 @@ class FolderDataset(ImageDataset):
         self.folder = Path(root).expanduser() / split
         if not self.folder.is_dir():
             parent = self.folder.parent
-            present = (
-                sorted(p.name for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
-            )
+            present = list_classes(parent) if parent.is_dir() else []
             raise FileNotFoundError(
                 f"{self.folder} not found (split folders present: {present or 'none'}); "
                 f"expected {root}/<split>/<class>/<image>"

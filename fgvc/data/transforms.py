@@ -217,7 +217,14 @@ def _scaled_stats(
 
 
 def hflip_tta(
-    forward: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    logits: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Logits averaged over ``images`` and their horizontal mirrors (the papers' evaluation)."""
-    return (forward(images) + forward(torch.flip(images, dims=[-1]))) / 2
+    """Logits averaged over ``images`` and their horizontal mirrors (the papers' evaluation).
+
+    ``logits``: ``forward(images)`` when the caller already has it (one forward saved).
+    """
+    if logits is None:
+        logits = forward(images)
+    return (logits + forward(torch.flip(images, dims=[-1]))) / 2

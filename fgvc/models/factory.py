@@ -8,12 +8,7 @@ from fgvc.models.backbone import ResNetTrunk, check_arch, check_last_stride
 from fgvc.models.heads import REPRESENTATIONS, AvgPoolHead, CovarianceHead
 from fgvc.models.net import FGVCNet
 from fgvc.models.pretrained import check_source, load_pretrained
-from fgvc.ops.sqrtm import check_iterations
-
-
-def _check_positive_int(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+from fgvc.ops.checks import check_iterations, check_positive_int
 
 
 def build_model(
@@ -50,8 +45,8 @@ def build_model(
         raise ValueError(
             f"unknown representation {representation!r}; choose one of {', '.join(REPRESENTATIONS)}"
         )
-    _check_positive_int("num_classes", num_classes)
-    _check_positive_int("reduce_dim", reduce_dim)
+    check_positive_int("num_classes", num_classes)
+    check_positive_int("reduce_dim", reduce_dim)
     check_iterations(iterations)
     if last_stride is None:
         last_stride = 1 if representation == "isqrt" else 2

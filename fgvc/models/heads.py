@@ -30,9 +30,15 @@ class CovarianceHead(nn.Module):
         self.bn = nn.BatchNorm2d(reduce_dim)
         self.relu = nn.ReLU(inplace=True)
         self.pool = ISqrtCov(dim=reduce_dim, iterations=iterations)
-        self.reduce_dim = reduce_dim
-        self.iterations = iterations
         self.reset_parameters()
+
+    @property
+    def reduce_dim(self) -> int:
+        return self.pool.dim
+
+    @property
+    def iterations(self) -> int:
+        return self.pool.iterations
 
     def reset_parameters(self) -> None:
         """The authors' init: He-normal (fan_out) conv, BN scale 1 and shift 0."""

@@ -34,7 +34,10 @@ class FGVCNet(nn.Module):
         self.classifier = nn.Linear(self.feature_dim, num_classes)
         self.arch = arch
         self.representation = representation
-        self.num_classes = num_classes
+
+    @property
+    def num_classes(self) -> int:
+        return self.classifier.out_features
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image vectors (B, feature_dim) before the classifier."""
@@ -46,7 +49,6 @@ class FGVCNet(nn.Module):
     def reset_classifier(self, num_classes: int | None = None) -> None:
         """Fresh classifier weights, optionally for a different number of classes."""
         if num_classes is not None and num_classes != self.num_classes:
-            self.num_classes = num_classes
             weight = self.classifier.weight
             self.classifier = nn.Linear(
                 self.feature_dim, num_classes, device=weight.device, dtype=weight.dtype

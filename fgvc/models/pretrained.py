@@ -22,6 +22,7 @@ import logging
 import os
 import pickle
 import urllib.error
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +125,7 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Mapping[str,
 
     ``.safetensors`` goes through ``safetensors.torch.load_file``; anything else through
     ``torch.load(map_location="cpu", weights_only=True)``. ``mmap=True`` maps the tensors'
-    bytes instead of reading them (for a look at the metadata; zip-format files only).
+    bytes instead of reading them (zip-format files; older ones are read in full).
 
     Raises:
         FileNotFoundError: no such file.
@@ -138,6 +139,7 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Mapping[str,
 
         return load_file(str(path), device="cpu")
     try:
+        mmap = mmap and zipfile.is_zipfile(path)  # torch cannot map the legacy format
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

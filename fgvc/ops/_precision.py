@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -15,11 +12,9 @@ def to_full_precision(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in _LOW_PRECISION else x
 
 
-@contextlib.contextmanager
-def autocast_disabled(x: torch.Tensor) -> Iterator[None]:
-    """Switch autocast off for ``x``'s device type so bmm stays in ``x``'s dtype."""
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        yield
+def autocast_disabled(x: torch.Tensor) -> torch.autocast:
+    """Autocast switched off for ``x``'s device type, so that bmm stays in ``x``'s dtype."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
 
 
 def tracing() -> bool:

@@ -8,15 +8,7 @@ import torch
 
 from fgvc.ops._precision import autocast_disabled, to_full_precision, use_custom_backward
 from fgvc.ops._workspace import Workspace, give_back, into
-
-
-def check_feature_map(x: torch.Tensor, name: str = "covariance_pool") -> None:
-    if x.dim() != 4:
-        raise ValueError(
-            f"{name} expects a feature map of shape (B, d, h, w), got {tuple(x.shape)}"
-        )
-    if x.shape[2] * x.shape[3] < 1:
-        raise ValueError(f"{name} got an empty spatial map {tuple(x.shape)}")
+from fgvc.ops.checks import check_feature_map
 
 
 def covariance_forward(
@@ -95,7 +87,7 @@ def covariance_pool(x: torch.Tensor) -> torch.Tensor:
         (B, d, d) covariance, centred and divided by M = h * w, in float32 when ``x`` is
         half or bfloat16 (and under autocast), else in ``x``'s dtype.
     """
-    check_feature_map(x)
+    check_feature_map(x, "covariance_pool")
     x = to_full_precision(x)
     with autocast_disabled(x):
         if use_custom_backward(x):

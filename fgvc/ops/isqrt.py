@@ -14,8 +14,9 @@ from fgvc.ops._precision import (
     use_custom_backward,
 )
 from fgvc.ops._workspace import WORKSPACE, Lease, Workspace
-from fgvc.ops.covariance import check_feature_map, covariance_backward, covariance_forward
-from fgvc.ops.sqrtm import check_iterations, sqrtm_backward, sqrtm_forward
+from fgvc.ops.checks import check_feature_map, check_iterations
+from fgvc.ops.covariance import covariance_backward, covariance_forward
+from fgvc.ops.sqrtm import batch_inner, sqrtm_backward, sqrtm_forward
 from fgvc.ops.triu import triu_flat_index, triu_position_index, triu_vec
 
 
@@ -31,12 +32,12 @@ class _ISqrtCov(torch.autograd.Function):
         out, (mean, a, trace, saved) = _forward(x, iterations, index, WORKSPACE)
         ctx.lease = Lease(WORKSPACE, [a, *saved])
         ctx.iterations = iterations
-        ctx.save_for_backward(x, mean, index, out, a, trace, *saved)
+        ctx.save_for_backward(x, mean, out, a, trace, *saved)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_vec: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        x, mean, index, out, a, trace, *saved = ctx.saved_tensors
+        x, mean, out, a, trace, *saved = ctx.saved_tensors
         b, d = a.shape[:2]
         ws = WORKSPACE
         with autocast_disabled(a):
@@ -48,7 +49,7 @@ class _ISqrtCov(torch.autograd.Function):
                 grad_vec.mul(0.5), 1, triu_position_index(d, a.device), out=grad_sym.view(b, -1)
             )
             grad_sym.diagonal(dim1=-2, dim2=-1).mul_(2.0)
-            inner = (grad_vec * out).sum(1)  # <dL/dC, C>: the output is C's upper triangle
+            inner = batch_inner(grad_vec, out, ws)  # <dL/dC, C>: out is C's upper triangle
             grad_sigma = sqrtm_backward(grad_sym, inner, a, trace, saved, ctx.iterations, ws)
             grad_x = covariance_backward(grad_sigma, x, mean, ws, symmetric=True)
         ws.give_back([grad_sym, grad_sigma])

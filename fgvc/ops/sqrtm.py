@@ -32,19 +32,10 @@ import torch
 
 from fgvc.ops._precision import autocast_disabled, to_full_precision, use_custom_backward
 from fgvc.ops._workspace import Workspace, give_back, into
+from fgvc.ops.checks import check_iterations, check_square_batch
 
 #: lower bound on the trace: an all-zero map (dead ReLU features) gives finite values.
 TRACE_EPS = 1e-12
-
-
-def check_iterations(iterations: int) -> None:
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
-
-
-def check_square_batch(cov: torch.Tensor, name: str = "sqrtm_newton_schulz") -> None:
-    if cov.dim() != 3 or cov.shape[1] != cov.shape[2]:
-        raise ValueError(f"{name} expects (B, d, d) matrices, got {tuple(cov.shape)}")
 
 
 def _eye(like: torch.Tensor) -> torch.Tensor:
@@ -234,7 +225,7 @@ def sqrtm_newton_schulz(cov: torch.Tensor, iterations: int = 5) -> torch.Tensor:
         autocast. The gradient is that of the truncated iteration with respect to a
         symmetric ``cov`` (the symmetric part of the elementwise gradient).
     """
-    check_square_batch(cov)
+    check_square_batch(cov, "sqrtm_newton_schulz")
     check_iterations(iterations)
     cov = to_full_precision(cov)
     with autocast_disabled(cov):

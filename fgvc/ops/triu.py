@@ -6,6 +6,8 @@ import functools
 
 import torch
 
+from fgvc.ops.checks import check_square_batch
+
 
 def triu_flat_index(d: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """Flat indices (row * d + col, row <= col) in ``torch.triu_indices`` order.
@@ -43,8 +45,7 @@ def triu_vec(mat: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tens
         mat: batch of square matrices.
         index: optional precomputed ``triu_flat_index(d)`` (a module buffer, e.g. for export).
     """
-    if mat.dim() != 3 or mat.shape[1] != mat.shape[2]:
-        raise ValueError(f"triu_vec expects (B, d, d) matrices, got {tuple(mat.shape)}")
+    check_square_batch(mat, "triu_vec")
     d = mat.shape[1]
     if index is None:
         index = triu_flat_index(d, mat.device)
