@@ -265,8 +265,8 @@ def preprocessing_config(
     """The ``preprocessing`` entry of ``model.json``.
 
     From the DataModule's saved hyperparameters (``image_size``, ``preset`` - None meaning the
-    DataModule's own default -, ``antialias``); ``image_size`` / ``preset`` override them;
-    448 px and the ``generic`` preset when neither says (with a warning).
+    DataModule's own default -, ``antialias``, ``fast_decode``); ``image_size`` / ``preset``
+    override them; 448 px and the ``generic`` preset when neither says (with a warning).
     """
     dm = dict(datamodule_hparams or {})
     source = "checkpoint datamodule hyperparameters" if dm else "defaults"
@@ -290,12 +290,15 @@ def preprocessing_config(
     if image_size is not None or preset is not None:
         source += " with command-line overrides"
     antialias = bool(dm.get("antialias", False))
+    fast_decode = bool(dm.get("fast_decode", True))  # FGVCDataModule's default
     return {
         "image_size": size,
         "preset": chosen,
         "resize": resize_policy(chosen, size),
         "interpolation": "bilinear, antialiased" if antialias else "bilinear (OpenCV)",
         "antialias": antialias,
+        # evaluation decoded JPEGs at 1/2, 1/4 or 1/8 scale where the resize allowed it
+        "fast_decode": fast_decode,
         "color": "RGB",
         "layout": "NCHW float32, (pixel / 255 - mean) / std",
         "mean": list(IMAGENET_MEAN),

@@ -5,8 +5,9 @@
 
 Folders are searched recursively for image files (``fgvc.data.io.IMAGE_EXTENSIONS``, any
 case); files named on the command line are read whatever their extension. Images are decoded
-to RGB (:func:`fgvc.data.io.load_rgb`) and preprocessed exactly as in evaluation
-(``build_transforms(preset, train=False, image_size)``, then the bundle's mean / std), batched,
+to RGB (:func:`fgvc.data.io.read_rgb`) and preprocessed exactly as in evaluation: JPEGs at
+reduced DCT scale where the evaluation did so (``fast_decode`` in ``model.json``), then
+``build_transforms(preset, train=False, image_size)`` and the bundle's mean / std, batched,
 and run through ONNX Runtime (default when the bundle has ``model.onnx``) or PyTorch.
 ``--tta`` averages the logits of each image and its mirror, as ``test_tta`` does in training.
 
@@ -41,11 +42,12 @@ import cv2
 import numpy as np
 import torch
 
-from fgvc.data.io import IMAGE_EXTENSIONS, ImageDecodeError, load_rgb
+from fgvc.data.io import IMAGE_EXTENSIONS, ImageDecodeError, read_rgb
 from fgvc.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     build_transforms,
+    decode_min_size,
     hflip_tta,
     normalize_images,
 )
@@ -102,17 +104,23 @@ class Preprocessor:
         image_size: side S of the square input.
         preset: transform preset (see :func:`fgvc.data.transforms.build_transforms`).
         antialias: antialiased resizing.
+        fast_decode: decode JPEGs at 1/2, 1/4 or 1/8 scale where the resize allows (as the
+            DataModule does by default); False for bundles that do not say.
         mean, std: per-channel normalization (of pixel / 255).
     """
 
     image_size: int
     preset: str = "generic"
     antialias: bool = False
+    fast_decode: bool = False
     mean: Sequence[float] = IMAGENET_MEAN
     std: Sequence[float] = IMAGENET_STD
     _transform: Any = field(default=None, init=False, repr=False)
+    _min_size: tuple[int, int] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.fast_decode:
+            self._min_size = decode_min_size(self.preset, False, self.image_size)
         self._transform = build_transforms(
             self.preset,
             train=False,
@@ -128,6 +136,7 @@ class Preprocessor:
             image_size=int(preprocessing["image_size"]),
             preset=str(preprocessing.get("preset", "generic")),
             antialias=bool(preprocessing.get("antialias", False)),
+            fast_decode=bool(preprocessing.get("fast_decode", False)),
             mean=tuple(preprocessing.get("mean", IMAGENET_MEAN)),
             std=tuple(preprocessing.get("std", IMAGENET_STD)),
         )
@@ -138,7 +147,7 @@ class Preprocessor:
         Raises:
             ImageDecodeError: the file cannot be read or decoded (the message names it).
         """
-        return self.transform(load_rgb(path))
+        return self.transform(read_rgb(path, self._min_size)[0])
 
     def transform(self, image: np.ndarray) -> torch.Tensor:
         """``(3, S, S)`` uint8 tensor from an ``(H, W, 3)`` RGB uint8 array."""

@@ -167,3 +167,28 @@ def test_collect_images_reports_missing(tmp_path):
     found, missing = collect_images([tmp_path, tmp_path / "gone.jpg", tmp_path / "y.txt"])
     assert found == [tmp_path / "x.PNG", tmp_path / "y.txt"]  # named files taken as given
     assert [p for p, _ in missing] == [tmp_path / "gone.jpg"]
+
+
+@pytest.mark.parametrize("fast_decode", [True, False])
+def test_preprocessing_matches_the_datamodules_evaluation(tmp_path, fast_decode):
+    """predict decodes and resizes large JPEGs exactly as validation did."""
+    from fgvc.data import FolderDataModule
+    from fgvc.predict import Preprocessor
+    from tests.test_data_replicas import pattern, write_jpeg
+
+    for split in ("train", "val"):
+        for k, name in enumerate(["a", "b"]):
+            write_jpeg(tmp_path / split / name / "big.jpg", pattern(300, 400, 10 * k + len(split)))
+    dm = FolderDataModule(
+        str(tmp_path), image_size=IMAGE_SIZE, preset="cub", num_workers=0, fast_decode=fast_decode
+    )
+    dm.setup("fit")
+    prep = Preprocessor.from_config(ex.preprocessing_config(dm.hparams, tta=False))
+    assert prep.fast_decode is fast_decode
+    for index, (path, _) in enumerate(dm.val_set.samples):
+        expected, _ = dm.val_set[index]
+        assert torch.equal(prep.load(path), torch.as_tensor(expected)), path
+    # the two decodes differ on these files, so the comparison above can tell them apart
+    other = Preprocessor(IMAGE_SIZE, "cub", fast_decode=not fast_decode)
+    path = dm.val_set.samples[0][0]
+    assert not torch.equal(other.load(path), prep.load(path))
