@@ -194,6 +194,19 @@ def test_resolve_best_checkpoint(tiny_run, tmp_path):
         ex.resolve_checkpoint(tmp_path / "missing.ckpt")
 
 
+def test_unreadable_newest_checkpoint_falls_back_to_the_best_file(tiny_run, tmp_path, caplog):
+    """An interrupted save leaves an empty last.ckpt: the single best-*.ckpt is still found."""
+    _, _, ckpt, _ = tiny_run
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    best = folder / ckpt.name
+    best.write_bytes(ckpt.read_bytes())
+    (folder / "last.ckpt").write_bytes(b"")
+    os.utime(best, (1, 1))  # last.ckpt is the newest
+    assert ex.best_checkpoint_in_run(tmp_path / "run") == best
+    assert "last.ckpt" in caplog.text and "truncated or not a checkpoint" in caplog.text
+
+
 def test_preprocessing_from_datamodule_hparams():
     cli_style = {"_class_path": "fgvc.data.SyntheticDataModule", "image_size": 112, "preset": None}
     prep = ex.preprocessing_config(cli_style, tta=False)

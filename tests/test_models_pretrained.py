@@ -25,6 +25,7 @@ from fgvc.models import (
     CheckpointError,
     build_model,
     convert_authors_state_dict,
+    read_checkpoint,
 )
 from fgvc.utils.download import DownloadError
 from tests.cli_helpers import CodePayload
@@ -317,6 +318,30 @@ def test_missing_file(tmp_path):
         build_model("resnet18", pretrained=path)
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         build_model("resnet18", pretrained=str(path))
+
+
+def test_unreadable_files_are_refused_by_name(tmp_path, small_sd):
+    whole = tmp_path / "whole.pth"
+    torch.save(dict(small_sd), whole)
+    legacy = tmp_path / "legacy.pth"
+    torch.save(dict(small_sd), legacy, _use_new_zipfile_serialization=False)
+    files = {
+        "empty.pth": b"",
+        "text.pth": b"hello, not a checkpoint",
+        "truncated.pth": whole.read_bytes()[: whole.stat().st_size // 2],
+        "legacy-truncated.pth": legacy.read_bytes()[: legacy.stat().st_size // 2],
+        "bad.safetensors": b"12345678 not safetensors",
+    }
+    for name, data in files.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        for mmap in (False, True):
+            with pytest.raises(CheckpointError, match="truncated or not a checkpoint") as info:
+                read_checkpoint(path, mmap=mmap)
+            assert str(path) in str(info.value), name
+        with pytest.raises(CheckpointError, match=name):
+            _small_model(pretrained=path)
+    assert read_checkpoint(legacy, mmap=True).keys() == small_sd.keys()  # read in full
 
 
 def test_torchvision_resnet_file_loads_into_gap_model(tmp_path):

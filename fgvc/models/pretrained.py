@@ -129,16 +129,18 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Mapping[str,
 
     Raises:
         FileNotFoundError: no such file.
-        CheckpointError: the pickle holds something other than tensors and containers.
+        CheckpointError: the pickle holds something other than tensors and containers, or
+            the file is truncated or not a checkpoint at all.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu")
     try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path), device="cpu")
         mmap = mmap and zipfile.is_zipfile(path)  # torch cannot map the legacy format
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
@@ -148,6 +150,12 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Mapping[str,
             f"checkpoints with torch.load(weights_only=True), which never runs code from the "
             f"file ({reason}). Re-save it as a state dict (torch.save(model.state_dict(), f)) "
             f"or as .safetensors."
+        ) from err
+    except (EOFError, KeyError, RuntimeError, ValueError, SafetensorError) as err:  # truncated
+        detail = str(err).strip().splitlines()[0][:120] if str(err).strip() else "no detail"
+        raise CheckpointError(
+            f"cannot read {path} as a checkpoint ({type(err).__name__}: {detail}); it is "
+            f"truncated or not a checkpoint file"
         ) from err
 
 
