@@ -173,9 +173,9 @@ class FGVCCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.classes", "model.class_names", apply_on="instantiate")
 
-    def before_instantiate_classes(self) -> None:
+    def _resolve_last(self) -> None:
         """``fit --ckpt_path last``: continue the newest run of this config in its folder."""
-        if self.subcommand != "fit" or self.config["fit"].get("ckpt_path") != "last":
+        if self.config.get("subcommand") != "fit" or self.config["fit"].get("ckpt_path") != "last":
             return
         config = self.config["fit"]
         loggers = config.trainer.logger
@@ -212,7 +212,9 @@ class FGVCCLI(LightningCLI):
             raise ConfigError(_root_message(err)) from err
 
     def _parse_ckpt_path(self) -> None:
-        # Lightning reads the checkpoint's hyperparameters here: check the file first
+        # Lightning reads the checkpoint's hyperparameters here (before any other hook): find
+        # the file `last` means, then check it like any other
+        self._resolve_last()
         self._ckpt_hparams: dict | None = None
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None

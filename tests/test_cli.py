@@ -312,6 +312,17 @@ def test_resume_without_a_run_is_one_line(workdir, capsys):
     assert len(err) == 1 and "nothing to resume" in err[0]
 
 
+def test_resume_from_a_broken_last_checkpoint_is_one_line(workdir, capsys):
+    """``--ckpt_path last`` goes through the same checks as an explicit path."""
+    cfg = write_config(workdir)
+    last = workdir / "runs" / "tiny" / "version_0" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"PK\x03\x04 cut short by a crash")
+    assert main(["fit", "--config", str(cfg), "--ckpt_path", "last"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "truncated or not a checkpoint" in err[0] and str(last) in err[0]
+
+
 @pytest.mark.slow
 def test_bad_checkpoints_are_refused_in_one_line(workdir, capsys):
     cfg = write_config(workdir, max_epochs=1)
