@@ -63,8 +63,8 @@ from fgvc.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PRESETS,
+    build_transforms,
     normalize_images,
-    resize_side,
 )
 from fgvc.models import CheckpointError, FGVCNet, build_model, load_state_dict_checked
 from fgvc.models.pretrained import extract_state_dict, read_checkpoint
@@ -245,15 +245,12 @@ def _datamodule_default_preset(class_path: Any) -> str:
 
 
 def resize_policy(preset: str, image_size: int) -> str:
-    """Human-readable resize / crop of the eval pipeline of ``preset`` (see build_transforms)."""
-    s, r = image_size, resize_side(preset, image_size)
-    if preset in ("cub", "generic"):
-        return f"resize short side to {r}, center crop {s}x{s}"
-    if preset == "aircraft":
-        return f"resize to {r}x{r}, center crop {s}x{s}"
-    if preset == "cars":
-        return f"resize to {s}x{s}"
-    raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
+    """Human-readable resize / crop of the eval pipeline of ``preset``, read off the
+    pipeline :func:`~fgvc.data.transforms.build_transforms` builds."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
+    resize = build_transforms(preset, False, image_size, normalize=False).transforms[0]
+    return resize.describe()
 
 
 def preprocessing_config(

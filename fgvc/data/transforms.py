@@ -110,6 +110,14 @@ class ResizeCrop(A.ImageOnlyTransform):
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("size", "shortest_side", "crop", "antialias")
 
+    def describe(self) -> str:
+        """In words, e.g. ``"resize short side to 512, center crop 448x448"``."""
+        if self.size is not None:
+            text = f"resize to {self.size[0]}x{self.size[1]}"
+        else:
+            text = f"resize short side to {self.shortest_side}"
+        return text + (f", center crop {self.crop[0]}x{self.crop[1]}" if self.crop else "")
+
 
 def _check(preset: str, image_size: int) -> None:
     if preset not in PRESETS:
