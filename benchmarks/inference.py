@@ -1,7 +1,7 @@
 """Inference speed of the exported ONNX model on ONNX Runtime against eager PyTorch.
 
 One run, same weights and inputs: an iSQRT-COV ResNet-50 (d = 256, N = 5, 200 classes) at
-448 px, exported with fgvc's exporter (fgvc.export.export_onnx, the path of ``fgvc export``),
+448 px, exported with fgvc's exporter (fgvc.deploy.exporters.export_onnx, as ``fgvc export``),
 timed at batch 1 (latency) and batch 32 (throughput) on the CPU, and on CUDA too when a GPU
 is present (ONNX Runtime needs its CUDA provider, i.e. the onnxruntime-gpu package). Top-1 of
 ONNX Runtime is compared with eager PyTorch on the timed batches.
@@ -32,7 +32,7 @@ import onnxruntime as ort
 import torch
 from _timing import time_ms
 
-from fgvc.export import export_onnx, onnx_session, onnx_session_logits
+from fgvc.deploy.exporters import export_onnx, onnx_logits, onnx_session
 from fgvc.models import build_model
 
 
@@ -62,7 +62,7 @@ def ort_runner(
     session: ort.InferenceSession, x: np.ndarray, outputs: dict, key: str
 ) -> Callable[[], object]:
     def run() -> np.ndarray:
-        outputs[key] = onnx_session_logits(session, x)
+        outputs[key] = onnx_logits(session, x)
         return outputs[key]
 
     return run

@@ -21,7 +21,7 @@ from fgvc.data import (
 )
 from fgvc.data.splits import read_split_file, stratified_split
 from fgvc.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from tests.test_data_replicas import (
+from tests.replicas import (
     AIRCRAFT_VARIANTS,
     CAR_NAMES,
     make_aircraft,
@@ -289,7 +289,7 @@ def test_synthetic_prepare_data_generates_once(tmp_path):
 
 
 def test_lightning_cli_links_num_classes_into_the_model(tmp_path, monkeypatch):
-    from fgvc.lightning_cli import FGVCCLI
+    from fgvc.train.cli import FGVCCLI
 
     monkeypatch.setattr("sys.argv", ["fgvc"])
 

@@ -12,7 +12,7 @@ import torchvision
 from PIL import Image
 
 from fgvc.data import CUB200, FGVCAircraft, FolderDataset, ImageDecodeError, StanfordCars
-from tests.test_data_replicas import (
+from tests.replicas import (
     AIRCRAFT_FAMILIES,
     AIRCRAFT_MAKERS,
     AIRCRAFT_VARIANTS,

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from fgvc.data.io import ImageDecodeError, jpeg_header, load_rgb, read_rgb, reduction_factor
-from tests.test_data_replicas import pattern, write_jpeg
+from tests.replicas import pattern, write_jpeg
 
 
 def _assert_rgb(image, shape):

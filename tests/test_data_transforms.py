@@ -17,7 +17,7 @@ from fgvc.data.transforms import (
     hflip_tta,
     normalize_images,
 )
-from tests.test_data_replicas import BANNER_RGB, make_aircraft, make_cub, pattern
+from tests.replicas import BANNER_RGB, make_aircraft, make_cub, pattern
 
 SIZE = 64
 IMAGE = pattern(90, 130, 11)  # landscape, not a multiple of anything

@@ -9,18 +9,24 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from fgvc.module import FGVCClassifier
+from fgvc.data.preprocessing import EvalPreprocessing
+from fgvc.train.module import FGVCClassifier
 
 CLASS_NAMES = ["Black-footed albatross", 'a/b, "c"', "Grünfink 鳥 ✓"]
 IMAGE_SIZE = 32
 
 
 class TinyData(pl.LightningDataModule):
-    """Random tensors; saves the hyperparameters that model.json's preprocessing comes from."""
+    """Random tensors; records its evaluation preprocessing in checkpoints as the fgvc
+    DataModules do (``state_dict``)."""
 
     def __init__(self, image_size: int = IMAGE_SIZE, preset: str = "cub", antialias: bool = False):
         super().__init__()
         self.save_hyperparameters()
+        self.eval_preprocessing = EvalPreprocessing(image_size, preset, antialias=antialias)
+
+    def state_dict(self) -> dict:
+        return {"eval_preprocessing": self.eval_preprocessing.to_dict()}
 
     def _loader(self) -> DataLoader:
         gen = torch.Generator().manual_seed(0)

@@ -39,6 +39,7 @@ from fgvc.data.base import ImageDataset
 from fgvc.data.cars import StanfordCars
 from fgvc.data.cub import CUB200
 from fgvc.data.folder import FolderDataset
+from fgvc.data.preprocessing import EvalPreprocessing
 from fgvc.data.sampler import EpochSeededSampler
 from fgvc.data.splits import read_split_file, stratified_split, write_split_file
 from fgvc.data.synthetic import (
@@ -48,7 +49,7 @@ from fgvc.data.synthetic import (
     synth_folder,
     synthetic_class_names,
 )
-from fgvc.data.transforms import PRESETS, build_transforms, decode_min_size, normalize_images
+from fgvc.data.transforms import build_transforms, decode_min_size, normalize_images
 
 SPLIT_FILE = "val_split.json"
 DEFAULT_VAL_FRACTION = 0.1
@@ -114,16 +115,16 @@ class FGVCDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         preset = preset or self.default_preset
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
+        # validates image_size and preset; the evaluation pipeline is built from it
+        self.eval_preprocessing = EvalPreprocessing(
+            image_size=image_size, preset=preset, antialias=antialias, fast_decode=fast_decode
+        )
         if val_split is not None and not 0.0 <= val_split < 1.0:
             raise ValueError(f"val_split must be in [0, 1) or None, got {val_split}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        if image_size < 8:
-            raise ValueError(f"image_size must be >= 8, got {image_size}")
         self.save_hyperparameters()
         self.root = root
         self.batch_size = batch_size
@@ -186,16 +187,28 @@ class FGVCDataModule(pl.LightningDataModule):
         return self.train_split_name
 
     def _transform(self, train: bool) -> tuple[Any, tuple[int, int] | None]:
+        """(pipeline, decode size) of the training or the evaluation samples."""
+        normalize = not self.normalize_on_device
+        if not train:
+            prep = self.eval_preprocessing
+            return prep.transform(normalize=normalize), prep.decode_min_size
         transform = build_transforms(
             self.preset,
-            train=train,
+            train=True,
             image_size=self.image_size,
-            normalize=not self.normalize_on_device,
+            normalize=normalize,
             antialias=self.antialias,
-            seed=self.seed if train else None,
+            seed=self.seed,
         )
-        min_size = decode_min_size(self.preset, train, self.image_size)
+        min_size = decode_min_size(self.preset, True, self.image_size)
         return transform, (min_size if self.fast_decode else None)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved into every checkpoint: what export and predict replay."""
+        return {"eval_preprocessing": self.eval_preprocessing.to_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Nothing to restore: the preprocessing comes from the config."""
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self.train_set is None:

@@ -23,6 +23,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from fgvc.errors import ImageDecodeError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 # EXIF orientation is ignored, as Pillow's (torchvision's, the authors') loader ignores it
@@ -34,10 +36,6 @@ _REDUCED = {
     8: cv2.IMREAD_REDUCED_COLOR_8,
 }
 _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
-class ImageDecodeError(OSError):
-    """An image file is missing, truncated or not an image."""
 
 
 def jpeg_header(data: bytes) -> tuple[int, int, int] | None:

@@ -14,6 +14,7 @@ from fgvc.models.pretrained import (
     load_state_dict_checked,
     read_checkpoint,
 )
+from fgvc.models.spec import NetSpec
 
 __all__ = [
     "ARCHS",
@@ -25,6 +26,7 @@ __all__ = [
     "CheckpointError",
     "CovarianceHead",
     "FGVCNet",
+    "NetSpec",
     "ResNetTrunk",
     "build_model",
     "convert_authors_state_dict",

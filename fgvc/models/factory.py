@@ -4,27 +4,31 @@ from __future__ import annotations
 
 import os
 
-from fgvc.models.backbone import ResNetTrunk, check_arch, check_last_stride
-from fgvc.models.heads import REPRESENTATIONS, AvgPoolHead, CovarianceHead
+from fgvc.models.backbone import ResNetTrunk
+from fgvc.models.heads import AvgPoolHead, CovarianceHead
 from fgvc.models.net import FGVCNet
 from fgvc.models.pretrained import check_source, load_pretrained
-from fgvc.ops.checks import check_iterations, check_positive_int
+from fgvc.models.spec import NetSpec
 
 
 def build_model(
-    arch: str = "resnet50",
-    num_classes: int = 1000,
-    representation: str = "isqrt",
-    reduce_dim: int = 256,
-    iterations: int = 5,
+    arch: str | NetSpec = NetSpec.arch,
+    num_classes: int | None = None,
+    representation: str | None = None,
+    reduce_dim: int | None = None,
+    iterations: int | None = None,
     pretrained: str | os.PathLike | None = None,
     last_stride: int | None = None,
     progress: bool = True,
 ) -> FGVCNet:
     """Build an iSQRT-COV (or average-pooling) ResNet classifier.
 
+    ``build_model(spec)`` takes a :class:`~fgvc.models.spec.NetSpec`; the keyword form
+    ``build_model("resnet50", num_classes=200, ...)`` builds one from the fields given (the
+    others take :class:`NetSpec`'s defaults).
+
     Args:
-        arch: one of :data:`fgvc.models.ARCHS` (torchvision ResNets, built with weights=None).
+        arch: a :class:`NetSpec`, or one of :data:`fgvc.models.ARCHS`.
         num_classes: classifier outputs.
         representation: ``"isqrt"`` (1x1 conv to ``reduce_dim`` -> BN -> ReLU -> iSQRT-COV,
             d (d + 1) / 2 features) or ``"gap"`` (global average pooling, 512/2048 features).
@@ -39,29 +43,31 @@ def build_model(
 
     Raises:
         ValueError: an invalid argument, or a checkpoint that does not fit.
+        TypeError: a spec together with separate spec fields.
     """
-    check_arch(arch)
-    if representation not in REPRESENTATIONS:
-        raise ValueError(
-            f"unknown representation {representation!r}; choose one of {', '.join(REPRESENTATIONS)}"
-        )
-    check_positive_int("num_classes", num_classes)
-    check_positive_int("reduce_dim", reduce_dim)
-    check_iterations(iterations)
-    if last_stride is None:
-        last_stride = 1 if representation == "isqrt" else 2
-    check_last_stride(last_stride)
+    fields = {
+        "num_classes": num_classes,
+        "representation": representation,
+        "reduce_dim": reduce_dim,
+        "iterations": iterations,
+        "last_stride": last_stride,
+    }
+    if isinstance(arch, NetSpec):
+        given = [name for name, value in fields.items() if value is not None]
+        if given:
+            raise TypeError(f"build_model(spec) takes no separate {', '.join(given)}")
+        spec = arch
+    else:
+        spec = NetSpec(arch=arch, **{k: v for k, v in fields.items() if v is not None})
     if pretrained is not None:
-        check_source(
-            pretrained, arch, representation, reduce_dim if representation == "isqrt" else None
-        )
+        check_source(pretrained, spec)
 
-    backbone = ResNetTrunk(arch, last_stride)
-    if representation == "isqrt":
-        head = CovarianceHead(backbone.out_channels, reduce_dim, iterations)
+    backbone = ResNetTrunk(spec.arch, spec.last_stride)
+    if spec.representation == "isqrt":
+        head = CovarianceHead(backbone.out_channels, spec.reduce_dim, spec.iterations)
     else:
         head = AvgPoolHead(backbone.out_channels)
-    model = FGVCNet(backbone, head, num_classes, arch, representation)
+    model = FGVCNet(backbone, head, spec)
     if pretrained is not None:
         load_pretrained(model, pretrained, progress=progress)
     return model

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
+
+from fgvc.models.spec import NetSpec
 
 
 class FGVCNet(nn.Module):
@@ -15,25 +19,31 @@ class FGVCNet(nn.Module):
         backbone: stem to layer4 (:class:`~fgvc.models.backbone.ResNetTrunk`).
         head: :class:`~fgvc.models.heads.CovarianceHead` or :class:`~fgvc.models.heads.AvgPoolHead`.
         classifier: ``nn.Linear(feature_dim, num_classes)``.
-        arch, representation, num_classes, feature_dim: what was built.
+        spec: the :class:`~fgvc.models.spec.NetSpec` it was built from (with the current
+            ``num_classes``).
+        feature_dim: length of the image vector the head gives the classifier.
     """
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        head: nn.Module,
-        num_classes: int,
-        arch: str,
-        representation: str,
-    ) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module, spec: NetSpec) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.feature_dim: int = head.output_dim
         # nn.Linear's default init (uniform, +-1/sqrt(feature_dim)), as the authors' fc.
-        self.classifier = nn.Linear(self.feature_dim, num_classes)
-        self.arch = arch
-        self.representation = representation
+        self.classifier = nn.Linear(self.feature_dim, spec.num_classes)
+        self._spec = spec
+
+    @property
+    def spec(self) -> NetSpec:
+        return dataclasses.replace(self._spec, num_classes=self.num_classes)
+
+    @property
+    def arch(self) -> str:
+        return self._spec.arch
+
+    @property
+    def representation(self) -> str:
+        return self._spec.representation
 
     @property
     def num_classes(self) -> int:
@@ -57,7 +67,4 @@ class FGVCNet(nn.Module):
             self.classifier.reset_parameters()
 
     def extra_repr(self) -> str:
-        return (
-            f"arch={self.arch!r}, representation={self.representation!r}, "
-            f"feature_dim={self.feature_dim}, num_classes={self.num_classes}"
-        )
+        return f"spec={self.spec.describe()!r}, feature_dim={self.feature_dim}"

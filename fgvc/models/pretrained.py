@@ -30,8 +30,10 @@ from urllib.parse import urlparse
 
 import torch
 
+from fgvc.errors import CheckpointError
 from fgvc.models.backbone import TRUNK_CHILDREN, imagenet_weights
 from fgvc.models.net import FGVCNet
+from fgvc.models.spec import NetSpec
 from fgvc.utils.download import DownloadError, download_url
 
 logger = logging.getLogger(__name__)
@@ -85,10 +87,6 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 # Longest key lists printed in a mismatch error.
 _MAX_LISTED = 10
-
-
-class CheckpointError(ValueError):
-    """A checkpoint could not be read safely or does not match the model."""
 
 
 def hub_checkpoint_dir() -> Path:
@@ -264,19 +262,16 @@ def load_state_dict_checked(
         if mismatched:
             parts.append(f"shape mismatches ({len(mismatched)}): {_listing(mismatched)}")
         raise CheckpointError(
-            f"{origin} does not match the model (arch={model.arch}, "
-            f"representation={model.representation}, feature_dim={model.feature_dim}, "
-            f"num_classes={model.num_classes}); " + "; ".join(parts)
+            f"{origin} does not match the model ({model.spec.describe()}, "
+            f"feature_dim={model.feature_dim}); " + "; ".join(parts)
         )
     # Keys and shapes are checked above; strict=False only lets scope and the skipped
     # classifier/counters keep their current values.
     model.load_state_dict(state, strict=False)
 
 
-def check_source(
-    source: str | os.PathLike, arch: str, representation: str, reduce_dim: int | None
-) -> None:
-    """Fail early (before building anything) when a named source cannot fit the model."""
+def check_source(source: str | os.PathLike, spec: NetSpec) -> None:
+    """Fail early (before building anything) when a named source cannot fit ``spec``."""
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(
             f"pretrained must be None, {' or '.join(map(repr, NAMED_SOURCES))} or a path, "
@@ -284,22 +279,18 @@ def check_source(
         )
     if source != "isqrt-imagenet":
         return
-    if arch not in AUTHORS_CHECKPOINTS:
+    if spec.arch not in AUTHORS_CHECKPOINTS:
         raise ValueError(
             f"pretrained='isqrt-imagenet' exists for {', '.join(AUTHORS_CHECKPOINTS)} only, "
-            f"not {arch}; use pretrained='imagenet' for torchvision's backbone weights"
+            f"not {spec.arch}; use pretrained='imagenet' for torchvision's backbone weights"
         )
-    entry = AUTHORS_CHECKPOINTS[arch]
-    if representation != "isqrt" or reduce_dim != entry.reduce_dim:
+    entry = AUTHORS_CHECKPOINTS[spec.arch]
+    if spec.representation != "isqrt" or spec.reduce_dim != entry.reduce_dim:
         raise ValueError(
             f"pretrained='isqrt-imagenet' needs representation='isqrt' and "
             f"reduce_dim={entry.reduce_dim} (the authors' model), got "
-            f"representation={representation!r}, reduce_dim={reduce_dim}"
+            f"representation={spec.representation!r}, reduce_dim={spec.reduce_dim}"
         )
-
-
-def _reduce_dim(model: FGVCNet) -> int | None:
-    return getattr(model.head, "reduce_dim", None)
 
 
 def load_pretrained(model: FGVCNet, source: str | os.PathLike, progress: bool = True) -> FGVCNet:
@@ -316,7 +307,7 @@ def load_pretrained(model: FGVCNet, source: str | os.PathLike, progress: bool = 
         DownloadError: a download failed (the message names the URL and where to put the
             file by hand) or the checksum did not match.
     """
-    check_source(source, model.arch, model.representation, _reduce_dim(model))
+    check_source(source, model.spec)
     if isinstance(source, str) and source == "imagenet":
         _load_torchvision_imagenet(model, progress)
     elif isinstance(source, str) and source == "isqrt-imagenet":

@@ -19,11 +19,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from fgvc.errors import DownloadError
+
 CHUNK = 1 << 20
-
-
-class DownloadError(RuntimeError):
-    """A download failed (offline, HTTP error) or its checksum did not match."""
 
 
 def _hashers(algorithms: list[str]) -> dict[str, Any]:

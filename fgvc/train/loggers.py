@@ -138,3 +138,10 @@ def active_wandb_loggers(trainer: pl.Trainer) -> list[WandbLogger]:
         for logger in trainer.loggers
         if isinstance(logger, WandbLogger) and logger.wandb_mode != "disabled"
     ]
+
+
+def finish_wandb(trainer: pl.Trainer) -> None:
+    """One command, one W&B run: close it so that everything is flushed to disk now."""
+    for logger in trainer.loggers:  # disabled-mode runs too: wandb keeps them current
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger._experiment.finish()

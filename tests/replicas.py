@@ -1,8 +1,8 @@
 """Hand-made, tiny replicas of the dataset layouts, written with known contents.
 
 The writers here use Pillow and scipy directly (never ``fgvc`` code), so the tests compare
-``fgvc``'s parsers and decoders against an independent truth. The ``test_*`` functions at
-the bottom check that the replicas are what they claim to be.
+``fgvc``'s parsers and decoders against an independent truth. ``tests/test_replicas.py``
+checks that the replicas are what they claim to be.
 """
 
 from __future__ import annotations
@@ -303,22 +303,3 @@ def make_folders(root: Path, splits: dict[str, dict[str, int]]) -> Path:
 
 
 # -- the replicas are what they claim to be ---------------------------------------------------
-def test_cub_replica_special_modes(tmp_path):
-    replica = make_cub(tmp_path)
-    assert Image.open(replica.special["L"]).mode == "L"
-    assert Image.open(replica.special["CMYK"]).mode == "CMYK"
-
-
-def test_cars_replica_one_record_struct_is_zero_d_with_squeeze(tmp_path):
-    path = tmp_path / "one.mat"
-    record = dict(bbox_x1=1, bbox_y1=2, bbox_x2=3, bbox_y2=4, fname="00001.jpg") | {"class": 3}
-    sio.savemat(path, {"annotations": _struct([record], CAR_FIELDS)})
-    assert sio.loadmat(path, squeeze_me=True)["annotations"].ndim == 0  # the documented pitfall
-
-
-def test_aircraft_replica_has_banner_and_leading_zeros(tmp_path):
-    replica = make_aircraft(tmp_path)
-    path, _ = replica.samples["variant/train"][0]
-    pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
-    assert Path(path).stem.startswith("0")
-    assert np.abs(pixels[-BANNER + 2 :] - BANNER_RGB).max() < 40

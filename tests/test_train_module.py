@@ -9,7 +9,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from fgvc.module import FGVCClassifier, Schedule
+from fgvc.train.module import FGVCClassifier
+from fgvc.train.optim import Schedule
 
 TINY = dict(arch="resnet18", num_classes=4, reduce_dim=8, iterations=3, pretrained=None)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -12,10 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from fgvc import export as ex
+from fgvc.commands.predict import main as predict_main
 from fgvc.data.io import load_rgb
 from fgvc.data.transforms import build_transforms
-from fgvc.predict import collect_images, predict_main
+from fgvc.deploy.export import export_checkpoint
+from fgvc.deploy.predict import collect_images
+from fgvc.export import load
 from tests.tiny import CLASS_NAMES, IMAGE_SIZE
 
 
@@ -24,7 +27,7 @@ def setup(tmp_path_factory, tiny_run):
     """(bundle folder, checkpoint, image folder) for a tiny trained model."""
     root = tmp_path_factory.mktemp("predict")
     _, _, ckpt, _ = tiny_run
-    bundle = ex.export_checkpoint(ckpt, root / "bundle")
+    bundle = export_checkpoint(ckpt, root / "bundle")
     folder = root / "images"
     (folder / "sub").mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -120,7 +123,7 @@ def test_backends_and_checkpoint_agree(setup):
 
 def hand_tta(bundle: Path, image: Path) -> tuple[np.ndarray, np.ndarray]:
     """Softmax of the plain logits and of the mean of image and mirror logits, by hand."""
-    model = ex.load(bundle)
+    model = load(bundle).net
     transform = build_transforms("cub", train=False, image_size=IMAGE_SIZE)  # normalized
     x = transform(image=load_rgb(image))["image"][None]
     with torch.no_grad():
@@ -134,8 +137,9 @@ def test_flip_tta(setup, backend):
     bundle, _, folder = setup
     args = [str(folder / "a.png"), str(folder / "sym.png"), "--model", str(bundle)]
     args += ["--topk", "3", "--backend", backend]
-    plain = probs_of(predict_json(args))
+    plain = probs_of(predict_json([*args, "--no-tta"]))
     tta = probs_of(predict_json([*args, "--tta"]))
+    assert probs_of(predict_json(args)) == tta  # the bundle's setting: the run's test_tta
     # a mirror-symmetric image: TTA changes nothing
     np.testing.assert_allclose(tta["sym.png"], plain["sym.png"], atol=1e-6)
     # otherwise: the softmax of the mean of both views' logits
@@ -171,10 +175,10 @@ def test_collect_images_reports_missing(tmp_path):
 
 @pytest.mark.parametrize("fast_decode", [True, False])
 def test_preprocessing_matches_the_datamodules_evaluation(tmp_path, fast_decode):
-    """predict decodes and resizes large JPEGs exactly as validation did."""
+    """The preprocessing a bundle replays decodes and resizes large JPEGs exactly as
+    validation did."""
     from fgvc.data import FolderDataModule
-    from fgvc.predict import Preprocessor
-    from tests.test_data_replicas import pattern, write_jpeg
+    from tests.replicas import pattern, write_jpeg
 
     for split in ("train", "val"):
         for k, name in enumerate(["a", "b"]):
@@ -183,12 +187,12 @@ def test_preprocessing_matches_the_datamodules_evaluation(tmp_path, fast_decode)
         str(tmp_path), image_size=IMAGE_SIZE, preset="cub", num_workers=0, fast_decode=fast_decode
     )
     dm.setup("fit")
-    prep = Preprocessor.from_config(ex.preprocessing_config(dm.hparams, tta=False))
+    prep = dm.eval_preprocessing
     assert prep.fast_decode is fast_decode
     for index, (path, _) in enumerate(dm.val_set.samples):
         expected, _ = dm.val_set[index]
         assert torch.equal(prep.load(path), torch.as_tensor(expected)), path
     # the two decodes differ on these files, so the comparison above can tell them apart
-    other = Preprocessor(IMAGE_SIZE, "cub", fast_decode=not fast_decode)
+    other = dataclasses.replace(prep, fast_decode=not fast_decode)
     path = dm.val_set.samples[0][0]
     assert not torch.equal(other.load(path), prep.load(path))

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 import fgvc.data.download as download
-from fgvc.cli import main as fgvc_main
+from fgvc.commands.data import main
+from fgvc.commands.main import main as fgvc_main
 from fgvc.data import CUB200, FGVCAircraft
-from fgvc.data.cli import main
 from fgvc.data.download import DatasetSource
-from tests.test_data_replicas import make_aircraft, make_cars_folders, make_cub, make_folders
+from tests.replicas import make_aircraft, make_cars_folders, make_cub, make_folders
 
 
 def _tar(archive: Path, source_root: Path, members: list[str]) -> str:
@@ -183,8 +183,10 @@ def test_synth_command(tmp_path, capsys):
     args += ["--test-per-class", "1", "--size", "40", "--seed", "3"]
     assert main(args) == 0
     assert len(CUB200(tmp_path / "synthetic", "train")) == 6
-    assert main(args) == 1  # never overwritten
-    assert "exists" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(args) == 2  # never overwritten: a usage error, one line
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fgvc data: error: ") and "exists" in err[0]
     assert main(["check", "synthetic", "--root", str(tmp_path), "--workers", "1"]) == 0
 
 

@@ -1,7 +1,7 @@
 """End-of-evaluation reports: per-class accuracy, most-confused pairs, sample predictions.
 
 Written to the run folder as CSV for everyone, and to Weights & Biases (tables, a confusion
-matrix, captioned images) when a :class:`~fgvc.loggers.WandbLogger` is attached.
+matrix, captioned images) when a :class:`~fgvc.train.loggers.WandbLogger` is attached.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 
 from fgvc.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from fgvc.loggers import WandbLogger, active_wandb_loggers
+from fgvc.train.loggers import WandbLogger, active_wandb_loggers
 
 
 def per_class_accuracy(confmat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,7 +45,7 @@ class EvalReports(pl.Callback):
     """Per-class reports at the end of each validation and test epoch.
 
     Needs the module to keep a synced ``confmat[stage]`` (``MulticlassConfusionMatrix``)
-    and ``class_names``, as :class:`fgvc.module.FGVCClassifier` does.
+    and ``class_names``, as :class:`fgvc.train.module.FGVCClassifier` does.
 
     Args:
         num_samples: images of the first evaluation batch logged with their predictions.

@@ -32,54 +32,8 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from fgvc.data.transforms import hflip_tta
-from fgvc.models import build_model
-
-GROUPS = ("backbone", "head", "classifier")
-
-
-class Schedule:
-    """Learning-rate factor per optimizer step (picklable, so checkpoints carry it).
-
-    Args:
-        kind: ``"step"`` (multiply by ``gamma`` at each milestone epoch), ``"cosine"``
-            (linear warmup over ``warmup_epochs``, then cosine to 0 at the last step) or
-            ``"constant"``.
-        steps_per_epoch: optimizer steps in one epoch.
-        total_steps: optimizer steps in the whole run.
-        frozen_epochs: epochs during which the factor is 0 (backbone groups only).
-    """
-
-    def __init__(
-        self,
-        kind: str,
-        steps_per_epoch: int,
-        total_steps: int,
-        milestones: list[int],
-        gamma: float,
-        warmup_epochs: float,
-        frozen_epochs: int = 0,
-    ) -> None:
-        self.kind = kind
-        self.steps_per_epoch = max(1, steps_per_epoch)
-        self.total_steps = max(1, total_steps)
-        self.milestones = sorted(milestones)
-        self.gamma = gamma
-        self.warmup_steps = round(warmup_epochs * self.steps_per_epoch)
-        self.frozen_epochs = frozen_epochs
-
-    def __call__(self, step: int) -> float:
-        epoch = step // self.steps_per_epoch
-        if epoch < self.frozen_epochs:
-            return 0.0
-        if self.kind == "constant":
-            return 1.0
-        if self.kind == "step":
-            return self.gamma ** sum(epoch >= m for m in self.milestones)
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        span = max(1, self.total_steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / span)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+from fgvc.models import NetSpec, build_model
+from fgvc.train.optim import Schedule, parameter_groups
 
 
 def _accuracy_metrics(num_classes: int, prefix: str, suffix: str = "") -> MetricCollection:
@@ -121,14 +75,14 @@ class FGVCClassifier(pl.LightningModule):
 
     def __init__(
         self,
-        arch: str = "resnet50",
-        num_classes: int = 200,
+        arch: str = NetSpec.arch,
+        num_classes: int = NetSpec.num_classes,
         class_names: list[str] | None = None,
-        representation: Literal["isqrt", "gap"] = "isqrt",
-        reduce_dim: int = 256,
-        iterations: int = 5,
+        representation: Literal["isqrt", "gap"] = NetSpec.representation,
+        reduce_dim: int = NetSpec.reduce_dim,
+        iterations: int = NetSpec.iterations,
         pretrained: str | None = None,
-        last_stride: int | None = None,
+        last_stride: int | None = NetSpec.last_stride,
         optimizer: Literal["sgd", "adamw"] = "sgd",
         lr: float = 1.2e-3,
         momentum: float = 0.9,
@@ -152,15 +106,8 @@ class FGVCClassifier(pl.LightningModule):
             )
         self.save_hyperparameters()
         _check_recipe(self.hparams)
-        self.model = build_model(
-            arch=arch,
-            num_classes=num_classes,
-            representation=representation,
-            reduce_dim=reduce_dim,
-            iterations=iterations,
-            pretrained=pretrained,
-            last_stride=last_stride,
-        )
+        spec = NetSpec(arch, num_classes, representation, reduce_dim, iterations, last_stride)
+        self.model = build_model(spec, pretrained=pretrained)
         self.class_names = (
             list(class_names) if class_names else [str(i) for i in range(num_classes)]
         )
@@ -178,6 +125,11 @@ class FGVCClassifier(pl.LightningModule):
         self.confmat = nn.ModuleDict(
             {s: MulticlassConfusionMatrix(num_classes) for s in ("val", "test")}
         )
+
+    @property
+    def spec(self) -> NetSpec:
+        """The network's architecture (what checkpoints and bundles record)."""
+        return self.model.spec
 
     # ----------------------------------------------------------------- forward
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -248,28 +200,7 @@ class FGVCClassifier(pl.LightningModule):
             "head": hp.lr_mult_head,
             "classifier": hp.lr_mult_classifier,
         }
-        groups = []
-        for name in GROUPS:
-            module: nn.Module = getattr(self.model, name)
-            decay, no_decay = [], []
-            for sub in module.modules():
-                for pname, param in sub.named_parameters(recurse=False):
-                    if not param.requires_grad:
-                        continue
-                    is_norm = isinstance(sub, nn.modules.batchnorm._NormBase | nn.GroupNorm)
-                    (no_decay if is_norm or pname == "bias" else decay).append(param)
-            for params, wd, tag in ((decay, hp.weight_decay, ""), (no_decay, 0.0, "_no_decay")):
-                if params:
-                    groups.append(
-                        {
-                            "params": params,
-                            "lr": hp.lr * mults[name],
-                            "weight_decay": wd,
-                            "name": f"{name}{tag}",
-                            "group": name,
-                        }
-                    )
-        return groups
+        return parameter_groups(self.model, hp.lr, hp.weight_decay, mults)
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams

@@ -1,18 +1,24 @@
-"""``fgvc data download|check|synth``."""
+"""``fgvc data download|check|synth``: get, check and synthesize datasets.
+
+Exit codes as every ``fgvc`` command (:mod:`fgvc.commands.runner`); ``check`` exits 1 when
+it found a problem.
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
 
+from fgvc.commands.runner import CommandParser, run
 from fgvc.data.check import CHECKABLE, check_dataset
 from fgvc.data.synthetic import SYNTH_FOLDER, SynthConfig, make_synthetic
-from fgvc.utils.download import DownloadError
+from fgvc.errors import UsageError
+
+PROG = "fgvc data"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fgvc data", description="Get, check and synthesize fine-grained datasets."
+    parser = CommandParser(
+        prog=PROG, description="Get, check and synthesize fine-grained datasets."
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -57,13 +63,9 @@ def _download(args: argparse.Namespace) -> int:
             return 1
         print(f"\nfound: {layout} layout in {folder}")
         return 0
-    try:
-        folder = download_dataset(
-            args.dataset, args.root, progress=not args.no_progress, keep_archive=args.keep_archive
-        )
-    except DownloadError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    folder = download_dataset(
+        args.dataset, args.root, progress=not args.no_progress, keep_archive=args.keep_archive
+    )
     print(f"{args.dataset}: {folder}")
     return 0
 
@@ -71,9 +73,8 @@ def _download(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     try:
         report = check_dataset(args.dataset, args.root, workers=args.workers)
-    except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except (OSError, ValueError) as err:  # no dataset there at all
+        raise UsageError(str(err)) from err
     for message in report.bad_files:
         print(f"bad file: {message}")
     for message in report.problems:
@@ -97,16 +98,16 @@ def _synth(args: argparse.Namespace) -> int:
     try:
         folder = make_synthetic(args.root, config, folder=args.name)
     except (FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        raise UsageError(str(err)) from err
     print(f"synthetic dataset written to {folder}")
     return 0
 
 
 def main(argv: list[str]) -> int:
     """Run ``fgvc data ...`` with ``argv`` (the words after ``data``); returns the exit code."""
-    try:
+
+    def body() -> int:
         args = _parser().parse_args(argv)
-    except SystemExit as exit_:  # argparse: --help or a usage error
-        return int(exit_.code or 0)
-    return {"download": _download, "check": _check, "synth": _synth}[args.command](args)
+        return {"download": _download, "check": _check, "synth": _synth}[args.command](args)
+
+    return run(PROG, body)

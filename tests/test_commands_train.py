@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from fgvc.cli import main
+from fgvc.commands.main import main
 from tests.cli_helpers import CodePayload
 from tests.wandb_records import artifacts, config_keys, history_keys
 
@@ -36,7 +36,7 @@ def write_config(tmp: Path, **trainer) -> Path:
                     "init_args": {"save_dir": str(tmp / "runs"), "name": "tiny"},
                 },
                 {
-                    "class_path": "fgvc.loggers.WandbLogger",
+                    "class_path": "fgvc.train.loggers.WandbLogger",
                     "init_args": {
                         "project": "fgvc-tests",
                         "name": "tiny",
@@ -99,7 +99,7 @@ def workdir(tmp_path, monkeypatch):
 
 
 def subprocess_env() -> dict[str, str]:
-    """The environment (as ``workdir`` set it) for ``python -m fgvc.cli`` in a child."""
+    """The environment (as ``workdir`` set it) for ``python -m fgvc`` in a child."""
     return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
@@ -181,17 +181,24 @@ def test_fit_then_test_round_trip(workdir, capsys, monkeypatch):
 
 def test_unknown_config_key_fails_clearly(workdir, capsys):
     cfg = write_config(workdir)
-    with pytest.raises(SystemExit) as exc:
-        main(["fit", "--config", str(cfg), "--model.learning_rate", "0.1"])
-    assert exc.value.code == 2
-    assert "learning_rate" in capsys.readouterr().err
+    assert main(["fit", "--config", str(cfg), "--model.learning_rate", "0.1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fgvc fit: error: "), err
+    assert "learning_rate" in err[0]
+    config = yaml.safe_load(cfg.read_text())
+    config["model"]["learning_rate"] = 0.1  # the same mistake inside the config file
+    cfg.write_text(yaml.safe_dump(config))
+    assert main(["validate", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fgvc validate: error: "), err
+    assert "learning_rate" in err[0]
 
 
 def test_bad_config_value_is_one_line(workdir, capsys):
     cfg = write_config(workdir)
     assert main(["fit", "--config", str(cfg), "--model.lr", "-1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["fgvc: error: model.lr must be > 0, got -1.0"]
+    assert err == ["fgvc fit: error: model.lr must be > 0, got -1.0"]
     assert not (workdir / "runs" / "tiny").exists()
 
 
@@ -199,7 +206,7 @@ def test_bad_config_value_is_one_line(workdir, capsys):
 def test_two_process_ddp_metrics_cover_both_shards(workdir):
     cfg = write_config(workdir, devices=2, strategy="ddp", max_epochs=1)
     proc = subprocess.run(
-        [sys.executable, "-m", "fgvc.cli", "fit", "--config", str(cfg)],
+        [sys.executable, "-m", "fgvc", "fit", "--config", str(cfg)],
         cwd=workdir,
         env=subprocess_env(),
         capture_output=True,
@@ -230,9 +237,7 @@ def test_two_process_ddp_metrics_cover_both_shards(workdir):
 def test_shipped_configs_parse(name, capsys):
     """Every config in configs/ is valid for the CLI (keys, types, class paths)."""
     cfg = REPO / "configs" / name
-    with pytest.raises(SystemExit) as exc:
-        main(["fit", "--config", str(cfg), "--print_config"])
-    assert exc.value.code == 0
+    assert main(["fit", "--config", str(cfg), "--print_config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["representation"] == "isqrt"
     assert printed["data"]["class_path"].startswith("fgvc.data.")
@@ -249,8 +254,8 @@ def test_corrupt_image_during_fit_is_one_line(workdir, capsys):
     victim = sorted((folder / "images").rglob("*.jpg"))[0]
     victim.write_bytes(b"\xff\xd8\xff\xe0 truncated")
     code = main(["fit", "--config", str(cfg), "--data.init_args.val_split", "0"])
-    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fgvc:")]
-    assert code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fgvc")]
+    assert code == 1  # a failure during the work, not a usage error
     assert len(err) == 1 and victim.name in err[0] and "replace it" in err[0], err
 
 
@@ -274,7 +279,7 @@ def test_sigterm_then_resume_equals_uninterrupted_run(workdir, monkeypatch):
         [
             sys.executable,
             "-m",
-            "fgvc.cli",
+            "fgvc",
             "fit",
             "--config",
             "tiny.yaml",

@@ -1,4 +1,4 @@
-"""fgvc export: bundle contents, checks against PyTorch, atomic writing, checkpoint discovery.
+"""fgvc export: bundle contents, verification against PyTorch, atomic writing, loading.
 
 The checkpoint comes from the ``tiny_run`` fixture: a real (one-step) ``pl.Trainer.fit`` of
 FGVCClassifier with a ModelCheckpoint callback and a DataModule that saves its
@@ -8,7 +8,6 @@ hyperparameters, so it has the structure ``fgvc fit`` writes.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,14 @@ import torch
 from safetensors.torch import load_file
 
 import fgvc
-from fgvc import export as ex
+import fgvc.deploy.exporters as exporters
+import fgvc.deploy.verify as verify
+from fgvc.commands.export import main as export_main
+from fgvc.deploy.bundle import read_config
+from fgvc.deploy.export import export_checkpoint
+from fgvc.errors import CheckpointError, ExportError, UsageError
+from fgvc.export import load
+from fgvc.runs import model_checkpoint_state
 from tests.tiny import CLASS_NAMES, IMAGE_SIZE
 
 
@@ -26,7 +32,7 @@ from tests.tiny import CLASS_NAMES, IMAGE_SIZE
 def bundle(tiny_run):
     """Exported through the CLI: --ckpt best under --runs-root, default --out <run>/export."""
     root, _, _, run = tiny_run
-    code = ex.export_main(["--ckpt", "best", "--runs-root", str(root / "runs")])
+    code = export_main(["--ckpt", "best", "--runs-root", str(root / "runs")])
     assert code == 0
     return run / "export"
 
@@ -44,7 +50,7 @@ def test_lightning_checkpoint_reads_with_weights_only(tiny_run):
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert checkpoint["hyper_parameters"]["class_names"] == CLASS_NAMES
     assert checkpoint["datamodule_hyper_parameters"]["image_size"] == IMAGE_SIZE
-    state = ex._model_checkpoint_state(checkpoint)
+    state = model_checkpoint_state(checkpoint)
     assert state["monitor"] == "val/top1" and Path(state["best_model_path"]) == ckpt
 
 
@@ -62,31 +68,34 @@ def test_model_json_describes_model_preprocessing_and_checkpoint(tiny_run, bundl
     _, _, ckpt, _ = tiny_run
     config = json.loads((bundle / "model.json").read_text(encoding="utf-8"))
     assert config["fgvc_version"] == fgvc.__version__
-    assert (config["arch"], config["representation"]) == ("resnet18", "isqrt")
-    assert (config["reduce_dim"], config["iterations"], config["num_classes"]) == (8, 3, 3)
+    net = config["net"]
+    assert (net["arch"], net["representation"], net["last_stride"]) == ("resnet18", "isqrt", 1)
+    assert (net["reduce_dim"], net["iterations"], net["num_classes"]) == (8, 3, 3)
     assert config["class_names"] == CLASS_NAMES
     prep = config["preprocessing"]
     assert (prep["image_size"], prep["preset"], prep["tta"]) == (IMAGE_SIZE, "cub", True)
     assert prep["resize"] == "resize short side to 32, center crop 32x32"
     assert prep["mean"] == [0.485, 0.456, 0.406] and prep["std"] == [0.229, 0.224, 0.225]
     expected = torch.load(ckpt, map_location="cpu", weights_only=True)
-    state = ex._model_checkpoint_state(expected)
+    state = model_checkpoint_state(expected)
     meta = config["checkpoint"]
     assert meta["file"] == ckpt.name and meta["epoch"] == expected["epoch"] == 0
     assert meta["monitor"] == "val/top1"
     assert meta["score"] == pytest.approx(float(state["best_model_score"]))
-    check = config["onnx"]["check"]
-    assert check["max_abs_logit_diff"] <= 1e-3 and check["top1_identical"]
-    assert len(check["batch_sizes"]) == 2 and ex.EXPORT_BATCH not in check["batch_sizes"]
+    verified = config["onnx"]["verify"]
+    assert verified["max_abs_logit_diff"] <= 1e-3 and verified["top1_identical"]
+    assert len(verified["batch_sizes"]) == 2
+    assert exporters.EXPORT_BATCH not in verified["batch_sizes"]
 
 
 def test_load_gives_the_lightning_modules_logits(tiny_run, bundle):
     _, module, _, _ = tiny_run
-    model = ex.load(bundle)
-    assert not model.training and model.class_names == CLASS_NAMES
+    loaded = load(bundle)
+    assert not loaded.net.training and loaded.class_names == CLASS_NAMES
+    assert loaded.spec == module.spec and loaded.preprocessing.image_size == IMAGE_SIZE
     x = images(3)
     with torch.no_grad():
-        torch.testing.assert_close(model(x), module(x), rtol=0, atol=1e-6)
+        torch.testing.assert_close(loaded.net(x), module(x), rtol=0, atol=1e-6)
 
 
 def test_onnx_dynamic_batch_matches_pytorch(tiny_run, bundle):
@@ -108,7 +117,7 @@ def test_onnx_mismatch_fails_and_writes_nothing(
     tiny_run, tmp_path, monkeypatch, capsys, corruption
 ):
     _, _, ckpt, _ = tiny_run
-    real = ex.onnx_session_logits
+    real = verify.onnx_logits
 
     def corrupted(path, batch):
         out = real(path, batch)
@@ -116,20 +125,20 @@ def test_onnx_mismatch_fails_and_writes_nothing(
             return out + np.array([0.0, 0.01, 0.0], dtype=out.dtype)
         return out[:, ::-1].copy()  # another class wins
 
-    monkeypatch.setattr(ex, "onnx_session_logits", corrupted)
+    monkeypatch.setattr(verify, "onnx_logits", corrupted)
     out = tmp_path / "nested" / "bundle"
     if corruption == "offset":
-        with pytest.raises(ex.ExportError, match=r"disagrees with PyTorch: max \|logit diff"):
-            ex.export_checkpoint(ckpt, out)
+        with pytest.raises(ExportError, match=r"disagrees with PyTorch: max \|logit diff"):
+            export_checkpoint(ckpt, out)
     else:
-        assert ex.export_main(["--ckpt", str(ckpt), "--out", str(out)]) == 1
+        assert export_main(["--ckpt", str(ckpt), "--out", str(out)]) == 1
         err = capsys.readouterr().err
         assert "top-1 differs" in err and "nothing was written" in err
     assert list(tmp_path.iterdir()) == []  # no bundle, no temp folder, no parent created
 
 
 def _always_fails(*args, **kwargs):
-    raise ex.ExportError("exported model disagrees with PyTorch: forced")
+    raise ExportError("exported model disagrees with PyTorch: forced")
 
 
 def test_existing_folder_kept_without_force_and_on_failure(tiny_run, tmp_path, monkeypatch):
@@ -138,19 +147,19 @@ def test_existing_folder_kept_without_force_and_on_failure(tiny_run, tmp_path, m
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     (out / "model.json").write_text("{}")
-    with pytest.raises(ex.UsageError, match="--force"):
-        ex.export_checkpoint(ckpt, out, formats=("safetensors",))
-    assert ex.export_main(["--ckpt", str(ckpt), "--out", str(out)]) == 2
-    monkeypatch.setattr(ex, "compare_logits", _always_fails)
-    with pytest.raises(ex.ExportError):
-        ex.export_checkpoint(ckpt, out, formats=("safetensors", "torchscript"), force=True)
+    with pytest.raises(UsageError, match="--force"):
+        export_checkpoint(ckpt, out, formats=("safetensors",))
+    assert export_main(["--ckpt", str(ckpt), "--out", str(out)]) == 2
+    monkeypatch.setattr(verify, "compare_logits", _always_fails)
+    with pytest.raises(ExportError):
+        export_checkpoint(ckpt, out, formats=("safetensors", "torchscript"), force=True)
     assert listing(tmp_path) == {"out"} and listing(out) == {"notes.txt", "model.json"}
     assert (out / "model.json").read_text() == "{}"
     monkeypatch.undo()
-    ex.export_checkpoint(ckpt, out, formats=("safetensors",), force=True)
+    export_checkpoint(ckpt, out, formats=("safetensors",), force=True)
     assert listing(out) == {"notes.txt", "model.json", "model.safetensors"}
     assert (out / "notes.txt").read_text() == "mine"
-    assert ex.read_config(out)["class_names"] == CLASS_NAMES
+    assert read_config(out)["class_names"] == CLASS_NAMES
     assert listing(tmp_path) == {"out"}
 
 
@@ -160,11 +169,12 @@ def test_legacy_exporter_fallback_and_torchscript(tiny_run, tmp_path, monkeypatc
     def broken(*args, **kwargs):
         raise RuntimeError("dynamo exporter unavailable")
 
-    monkeypatch.setattr(ex, "_export_dynamo", broken)
-    out = ex.export_checkpoint(ckpt, tmp_path / "b", formats=("safetensors", "onnx", "torchscript"))
-    config = ex.read_config(out)
+    legacy = exporters.ONNX_EXPORTERS[1]
+    monkeypatch.setattr(exporters, "ONNX_EXPORTERS", [("torch.export (dynamo)", broken), legacy])
+    out = export_checkpoint(ckpt, tmp_path / "b", formats=("safetensors", "onnx", "torchscript"))
+    config = read_config(out)
     assert config["onnx"]["exporter"] == "torchscript (legacy)"
-    assert config["onnx"]["check"]["max_abs_logit_diff"] <= 1e-3
+    assert config["onnx"]["verify"]["max_abs_logit_diff"] <= 1e-3
     x = images(3, seed=7)
     with torch.no_grad():
         ref = module(x)
@@ -175,58 +185,10 @@ def test_legacy_exporter_fallback_and_torchscript(tiny_run, tmp_path, monkeypatc
         torch.testing.assert_close(scripted(x), ref, rtol=0, atol=1e-4)
 
 
-def test_resolve_best_checkpoint(tiny_run, tmp_path):
-    root, _, ckpt, run = tiny_run
-    assert ex.resolve_checkpoint("best", runs_root=root / "runs") == ckpt
-    assert ex.resolve_checkpoint("best", run=run) == ckpt
-    assert ex.resolve_checkpoint(run) == ckpt
-    assert ex.resolve_checkpoint(root / "runs") == ckpt
-    assert ex.resolve_checkpoint(ckpt) == ckpt
-    # an older run is not "the most recent"; a newer one is
-    old = root / "runs" / "other" / "version_0" / "checkpoints"
-    old.mkdir(parents=True)
-    (old / "best-epoch000.ckpt").write_bytes(b"x")
-    os.utime(old / "best-epoch000.ckpt", (1, 1))
-    assert ex.find_latest_run(root / "runs") == run
-    with pytest.raises(ex.UsageError, match="no checkpoint found"):
-        ex.resolve_checkpoint("best", runs_root=tmp_path / "none")
-    with pytest.raises(ex.UsageError, match="checkpoint not found"):
-        ex.resolve_checkpoint(tmp_path / "missing.ckpt")
-
-
-def test_unreadable_newest_checkpoint_falls_back_to_the_best_file(tiny_run, tmp_path, caplog):
-    """An interrupted save leaves an empty last.ckpt: the single best-*.ckpt is still found."""
-    _, _, ckpt, _ = tiny_run
-    folder = tmp_path / "run" / "checkpoints"
-    folder.mkdir(parents=True)
-    best = folder / ckpt.name
-    best.write_bytes(ckpt.read_bytes())
-    (folder / "last.ckpt").write_bytes(b"")
-    os.utime(best, (1, 1))  # last.ckpt is the newest
-    assert ex.best_checkpoint_in_run(tmp_path / "run") == best
-    assert "last.ckpt" in caplog.text and "truncated or not a checkpoint" in caplog.text
-
-
-def test_preprocessing_from_datamodule_hparams():
-    cli_style = {"_class_path": "fgvc.data.SyntheticDataModule", "image_size": 112, "preset": None}
-    prep = ex.preprocessing_config(cli_style, tta=False)
-    assert (prep["preset"], prep["image_size"]) == ("cub", 112)
-    aircraft = ex.preprocessing_config({"image_size": 448, "preset": "aircraft"}, tta=True)
-    assert aircraft["resize"] == "resize to 512x512, center crop 448x448" and aircraft["tta"]
-    default = ex.preprocessing_config(None, tta=False)
-    assert (default["preset"], default["image_size"]) == ("generic", 448)
-    assert default["resize"] == "resize short side to 512, center crop 448x448"
-    assert ex.preprocessing_config(None, False, image_size=64, preset="cars")["resize"] == (
-        "resize to 64x64"
-    )
-    with pytest.raises(ex.UsageError):
-        ex.preprocessing_config({"preset": "nope"}, tta=False)
-
-
 def test_not_an_fgvc_checkpoint(tmp_path):
     path = tmp_path / "plain.ckpt"
     torch.save({"state_dict": {}}, path)
-    with pytest.raises(ex.CheckpointError, match="fgvc fit"):
-        ex.export_checkpoint(path, tmp_path / "b")
-    assert ex.export_main(["--ckpt", str(path), "--out", str(tmp_path / "b")]) == 2
+    with pytest.raises(CheckpointError, match="fgvc fit"):
+        export_checkpoint(path, tmp_path / "b")
+    assert export_main(["--ckpt", str(path), "--out", str(tmp_path / "b")]) == 2
     assert listing(tmp_path) == {"plain.ckpt"}

@@ -1,0 +1,5 @@
+"""``python -m fgvc ...``: the ``fgvc`` command."""
+
+from fgvc.commands.main import main
+
+raise SystemExit(main())

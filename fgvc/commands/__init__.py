@@ -1,0 +1,1 @@
+"""The ``fgvc`` command line; see :mod:`fgvc.commands.main`."""

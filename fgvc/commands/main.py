@@ -1,0 +1,59 @@
+"""The ``fgvc`` command: one entry point, one module per subcommand.
+
+    fgvc fit|validate|test --config configs/<x>.yaml [--ckpt_path ...]   training (LightningCLI)
+    fgvc data download|check|synth ...                                    datasets
+    fgvc export --ckpt <path|best> --out DIR [--formats ...]              deployment bundle
+    fgvc predict IMAGES_OR_FOLDERS --model <bundle|ckpt|best> ...         inference
+
+Subcommands import only what they need (``fgvc data`` starts without Lightning). Exit codes
+and error lines: :mod:`fgvc.commands.runner`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from fgvc.commands.runner import USAGE as USAGE_ERROR
+from fgvc.commands.runner import report
+
+USAGE = """usage: fgvc <command> [options]
+
+commands:
+  fit | validate | test   train / evaluate from a config (fgvc fit --help)
+  data                    download | check | synth datasets (fgvc data --help)
+  export                  checkpoint -> safetensors + ONNX bundle (fgvc export --help)
+  predict                 classify image files or folders (fgvc predict --help)
+
+exit codes: 0 success, 1 failure, 2 usage error (one line: fgvc <command>: error: ...)
+start with: fgvc fit --config configs/demo.yaml"""
+
+_MODULES = {
+    "data": "fgvc.commands.data",
+    "export": "fgvc.commands.export",
+    "predict": "fgvc.commands.predict",
+}
+_TRAINING = ("fit", "validate", "test")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``fgvc`` with ``argv`` (None: ``sys.argv[1:]``); returns the exit code."""
+    from_command_line = argv is None
+    words = list(sys.argv[1:] if argv is None else argv)
+    if not words or words[0] in ("-h", "--help", "help"):
+        print(USAGE, file=sys.stdout if words else sys.stderr)
+        return 0 if words else USAGE_ERROR
+    command = words[0]
+    if command in _TRAINING:
+        from fgvc.commands.train import main as train_main
+
+        # the console script lets LightningCLI read sys.argv itself
+        return train_main(None if from_command_line else words)
+    if command not in _MODULES:
+        report("fgvc", f"unknown command {command!r}; see fgvc --help")
+        return USAGE_ERROR
+    return importlib.import_module(_MODULES[command]).main(words[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

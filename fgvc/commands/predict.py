@@ -1,0 +1,129 @@
+"""``fgvc predict``: top-k classes of image files from an export bundle or a checkpoint.
+
+    fgvc predict IMAGE_OR_FOLDER... [--model DIR|CKPT|best] [--backend auto|onnx|torch]
+                 [--topk 5] [--tta | --no-tta] [--format table|csv|json] [--output FILE]
+
+Folders are searched recursively for image files; files named on the command line are read
+whatever their extension. Outputs (stdout, or ``--output FILE``, UTF-8, written whole or not
+at all): see :mod:`fgvc.deploy.outputs`. An image that cannot be read is reported on one line
+on stderr and skipped; the others are still predicted. Exit codes: 0 every image predicted;
+1 some could not be read (the rest were predicted); 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from fgvc.commands.runner import CommandParser, report, run
+from fgvc.deploy.outputs import OUTPUT_FORMATS, display_name, format_predictions
+from fgvc.deploy.predict import BACKENDS, collect_images, load_predictor, predict_files
+from fgvc.deploy.publish import atomic_write_text
+from fgvc.errors import UsageError
+from fgvc.runs import RUNS_ROOT
+
+PROG = "fgvc predict"
+
+
+def build_parser() -> CommandParser:
+    parser = CommandParser(
+        prog=PROG,
+        description="Top-k classes of images from an export folder (ONNX Runtime or "
+        "PyTorch) or a checkpoint.",
+        epilog="Exit codes: 0 all images predicted; 1 some images could not be read (reported "
+        "on stderr, the others predicted); 2 usage errors.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE", help="image files or folders")
+    parser.add_argument(
+        "--model",
+        default="best",
+        help="export folder (fgvc export), .ckpt file, run folder, or 'best' (default: the "
+        "best checkpoint of the most recent run under --runs-root)",
+    )
+    parser.add_argument("--runs-root", default=RUNS_ROOT, help="where runs are, for 'best'")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="auto (default): ONNX Runtime when the export folder has model.onnx, else torch",
+    )
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
+    parser.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average with the mirrored image (default: as the model was evaluated)",
+    )
+    parser.add_argument("--format", choices=OUTPUT_FORMATS, default="table")
+    parser.add_argument("--output", "-o", help="write here instead of stdout (UTF-8)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str], stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """``fgvc predict``: returns the exit code (0 all predicted, 1 some failed, 2 usage)."""
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+
+    def body() -> int:
+        args = build_parser().parse_args(argv)
+        if args.topk < 1 or args.batch_size < 1 or args.workers < 1:
+            raise UsageError("--topk, --batch-size and --workers must be >= 1")
+        if args.output is not None:
+            parent = Path(args.output).expanduser().absolute().parent
+            if not parent.is_dir():
+                raise UsageError(f"--output: folder {parent} does not exist")
+        images, missing = collect_images(args.inputs)
+        if not images:
+            listing = "; ".join(display_name(message) for _, message in missing)
+            raise UsageError(
+                f"no image found in {' '.join(args.inputs)}" + (f" ({listing})" if listing else "")
+            )
+        predictor = load_predictor(args.model, args.backend, args.device, args.runs_root)
+
+        def skipped(path: Path, message: str) -> None:
+            print(f"{PROG}: skipped {display_name(message)}", file=err, flush=True)
+
+        for path, message in missing:
+            skipped(path, message)
+        tta = predictor.preprocessing.tta if args.tta is None else args.tta
+        predictions, errors = predict_files(
+            predictor,
+            images,
+            topk=args.topk,
+            tta=tta,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            on_error=skipped,
+            progress=False if args.no_progress else None,
+        )
+        errors = missing + errors
+        meta = {
+            "model": predictor.source,
+            "backend": predictor.backend,
+            "tta": tta,
+            "topk": min(args.topk, len(predictor.class_names)),
+        }
+        text = format_predictions(args.format, predictions, errors, meta)
+        if args.output is None:
+            out.write(text)
+            out.flush()
+        else:
+            atomic_write_text(args.output, text)
+        if errors:
+            report(
+                PROG,
+                f"{len(errors)} of {len(images) + len(missing)} images could not be read "
+                f"(listed above); {len(predictions)} predicted",
+                err,
+            )
+            return 1
+        return 0
+
+    return run(PROG, body, stderr=err)

@@ -1,0 +1,59 @@
+"""What every ``fgvc`` command shares: one-line errors and the exit codes.
+
+Exit codes: 0 success; 1 failure (the work itself failed: :class:`~fgvc.errors.FgvcError`,
+an OS error); 2 usage error (:class:`~fgvc.errors.UsageError`: bad arguments or config
+values, a missing input, a checkpoint that is not fgvc's). Every error is one line on stderr,
+``fgvc <command>: error: <what and the fix>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from typing import NoReturn, TextIO
+
+from fgvc.errors import FgvcError, UsageError, user_message
+
+OK, FAILURE, USAGE = 0, 1, 2
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse whose usage errors are :class:`UsageError` (one line, exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def report(prog: str, message: str, stderr: TextIO | None = None) -> None:
+    """Print ``<prog>: error: <message>`` on stderr."""
+    print(f"{prog}: error: {message}", file=stderr or sys.stderr, flush=True)
+
+
+def run(prog: str, body: Callable[[], int | None], stderr: TextIO | None = None) -> int:
+    """Run a command's body and map what it raises to the exit code (see module doc)."""
+    try:
+        return int(body() or OK)
+    except SystemExit as exit_:  # --help, --version, --print_config
+        code = exit_.code
+        return code if isinstance(code, int) else (OK if code is None else FAILURE)
+    except UsageError as err:
+        report(prog, user_message(err), stderr)
+        return USAGE
+    except (FgvcError, OSError) as err:
+        report(prog, user_message(err), stderr)
+        return FAILURE
+    except KeyboardInterrupt:
+        report(prog, "interrupted", stderr)
+        return 130
+
+
+def log_to_stderr() -> None:
+    """fgvc's own log messages (not other libraries' chatter) at INFO on stderr, once."""
+    fgvc_logger = logging.getLogger("fgvc")
+    if not fgvc_logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        fgvc_logger.addHandler(handler)
+        fgvc_logger.setLevel(logging.INFO)

@@ -1,0 +1,294 @@
+"""Top-k classes of image files from an export bundle or a checkpoint.
+
+Images are decoded and preprocessed exactly as evaluation did (the bundle's
+:class:`~fgvc.data.preprocessing.EvalPreprocessing`), batched, and run through ONNX Runtime
+(default when the bundle has ``model.onnx``) or PyTorch; with test-time flip augmentation
+(the bundle's setting unless told otherwise) the logits of each image and its mirror are
+averaged. Unreadable images are reported and skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import torch
+
+from fgvc.data.io import IMAGE_EXTENSIONS
+from fgvc.data.preprocessing import EvalPreprocessing
+from fgvc.data.transforms import hflip_tta
+from fgvc.deploy.bundle import (
+    CONFIG_FILE,
+    ONNX_FILE,
+    bundle_file,
+    from_checkpoint,
+    load,
+    parse_config,
+    read_config,
+)
+from fgvc.deploy.exporters import onnx_logits, onnx_session
+from fgvc.errors import ImageDecodeError, UsageError, one_line
+from fgvc.runs import RUNS_ROOT, read_fit_checkpoint, resolve_checkpoint
+
+BACKENDS = ("auto", "onnx", "torch")
+
+
+def collect_images(
+    inputs: Iterable[str | os.PathLike],
+) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Image files from files and folders, in the given order (folders sorted, recursive).
+
+    Returns:
+        ``(images, missing)``: ``missing`` lists the inputs that do not exist, with a reason.
+    """
+    images: list[Path] = []
+    missing: list[tuple[Path, str]] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found = [
+                p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+            ]
+            images.extend(sorted(found))
+        elif path.exists():
+            images.append(path)
+        else:
+            missing.append((path, f"{path}: no such file or folder"))
+    return images, missing
+
+
+# ---------------------------------------------------------------------------------- models
+class Predictor:
+    """A model that maps normalized ``(N, 3, S, S)`` float32 images to logits.
+
+    Attributes:
+        class_names: names in label order.
+        preprocessing: how image files become its input (and whether to flip-average).
+        backend: ``"onnx"`` or ``"torch"``.
+        source: what was loaded (a path).
+    """
+
+    backend = ""
+
+    def __init__(
+        self, class_names: list[str], preprocessing: EvalPreprocessing, source: str
+    ) -> None:
+        self.class_names = list(class_names)
+        self.preprocessing = preprocessing
+        self.source = source
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def predict_logits(self, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
+        """Logits, or with ``tta`` the mean of the images' and their mirrors' logits."""
+        return hflip_tta(self.logits, images) if tta else self.logits(images)
+
+
+class TorchPredictor(Predictor):
+    """PyTorch: the network of a bundle or of a checkpoint."""
+
+    backend = "torch"
+
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        class_names: list[str],
+        preprocessing: EvalPreprocessing,
+        source: str,
+        device: str,
+    ) -> None:
+        super().__init__(class_names, preprocessing, source)
+        self.device = torch.device(device)
+        self.net = net.eval().to(self.device)
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.net(images.to(self.device)).cpu()
+
+
+class OnnxPredictor(Predictor):
+    """ONNX Runtime on a bundle's ``model.onnx`` (CUDA provider when asked and available)."""
+
+    backend = "onnx"
+
+    def __init__(
+        self,
+        path: Path,
+        class_names: list[str],
+        preprocessing: EvalPreprocessing,
+        device: str,
+    ) -> None:
+        super().__init__(class_names, preprocessing, str(path.parent))
+        self.session = onnx_session(path, device)
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(onnx_logits(self.session, images.numpy()))
+
+
+def _device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device available")
+    return device
+
+
+def load_predictor(
+    source: str | os.PathLike,
+    backend: str = "auto",
+    device: str = "auto",
+    runs_root: str | os.PathLike = RUNS_ROOT,
+) -> Predictor:
+    """A predictor from an export folder, a ``.ckpt`` file, a run folder or ``"best"``.
+
+    ``backend="auto"``: ONNX Runtime when the export folder has ``model.onnx``, else PyTorch.
+    Checkpoints and run folders always run on PyTorch.
+
+    Raises:
+        UsageError: nothing usable at ``source``, or ONNX asked for a checkpoint.
+        CheckpointError: unreadable or mismatching files.
+    """
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    device = _device(device)
+    path = Path(source).expanduser()
+    if path.is_dir() and (path / CONFIG_FILE).is_file():
+        if backend != "torch":
+            config = read_config(path)
+            _, names, prep = parse_config(config, path / CONFIG_FILE)
+            onnx = bundle_file(path, config, "onnx", ONNX_FILE)
+            if onnx.is_file():
+                return OnnxPredictor(onnx, names, prep, device)
+            if backend == "onnx":
+                raise UsageError(f"{path} has no {onnx.name}; use --backend torch")
+        bundle = load(path)
+        return TorchPredictor(
+            bundle.net, bundle.class_names, bundle.preprocessing, str(path), device
+        )
+    if backend == "onnx":
+        raise UsageError(
+            f"--backend onnx needs an export folder (fgvc export), got {source}; "
+            f"checkpoints run with --backend torch"
+        )
+    ckpt = read_fit_checkpoint(resolve_checkpoint(source, runs_root=runs_root))
+    if ckpt.preprocessing is None:
+        raise UsageError(
+            f"{ckpt.path} does not record its evaluation preprocessing; export it with "
+            f"fgvc export --image-size ... --preset ... and predict from the bundle"
+        )
+    bundle = from_checkpoint(ckpt, ckpt.preprocessing)
+    return TorchPredictor(
+        bundle.net, bundle.class_names, bundle.preprocessing, str(ckpt.path), device
+    )
+
+
+# ------------------------------------------------------------------------------ predicting
+@dataclass
+class Prediction:
+    """Top-k of one image: ``(class_index, class_name, probability)`` by rank."""
+
+    image: str
+    top: list[tuple[int, str, float]]
+
+
+def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _try_load(prep: EvalPreprocessing, path: Path) -> torch.Tensor | str:
+    try:
+        return prep.load(path)
+    except (ImageDecodeError, OSError, ValueError, RuntimeError, cv2.error) as err:
+        message = one_line(err)
+        return message if str(path) in message else f"{path}: {message}"
+
+
+def top_k(probs: torch.Tensor, k: int, class_names: Sequence[str]) -> list[list[tuple]]:
+    """``(class_index, class_name, probability)`` of the ``k`` largest of each row."""
+    values, indices = probs.topk(k, dim=-1)
+    return [
+        [(i, class_names[i], v) for i, v in zip(idxs, vals)]
+        for vals, idxs in zip(values.tolist(), indices.tolist())
+    ]
+
+
+def predict_files(
+    predictor: Predictor,
+    images: Sequence[Path],
+    topk: int = 5,
+    tta: bool | None = None,
+    batch_size: int = 32,
+    workers: int = 4,
+    on_error: Callable[[Path, str], None] | None = None,
+    progress: bool | None = None,
+) -> tuple[list[Prediction], list[tuple[Path, str]]]:
+    """Top-k predictions for image files, in order; unreadable files are skipped.
+
+    Args:
+        predictor: from :func:`load_predictor`.
+        images: image files (see :func:`collect_images`).
+        topk: classes per image (at most the number of classes).
+        tta: average the logits of each image and its horizontal mirror; None: as the
+            bundle says (``preprocessing.tta``).
+        batch_size: images per forward pass.
+        workers: threads decoding and preprocessing.
+        on_error: called with ``(path, message)`` for each unreadable image, when it happens.
+        progress: show a progress bar on stderr (None: when stderr is a terminal).
+
+    Returns:
+        ``(predictions, errors)``.
+    """
+    from tqdm import tqdm
+
+    prep = predictor.preprocessing
+    tta = prep.tta if tta is None else tta
+    k = max(1, min(topk, len(predictor.class_names)))
+    predictions: list[Prediction] = []
+    errors: list[tuple[Path, str]] = []
+    bar = tqdm(
+        total=len(images),
+        unit="img",
+        file=sys.stderr,
+        disable=None if progress is None else not progress,
+        desc="predict",
+    )
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+
+            def submit(chunk: Sequence[Path] | None) -> tuple[Sequence[Path], list[Future]] | None:
+                if chunk is None:
+                    return None
+                return chunk, [pool.submit(_try_load, prep, path) for path in chunk]
+
+            chunks = _chunks(images, max(1, batch_size))
+            pending = submit(next(chunks, None))
+            while pending is not None:
+                chunk, futures = pending
+                loaded = [future.result() for future in futures]
+                pending = submit(next(chunks, None))  # decoded while this chunk runs
+                good = []
+                for path, result in zip(chunk, loaded):
+                    if isinstance(result, torch.Tensor):
+                        good.append((path, result))
+                        continue
+                    errors.append((path, result))
+                    if on_error is not None:
+                        bar.clear()
+                        on_error(path, result)
+                        bar.refresh()
+                if good:
+                    batch = prep.batch([x for _, x in good])
+                    probs = predictor.predict_logits(batch, tta=tta).float().softmax(-1)
+                    tops = top_k(probs, k, predictor.class_names)
+                    predictions.extend(Prediction(str(p), t) for (p, _), t in zip(good, tops))
+                bar.update(len(chunk))
+    finally:
+        bar.close()
+    return predictions, errors

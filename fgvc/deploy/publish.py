@@ -1,0 +1,171 @@
+"""Writing outputs so that a failure leaves nothing half-written and nothing of the user's lost.
+
+* :func:`staged_folder`: a bundle is assembled in a hidden folder beside its destination and
+  moved into place only when everything in it was written and verified. An existing non-empty
+  destination is touched only with ``force``: then the bundle's own files are replaced (the
+  old ones restored if anything fails) and every other file stays where it is.
+* :func:`atomic_write_text`: a file is written beside its destination and renamed over it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from fgvc.errors import UsageError
+
+
+def _is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
+
+
+def check_destination(out: Path, force: bool) -> None:
+    """Refuse a destination that is a file, or a non-empty folder without ``force``."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and not _is_empty_dir(out) and not force:
+        raise UsageError(
+            f"--out {out} exists and is not empty; choose another folder or pass --force "
+            f"(which replaces the bundle's files and keeps any other file there)"
+        )
+
+
+def _default_mode(folder: bool) -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if folder else 0o666) & ~umask
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """Create ``folder``'s missing ancestors; returns those created (outermost first)."""
+    created = []
+    for parent in reversed(folder.parents):
+        if not parent.exists():
+            parent.mkdir()
+            created.append(parent)
+    return created
+
+
+def _writable(folder: Path) -> None:
+    """Raise UsageError unless a file can be created in ``folder`` (tried, not guessed)."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".fgvc-write-test-")
+    except OSError as err:
+        raise UsageError(
+            f"cannot write in {folder} ({err.strerror or err}); choose another folder or fix "
+            f"its permissions"
+        ) from err
+    os.close(fd)
+    os.unlink(probe)
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path, force: bool, files: Sequence[str]) -> Iterator[Path]:
+    """Yield an empty folder to write into; publish it at ``out`` when the block succeeds.
+
+    Args:
+        out: the destination folder.
+        force: replace ``files`` in a non-empty ``out`` (any other file there is kept).
+        files: every name the staged folder may hold (what ``force`` replaces).
+
+    On any error the staged folder, and any parent folder created for it, are removed and
+    ``out`` is as it was.
+
+    Raises:
+        UsageError: ``out`` is in the way, or a folder that must be written is not writable.
+    """
+    out = Path(out).expanduser().absolute()
+    check_destination(out, force)
+    created: list[Path] = []
+    try:
+        created = _make_parents(out)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as err:
+        _remove_empty(created)
+        raise UsageError(
+            f"cannot create {out} ({err.strerror or err}); choose another --out or fix the "
+            f"permissions of {out.parent}"
+        ) from err
+    try:
+        os.chmod(staging, _default_mode(folder=True))  # mkdtemp makes it private
+        yield staging
+        for entry in staging.iterdir():
+            os.chmod(entry, _default_mode(folder=False))
+        _publish(staging, out, files)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        _remove_empty(created)
+        raise
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in reversed(folders):
+        if _is_empty_dir(folder):
+            folder.rmdir()
+
+
+def _publish(staging: Path, out: Path, files: Sequence[str]) -> None:
+    if not out.exists():
+        os.replace(staging, out)  # one rename: the bundle appears whole
+        return
+    # An existing folder keeps its identity and mode: files are moved into it. The old
+    # bundle files go to a hidden folder inside it first and come back if anything fails.
+    _writable(out)
+    backup = Path(tempfile.mkdtemp(prefix=".bundle.old-", dir=out))
+    moved_out: list[str] = []
+    moved_in: list[str] = []
+    try:
+        for name in files:
+            if (out / name).exists():
+                os.replace(out / name, backup / name)
+                moved_out.append(name)
+        # model.json last: a reader never sees a new description beside old weights
+        names = sorted((p.name for p in staging.iterdir()), key=lambda n: n == "model.json")
+        for name in names:
+            os.replace(staging / name, out / name)
+            moved_in.append(name)
+    except BaseException:
+        for name in moved_in:
+            (out / name).unlink(missing_ok=True)
+        for name in moved_out:
+            os.replace(backup / name, out / name)
+        raise
+    finally:
+        shutil.rmtree(backup, ignore_errors=True)
+    staging.rmdir()
+
+
+def atomic_write_text(
+    path: str | os.PathLike, text: str, encoding: str = "utf-8", errors: str = "strict"
+) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it and a rename, so that
+    ``path`` holds either its old content or all of the new (an existing file keeps its
+    permissions).
+
+    Raises:
+        UsageError: the folder is missing or not writable.
+    """
+    path = Path(path).expanduser().absolute()
+    if not path.parent.is_dir():
+        raise UsageError(f"folder {path.parent} does not exist")
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; name a file")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    except OSError as err:
+        raise UsageError(
+            f"cannot write in {path.parent} ({err.strerror or err}); choose another file"
+        ) from err
+    try:
+        with os.fdopen(fd, "w", encoding=encoding, errors=errors, newline="") as handle:
+            handle.write(text)
+        mode = path.stat().st_mode & 0o7777 if path.exists() else _default_mode(folder=False)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,81 @@
+"""fgvc's error types, and how any error becomes the one line a user reads.
+
+Every ``fgvc`` command maps them to its exit code (:mod:`fgvc.commands.runner`):
+
+* :class:`UsageError` and its subclasses - the command cannot be carried out as given (a bad
+  argument or config value, a path that does not exist, a checkpoint that is not fgvc's or
+  does not fit): exit code 2.
+* every other :class:`FgvcError` (and ``OSError``) - the work itself failed (a corrupt image
+  met during training, an export that disagrees with PyTorch, a download): exit code 1.
+
+This module imports nothing of fgvc, so every layer can raise these types.
+"""
+
+from __future__ import annotations
+
+
+class FgvcError(Exception):
+    """A failure fgvc reports as one line (exit code 1)."""
+
+
+class UsageError(FgvcError, ValueError):
+    """The request cannot be carried out as given (exit code 2)."""
+
+
+class ConfigError(UsageError):
+    """A config value (or ``--ckpt_path``) that the model, the data or the trainer rejected."""
+
+
+class CheckpointError(UsageError):
+    """A checkpoint could not be read safely, is not the kind expected, or does not fit."""
+
+
+class ExportError(FgvcError, RuntimeError):
+    """An export failed: an exporter raised, or the exported model disagrees with PyTorch."""
+
+
+class DownloadError(FgvcError, RuntimeError):
+    """A download failed (offline, HTTP error) or its checksum did not match."""
+
+
+class ImageDecodeError(FgvcError, OSError):
+    """An image file is missing, truncated, too large or not an image."""
+
+
+def one_line(err: BaseException) -> str:
+    """``err``'s text as one line (whitespace collapsed; its type name when it has none)."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+# Plain built-in errors that our own code raises with a user-facing message.
+_PLAIN = (ValueError, TypeError, FileNotFoundError)
+
+
+def user_message(err: BaseException) -> str:
+    """The line to show for ``err``, whatever wrapped it.
+
+    jsonargparse wraps constructor errors in messages about links and union types, and a
+    DataLoader worker re-raises with the worker's traceback in the text: the innermost fgvc
+    (or plain built-in) error of the cause chain is reported, by its last line when it
+    carries a traceback, without a leading ``module.Type:``.
+    """
+    chain = [err]
+    while (nxt := _cause(chain[-1])) is not None and len(chain) < 20:
+        chain.append(nxt)
+    ours = [e for e in chain if isinstance(e, FgvcError) or type(e) in _PLAIN]
+    chosen = (ours or chain)[-1]
+    lines = [line.strip().strip("'\"") for line in str(chosen).splitlines() if line.strip()]
+    if not lines:
+        return type(chosen).__name__
+    text = lines[-1] if "Traceback (most recent call last)" in str(chosen) else lines[0]
+    qualified = f"{type(chosen).__module__}.{type(chosen).__name__}: "
+    if text.startswith(qualified):
+        text = text[len(qualified) :]
+    return " ".join(text.split())
+
+
+def _cause(err: BaseException) -> BaseException | None:
+    """The explicit cause, else the implicit context unless ``raise ... from None`` hid it."""
+    if err.__cause__ is not None:
+        return err.__cause__
+    return None if err.__suppress_context__ else err.__context__

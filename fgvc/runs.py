@@ -1,0 +1,300 @@
+"""The run folder ``fgvc fit`` writes, and finding and reading what is in it.
+
+One run, one folder (the CSVLogger's ``<save_dir>/<name>/version_<n>``, never reused)::
+
+    runs/<name>/version_<n>/
+        config.yaml                  the resolved config (config.resume-<k>.yaml per resume)
+        hparams.yaml  metrics.csv
+        checkpoints/best-epoch<e>-top1_<v>.ckpt    the best on val/top1
+        checkpoints/last.ckpt        rewritten after every epoch
+        checkpoints/interrupted.ckpt written on Ctrl-C / SIGTERM
+        export/                      the best checkpoint as a bundle (export-<k>/ after a resume)
+        val_split.json  val_per_class.csv  test_per_class.csv
+
+:func:`read_fit_checkpoint` is the one definition of "a checkpoint of ``fgvc fit``": a
+Lightning checkpoint whose hyperparameters hold a :class:`~fgvc.models.NetSpec` and whose
+state dict holds the network under ``model.``; it is read with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fgvc.data.preprocessing import EvalPreprocessing
+from fgvc.errors import CheckpointError, UsageError
+from fgvc.models import FGVCNet, NetSpec, build_model, load_state_dict_checked
+from fgvc.models.pretrained import extract_state_dict, read_checkpoint
+
+logger = logging.getLogger(__name__)
+
+RUNS_ROOT = "runs"
+MONITOR = "val/top1"
+CHECKPOINTS = "checkpoints"
+LAST = "last.ckpt"
+INTERRUPTED = "interrupted.ckpt"
+BEST_PREFIX = "best"
+EXPORT = "export"
+
+
+# --------------------------------------------------------------------- reading checkpoints
+@dataclass(frozen=True)
+class FitCheckpoint:
+    """What fgvc needs from a checkpoint of ``fgvc fit``.
+
+    Attributes:
+        path: the file.
+        spec: the network.
+        class_names: names in label order.
+        preprocessing: the DataModule's evaluation preprocessing with the run's test-time
+            flip setting, or None when the DataModule did not record it.
+        hparams: the LightningModule's hyperparameters.
+        epoch, global_step: where training was when it was saved.
+        monitor: the ModelCheckpoint state on ``val/top1`` (``monitor``, ``current_score``,
+            ``best_model_score``, ``best_model_path``), if any.
+        raw: the checkpoint itself (tensors memory-mapped where the format allows).
+    """
+
+    path: Path
+    spec: NetSpec
+    class_names: list[str]
+    preprocessing: EvalPreprocessing | None
+    hparams: dict[str, Any]
+    epoch: int | None
+    global_step: int | None
+    monitor: dict[str, Any] | None
+    raw: Mapping[str, Any] = dataclasses.field(repr=False)
+
+    def build_net(self) -> FGVCNet:
+        """The network with this checkpoint's weights, in eval mode on the CPU."""
+        net = build_model(self.spec)
+        load_state_dict_checked(net, extract_state_dict(self.raw, str(self.path)), str(self.path))
+        return net.eval()
+
+    def score(self, key: str) -> float | None:
+        """A finite number from :attr:`monitor` (``current_score``, ``best_model_score``)."""
+        value = (self.monitor or {}).get(key)
+        if isinstance(value, torch.Tensor):
+            value = value.item() if value.numel() == 1 else None
+        if isinstance(value, (int, float)) and math.isfinite(float(value)):
+            return float(value)
+        return None
+
+
+def read_fit_checkpoint(path: str | os.PathLike) -> FitCheckpoint:
+    """Read a checkpoint of ``fgvc fit`` safely (``weights_only``, memory-mapped).
+
+    Raises:
+        CheckpointError: missing, truncated, unsafe (a pickle carrying code), not written by
+            ``fgvc fit``, or holding hyperparameters that do not describe a network.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        raw = read_checkpoint(path, mmap=True)  # mapped: the optimizer state is never read
+    except FileNotFoundError as err:
+        raise CheckpointError(str(err)) from err
+    hparams = raw.get("hyper_parameters")
+    state = raw.get("state_dict")
+    if (
+        not isinstance(hparams, Mapping)
+        or "arch" not in hparams
+        or not isinstance(state, Mapping)
+        or not any(str(k).startswith("model.") for k in state)
+    ):
+        raise CheckpointError(
+            f"{path} is not a checkpoint of `fgvc fit` (no FGVCClassifier hyperparameters and "
+            f"'model.' weights); to fine-tune from its weights use --model.pretrained {path}"
+        )
+    try:
+        spec = NetSpec.from_mapping(hparams)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{path}: its hyperparameters do not build a model: {err}") from err
+    names = hparams.get("class_names")
+    class_names = [str(n) for n in names] if names else [str(i) for i in range(spec.num_classes)]
+    if len(class_names) != spec.num_classes:
+        raise CheckpointError(
+            f"{path}: {len(class_names)} class names for {spec.num_classes} classes"
+        )
+    epoch, step = raw.get("epoch"), raw.get("global_step")
+    return FitCheckpoint(
+        path=path,
+        spec=spec,
+        class_names=class_names,
+        preprocessing=_preprocessing(raw, path, tta=bool(hparams.get("test_tta", False))),
+        hparams=dict(hparams),
+        epoch=epoch if isinstance(epoch, int) else None,
+        global_step=step if isinstance(step, int) else None,
+        monitor=model_checkpoint_state(raw),
+        raw=raw,
+    )
+
+
+def _preprocessing(raw: Mapping[str, Any], path: Path, tta: bool) -> EvalPreprocessing | None:
+    """The DataModule's ``state_dict`` entry (Lightning files it under the class name)."""
+    for value in raw.values():
+        if isinstance(value, Mapping) and isinstance(value.get("eval_preprocessing"), Mapping):
+            try:
+                prep = EvalPreprocessing.from_dict(value["eval_preprocessing"])
+            except (ValueError, TypeError) as err:
+                raise CheckpointError(f"{path}: bad eval_preprocessing ({err})") from err
+            return dataclasses.replace(prep, tta=tta)
+    return None
+
+
+def model_checkpoint_state(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ModelCheckpoint callback state saved in a Lightning checkpoint (``val/top1`` first)."""
+    callbacks = checkpoint.get("callbacks")
+    if not isinstance(callbacks, Mapping):
+        return None
+    states = [
+        s
+        for k, s in callbacks.items()
+        if isinstance(k, str) and k.startswith("ModelCheckpoint") and isinstance(s, Mapping)
+    ]
+    states.sort(key=lambda s: (s.get("monitor") != MONITOR, s.get("monitor") is None))
+    return dict(states[0]) if states else None
+
+
+# ------------------------------------------------------------------- finding checkpoints
+def _checkpoint_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.ckpt") if p.is_file())
+
+
+def _checkpoint_dir(run: Path) -> Path:
+    """``run/checkpoints`` when it exists (a run folder), else ``run`` itself."""
+    sub = run / CHECKPOINTS
+    return sub if sub.is_dir() else run
+
+
+def find_latest_run(runs_root: str | os.PathLike = RUNS_ROOT) -> Path:
+    """The run folder (``<root>/<name>/version_<n>``) whose newest checkpoint is the newest.
+
+    Raises:
+        UsageError: no checkpoint anywhere under ``runs_root``.
+    """
+    root = Path(runs_root).expanduser()
+    newest: tuple[float, Path] | None = None
+    if root.is_dir():
+        for ckpt in root.rglob("*.ckpt"):
+            if not ckpt.is_file():
+                continue
+            run = ckpt.parent.parent if ckpt.parent.name == CHECKPOINTS else ckpt.parent
+            mtime = ckpt.stat().st_mtime
+            if newest is None or mtime > newest[0]:
+                newest = (mtime, run)
+    if newest is None:
+        raise UsageError(
+            f"no checkpoint found under {root}/; train first (fgvc fit) or pass "
+            f"a checkpoint file or run folder"
+        )
+    return newest[1]
+
+
+def best_checkpoint_in_run(run: str | os.PathLike) -> Path:
+    """The best checkpoint of a run folder (or of its ``checkpoints/`` folder).
+
+    The newest checkpoint's ModelCheckpoint state names the best one (``last.ckpt`` is saved
+    after it in the same epoch); if that does not resolve, a single ``best-*.ckpt`` is taken.
+
+    Raises:
+        UsageError: no checkpoint, or several candidates and nothing to choose between them.
+    """
+    folder = _checkpoint_dir(Path(run).expanduser())
+    files = _checkpoint_files(folder)
+    if not files:
+        raise UsageError(f"no .ckpt file in {folder}")
+    pointer = None
+    for newest in sorted(files, key=lambda p: p.stat().st_mtime, reverse=True):
+        try:  # an interrupted save can leave a broken newest file: try the next one
+            state = model_checkpoint_state(read_checkpoint(newest, mmap=True))
+        except (CheckpointError, OSError) as err:
+            logger.warning("could not read %s to find the best checkpoint: %s", newest, err)
+            continue
+        pointer = state.get("best_model_path") if state else None
+        break
+    if pointer:
+        candidate = folder / Path(str(pointer)).name  # by name: the run may have moved
+        if candidate.is_file():
+            return candidate
+    best = [p for p in files if p.name.startswith(BEST_PREFIX)]
+    if len(best) == 1:
+        return best[0]
+    if not best and len(files) == 1:
+        return files[0]
+    listing = ", ".join(p.name for p in (best or files))
+    raise UsageError(f"cannot tell the best checkpoint in {folder} ({listing}); name the file")
+
+
+def resolve_checkpoint(
+    spec: str | os.PathLike = "best",
+    run: str | os.PathLike | None = None,
+    runs_root: str | os.PathLike = RUNS_ROOT,
+) -> Path:
+    """A checkpoint file from ``spec``: a ``.ckpt`` path, a run folder, or ``"best"``.
+
+    ``"best"``: the best checkpoint of ``run``, or of the most recent run under ``runs_root``.
+    A folder without checkpoints of its own (``runs/``, ``runs/<name>``) means its most
+    recent run.
+
+    Raises:
+        UsageError: nothing found (the message says where it looked).
+    """
+    if str(spec) == "best":
+        folder = Path(run).expanduser() if run is not None else find_latest_run(runs_root)
+        if not folder.is_dir():
+            raise UsageError(f"run folder not found: {folder}")
+        return best_checkpoint_in_run(folder)
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        if not _checkpoint_files(_checkpoint_dir(path)):  # a folder of runs, like runs/
+            return best_checkpoint_in_run(find_latest_run(path))
+        return best_checkpoint_in_run(path)
+    raise UsageError(f"checkpoint not found: {path} (give a .ckpt file, a run folder or 'best')")
+
+
+def find_resume_checkpoint(save_dir: str | os.PathLike, name: str) -> tuple[Path, int] | None:
+    """Newest ``last.ckpt`` / ``interrupted.ckpt`` under ``<save_dir>/<name>/version_*``,
+    with its version number."""
+    candidates = []
+    for run in Path(save_dir, name).glob("version_*"):
+        version = run.name.split("_", 1)[1]
+        if not version.isdigit():
+            continue
+        for file in (run / CHECKPOINTS / LAST, run / CHECKPOINTS / INTERRUPTED):
+            if file.is_file():
+                candidates.append((file.stat().st_mtime, file, int(version)))
+    if not candidates:
+        return None
+    _, file, version = max(candidates)
+    return file, version
+
+
+# ------------------------------------------------------------------------- export folders
+def default_export_dir(ckpt: str | os.PathLike) -> Path:
+    """``<run>/export`` for ``<run>/checkpoints/x.ckpt``, else ``<x>-export`` beside it."""
+    ckpt = Path(ckpt)
+    if ckpt.parent.name == CHECKPOINTS:
+        return ckpt.parent.parent / EXPORT
+    return ckpt.with_name(f"{ckpt.stem}-export")
+
+
+def new_export_dir(run: str | os.PathLike) -> Path:
+    """The first of ``<run>/export``, ``export-1``, ... that does not exist (a resumed run
+    exports beside its earlier bundle)."""
+    out, n = Path(run) / EXPORT, 1
+    while out.exists():
+        out = Path(run) / f"{EXPORT}-{n}"
+        n += 1
+    return out
