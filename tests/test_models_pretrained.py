@@ -481,46 +481,7 @@ def test_isqrt_imagenet_hash_mismatch_keeps_nothing(http_server, hub_dir, small_
     assert not folder.exists() or list(folder.iterdir()) == []
 
 
-def test_isqrt_imagenet_offline_says_where_to_put_the_file(hub_dir, monkeypatch, dead_url):
-    entry = AuthorsCheckpoint(dead_url, "mpncovresnet18-12345678.pth", "12345678", 10, 16)
-    monkeypatch.setitem(AUTHORS_CHECKPOINTS, "resnet18", entry)
-    with pytest.raises(DownloadError) as info:
-        _small_model(pretrained="isqrt-imagenet")
-    message = str(info.value)
-    assert dead_url in message
-    assert str(hub_dir / "checkpoints" / "mpncovresnet18-12345678.pth") in message
-
-
-def _flaky_authors_checkpoint(flaky_server, small_sd):
-    """The small checkpoint served by a :class:`FlakyServer` under /models/<hub name>."""
-    buf = io.BytesIO()
-    torch.save(small_sd, buf)
-    data = buf.getvalue()
-    digest = hashlib.sha256(data).hexdigest()
-    name = f"mpncovresnet18-{digest[:8]}.pth"
-    flaky_server.files[f"/models/{name}"] = data
-    url = f"{flaky_server.base_url}/models/{name}"
-    return AuthorsCheckpoint(url, name, digest[:8], num_classes=10, reduce_dim=16), data
-
-
-@pytest.mark.parametrize("honour_range", [True, False])
-def test_isqrt_imagenet_survives_a_dropped_connection(
-    flaky_server, hub_dir, small_sd, monkeypatch, honour_range
-):
-    entry, data = _flaky_authors_checkpoint(flaky_server, small_sd)
-    monkeypatch.setitem(AUTHORS_CHECKPOINTS, "resnet18", entry)
-    monkeypatch.setattr(fgvc.utils.download, "RETRY_BACKOFF_S", 0.01, raising=False)
-    flaky_server.drop_after, flaky_server.honour_range = len(data) // 2, honour_range
-    model = _small_model(pretrained="isqrt-imagenet")
-    _assert_loaded(model, small_sd)
-    assert (hub_dir / "checkpoints" / entry.filename).read_bytes() == data
-    assert sorted(p.name for p in (hub_dir / "checkpoints").iterdir()) == [entry.filename]
-    first, second = flaky_server.requests
-    assert "Range" not in first
-    assert second["Range"] == f"bytes={len(data) // 2}-"  # resumed (or restarted if ignored)
-
-
-def test_isqrt_imagenet_offline_lists_every_alternative_on_one_line(hub_dir, monkeypatch, dead_url):
+def test_isqrt_imagenet_offline_lists_every_way_forward_on_one_line(hub_dir, monkeypatch, dead_url):
     entry = AuthorsCheckpoint(dead_url, "mpncovresnet18-12345678.pth", "12345678", 10, 16)
     monkeypatch.setitem(AUTHORS_CHECKPOINTS, "resnet18", entry)
     with pytest.raises(DownloadError) as info:
@@ -543,6 +504,42 @@ def test_isqrt_imagenet_offline_lists_every_alternative_on_one_line(hub_dir, mon
     assert not any(p.is_file() for p in hub_dir.rglob("*"))
 
 
+def _authors_entry(small_sd, url):
+    """(registry entry for ``url``, file bytes) of the small checkpoint, named like the
+    published ones (``<name>-<sha256 prefix>.pth``)."""
+    buf = io.BytesIO()
+    torch.save(small_sd, buf)
+    data = buf.getvalue()
+    prefix = hashlib.sha256(data).hexdigest()[:8]
+    entry = AuthorsCheckpoint(url, f"mpncovresnet18-{prefix}.pth", prefix, 10, 16)
+    return entry, data
+
+
+def _flaky_authors_checkpoint(flaky_server, small_sd):
+    """The small checkpoint served by a :class:`FlakyServer` under /models/<hub name>."""
+    entry, data = _authors_entry(small_sd, "")
+    flaky_server.files[f"/models/{entry.filename}"] = data
+    url = f"{flaky_server.base_url}/models/{entry.filename}"
+    return dataclasses.replace(entry, url=url), data
+
+
+@pytest.mark.parametrize("honour_range", [True, False])
+def test_isqrt_imagenet_survives_a_dropped_connection(
+    flaky_server, hub_dir, small_sd, monkeypatch, honour_range
+):
+    entry, data = _flaky_authors_checkpoint(flaky_server, small_sd)
+    monkeypatch.setitem(AUTHORS_CHECKPOINTS, "resnet18", entry)
+    monkeypatch.setattr(fgvc.utils.download, "RETRY_BACKOFF_S", 0.01, raising=False)
+    flaky_server.drop_after, flaky_server.honour_range = len(data) // 2, honour_range
+    model = _small_model(pretrained="isqrt-imagenet")
+    _assert_loaded(model, small_sd)
+    assert (hub_dir / "checkpoints" / entry.filename).read_bytes() == data
+    assert sorted(p.name for p in (hub_dir / "checkpoints").iterdir()) == [entry.filename]
+    first, second = flaky_server.requests
+    assert "Range" not in first
+    assert second["Range"] == f"bytes={len(data) // 2}-"  # resumed (or restarted if ignored)
+
+
 @pytest.mark.parametrize("variable", ["FGVC_ISQRT_IMAGENET_URL", "FGVC_MIRROR"])
 def test_isqrt_imagenet_url_override(
     flaky_server, hub_dir, small_sd, monkeypatch, dead_url, variable
@@ -558,13 +555,9 @@ def test_isqrt_imagenet_url_override(
 
 def test_isqrt_imagenet_uses_a_file_placed_in_the_cache(hub_dir, small_sd, monkeypatch, dead_url):
     """Copied by hand where the offline message says: used without any network."""
-    buf = io.BytesIO()
-    torch.save(small_sd, buf)
-    digest = hashlib.sha256(buf.getvalue()).hexdigest()
-    name = f"mpncovresnet18-{digest[:8]}.pth"
+    entry, data = _authors_entry(small_sd, dead_url)
     (hub_dir / "checkpoints").mkdir(parents=True)
-    (hub_dir / "checkpoints" / name).write_bytes(buf.getvalue())
-    entry = AuthorsCheckpoint(dead_url, name, digest[:8], num_classes=10, reduce_dim=16)
+    (hub_dir / "checkpoints" / entry.filename).write_bytes(data)
     monkeypatch.setitem(AUTHORS_CHECKPOINTS, "resnet18", entry)
     _assert_loaded(_small_model(pretrained="isqrt-imagenet"), small_sd)
 
