@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import logging
 import math
 import urllib.request
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
+import fgvc.utils.download
 from fgvc.models import (
     AUTHORS_CHECKPOINTS,
     AuthorsCheckpoint,
@@ -27,6 +29,7 @@ from fgvc.models import (
     convert_authors_state_dict,
     read_checkpoint,
 )
+from fgvc.models.pretrained import AUTHORS_REPO, load_pretrained
 from fgvc.utils.download import DownloadError
 from tests.cli_helpers import CodePayload
 
@@ -478,14 +481,106 @@ def test_isqrt_imagenet_hash_mismatch_keeps_nothing(http_server, hub_dir, small_
     assert not folder.exists() or list(folder.iterdir()) == []
 
 
-def test_isqrt_imagenet_offline_says_where_to_put_the_file(hub_dir, monkeypatch, dead_url):
+def test_isqrt_imagenet_offline_lists_every_way_forward_on_one_line(hub_dir, monkeypatch, dead_url):
     entry = AuthorsCheckpoint(dead_url, "mpncovresnet18-12345678.pth", "12345678", 10, 16)
     monkeypatch.setitem(AUTHORS_CHECKPOINTS, "resnet18", entry)
     with pytest.raises(DownloadError) as info:
         _small_model(pretrained="isqrt-imagenet")
     message = str(info.value)
-    assert dead_url in message
-    assert str(hub_dir / "checkpoints" / "mpncovresnet18-12345678.pth") in message
+    assert "\n" not in message
+    cached = hub_dir / "checkpoints" / "mpncovresnet18-12345678.pth"
+    for part in (
+        dead_url,
+        f"put it at {cached}",  # a copy of this very file
+        "Google Drive or Baidu copy",
+        AUTHORS_REPO,
+        "`pretrained: /path/to/that/file`",
+        ".pth.tar",
+        "FGVC_ISQRT_IMAGENET_URL",
+        "`pretrained: imagenet`",
+        "a few points lower",
+    ):
+        assert part in message, part
+    assert not any(p.is_file() for p in hub_dir.rglob("*"))
+
+
+def _authors_entry(small_sd, url):
+    """(registry entry for ``url``, file bytes) of the small checkpoint, named like the
+    published ones (``<name>-<sha256 prefix>.pth``)."""
+    buf = io.BytesIO()
+    torch.save(small_sd, buf)
+    data = buf.getvalue()
+    prefix = hashlib.sha256(data).hexdigest()[:8]
+    entry = AuthorsCheckpoint(url, f"mpncovresnet18-{prefix}.pth", prefix, 10, 16)
+    return entry, data
+
+
+def _flaky_authors_checkpoint(flaky_server, small_sd):
+    """The small checkpoint served by a :class:`FlakyServer` under /models/<hub name>."""
+    entry, data = _authors_entry(small_sd, "")
+    flaky_server.files[f"/models/{entry.filename}"] = data
+    url = f"{flaky_server.base_url}/models/{entry.filename}"
+    return dataclasses.replace(entry, url=url), data
+
+
+@pytest.mark.parametrize("honour_range", [True, False])
+def test_isqrt_imagenet_survives_a_dropped_connection(
+    flaky_server, hub_dir, small_sd, monkeypatch, honour_range
+):
+    entry, data = _flaky_authors_checkpoint(flaky_server, small_sd)
+    monkeypatch.setitem(AUTHORS_CHECKPOINTS, "resnet18", entry)
+    monkeypatch.setattr(fgvc.utils.download, "RETRY_BACKOFF_S", 0.01, raising=False)
+    flaky_server.drop_after, flaky_server.honour_range = len(data) // 2, honour_range
+    model = _small_model(pretrained="isqrt-imagenet")
+    _assert_loaded(model, small_sd)
+    assert (hub_dir / "checkpoints" / entry.filename).read_bytes() == data
+    assert sorted(p.name for p in (hub_dir / "checkpoints").iterdir()) == [entry.filename]
+    first, second = flaky_server.requests
+    assert "Range" not in first
+    assert second["Range"] == f"bytes={len(data) // 2}-"  # resumed (or restarted if ignored)
+
+
+@pytest.mark.parametrize("variable", ["FGVC_ISQRT_IMAGENET_URL", "FGVC_MIRROR"])
+def test_isqrt_imagenet_url_override(
+    flaky_server, hub_dir, small_sd, monkeypatch, dead_url, variable
+):
+    """The authors' server is down; a mirror folder named by the environment serves the file."""
+    entry, data = _flaky_authors_checkpoint(flaky_server, small_sd)
+    monkeypatch.setitem(AUTHORS_CHECKPOINTS, "resnet18", dataclasses.replace(entry, url=dead_url))
+    monkeypatch.setenv(variable, f"{flaky_server.base_url}/models/")
+    _assert_loaded(_small_model(pretrained="isqrt-imagenet"), small_sd)
+    assert len(flaky_server.requests) == 1
+    assert (hub_dir / "checkpoints" / entry.filename).read_bytes() == data
+
+
+def test_isqrt_imagenet_uses_a_file_placed_in_the_cache(hub_dir, small_sd, monkeypatch, dead_url):
+    """Copied by hand where the offline message says: used without any network."""
+    entry, data = _authors_entry(small_sd, dead_url)
+    (hub_dir / "checkpoints").mkdir(parents=True)
+    (hub_dir / "checkpoints" / entry.filename).write_bytes(data)
+    monkeypatch.setitem(AUTHORS_CHECKPOINTS, "resnet18", entry)
+    _assert_loaded(_small_model(pretrained="isqrt-imagenet"), small_sd)
+
+
+def test_authors_pth_tar_training_checkpoint_loads_through_load_pretrained(tmp_path, small_sd):
+    """What the authors' ImageNet training script saves (pytorch/examples layout: epoch, arch,
+    DataParallel state dict, best accuracy, optimizer state), pre-zip torch.save format: the
+    path the offline message suggests for their Google Drive / Baidu copies."""
+    checkpoint = {
+        "epoch": 90,
+        "arch": "mpncovresnet18",
+        "state_dict": {f"module.{k}": v for k, v in small_sd.items()},
+        "best_prec1": torch.tensor(71.2),
+        "optimizer": {
+            "state": {0: {"momentum_buffer": torch.zeros(3)}},
+            "param_groups": [{"lr": 1e-4, "momentum": 0.9, "nesterov": False, "params": [0]}],
+        },
+    }
+    path = tmp_path / "model_best.pth.tar"
+    torch.save(checkpoint, path, _use_new_zipfile_serialization=False)
+    for source in (path, str(path)):
+        model = load_pretrained(_small_model(), source, progress=False)
+        _assert_loaded(model, small_sd)
 
 
 @pytest.mark.parametrize(

@@ -1,14 +1,22 @@
 """Where the benchmark datasets come from, and fetching them safely.
 
 :data:`SOURCES` is the one registry of URLs and checksums (tests point it elsewhere).
-Downloads go through :func:`fgvc.utils.download.download_url` (partial file, checksum,
-rename) and :func:`fgvc.utils.download.safe_extract` (path-safe, into an empty staging
-folder); only the dataset's own folder is then moved into ``root``, never over anything
-(CUB's archive also holds a stray ``attributes.txt``).
+``FGVC_<NAME>_URL`` (``FGVC_CUB_URL``, ``FGVC_AIRCRAFT_URL``: the archive's URL, or a folder
+URL ending in ``/``) or ``FGVC_MIRROR`` (a folder URL holding the archives under their usual
+names) download from elsewhere; the checksums stay those of the registry (see
+:mod:`fgvc.utils.download`).
+
+Downloads go through :func:`fgvc.utils.download.download_url` (own partial file, resume,
+checksum, rename) and :func:`fgvc.utils.download.safe_extract` (path-safe, into an empty
+staging folder); only the dataset's own folder is then moved into ``root``, never over
+anything (CUB's archive also holds a stray ``attributes.txt``). Download, extraction and
+move run under a lock (``<root>/<folder>.lock``): of several processes (DDP ranks, two
+users), one fetches the dataset and the others wait, then use its folder.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import tempfile
@@ -18,7 +26,15 @@ from pathlib import Path
 from fgvc.data.aircraft import AIRCRAFT_FOLDER
 from fgvc.data.cars import CARS_LAYOUTS
 from fgvc.data.cub import CUB_FOLDER
-from fgvc.utils.download import DownloadError, download_url, safe_extract
+from fgvc.utils.download import (
+    MIRROR_ENV,
+    DownloadError,
+    download_url,
+    env_var,
+    file_lock,
+    resolve_url,
+    safe_extract,
+)
 
 
 @dataclass(frozen=True)
@@ -76,13 +92,13 @@ def download_dataset(
 ) -> Path:
     """Download and extract dataset ``name`` into ``root``; returns the dataset folder.
 
-    An existing dataset folder is left alone (and returned). The archive is verified
-    against the published sha256 and/or md5 while it downloads, and deleted after
-    extraction unless ``keep_archive``.
+    An existing dataset folder is left alone (and returned), also one that another process
+    finished while this one waited for the lock. The archive is verified against the
+    published sha256 and/or md5 while it downloads, and deleted after extraction unless
+    ``keep_archive`` (an archive that was already in ``root`` is kept and used).
 
     Raises:
-        DownloadError: network failure, checksum mismatch, unsafe archive, or a target
-            that already exists.
+        DownloadError: network failure, checksum mismatch or unsafe archive.
         KeyError: ``name`` is not in the registry.
     """
     sources = SOURCES if sources is None else sources
@@ -93,10 +109,36 @@ def download_dataset(
     target = root / source.folder
     if target.exists():
         return target
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with file_lock(root / f"{source.folder}.lock") as locked:
+            if not target.exists():  # else another process finished it while this one waited
+                _fetch_and_extract(name, source, root, locked, progress, keep_archive)
+    except OSError as err:  # the folder, the lock, extraction: disk problems
+        raise DownloadError(
+            f"cannot write {target} ({err.strerror or err}); free some space or choose another root"
+        ) from err
+    return target
+
+
+def _fetch_and_extract(
+    name: str, source: DatasetSource, root: Path, locked: bool, progress: bool, keep: bool
+) -> None:
+    staging_prefix = f".{source.folder}.staging-"
+    if locked:  # staging folders are only made under the lock: these are from killed runs
+        for stale in root.glob(glob.escape(staging_prefix) + "*"):
+            shutil.rmtree(stale, ignore_errors=True)
     archive = root / source.filename
     existed = archive.exists()
-    download_url(source.url, archive, sha256=source.sha256, md5=source.md5, progress=progress)
-    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{source.folder}-"))
+    url = resolve_url(name, source.url, source.filename)
+    try:
+        download_url(url, archive, sha256=source.sha256, md5=source.md5, progress=progress)
+    except DownloadError as err:
+        raise DownloadError(
+            f"{err}; or set {env_var(name)} (the archive's URL) or {MIRROR_ENV} (a folder URL "
+            f"holding {source.filename}) to download from a mirror"
+        ) from err
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=staging_prefix))
     try:
         safe_extract(archive, staging)
         extracted = staging / source.folder
@@ -106,11 +148,13 @@ def download_dataset(
                 f"{archive.name} does not hold {source.folder}/ (found {found}); "
                 f"is the registry entry for {name!r} right?"
             )
-        if target.exists():
-            raise DownloadError(f"{target} appeared meanwhile; nothing was overwritten")
-        os.rename(extracted, target)
+        target = root / source.folder
+        try:
+            os.rename(extracted, target)
+        except OSError:
+            if not target.is_dir():  # else a process without file locks was first: use it
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    if not keep_archive and not existed:
+    if not keep and not existed:
         archive.unlink(missing_ok=True)
-    return target

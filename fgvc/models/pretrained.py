@@ -6,7 +6,11 @@ Sources (the ``pretrained`` argument of :func:`fgvc.models.build_model`):
   and classifier stay freshly initialized); torchvision's ``fc`` is dropped.
 * ``"isqrt-imagenet"``: the authors' ImageNet iSQRT-COV model (fast-MPN-COV release, ResNet-50
   and -101, reduce_dim 256), downloaded once into ``<torch.hub.get_dir()>/checkpoints`` with
-  its sha256 prefix checked.
+  its sha256 prefix checked (resumed after dropped connections; one download when DDP ranks
+  start together). A file already there under its name (``mpncovresnet50-15991845.pth``) is
+  used. ``FGVC_ISQRT_IMAGENET_URL`` replaces the authors' server: a folder URL ending in
+  ``/`` that holds the files under their names, or one file's full URL; ``FGVC_MIRROR`` is
+  the folder for all fgvc downloads (see :mod:`fgvc.utils.download`).
 * a local file: the authors' layout (``conv1.*``, ``layer*``, ``layer_reduce*``, ``fc.*``,
   optionally inside ``{"state_dict": ...}`` and/or with DataParallel's ``module.``), or fgvc's
   own: a state dict of the model, a Lightning checkpoint (``model.`` prefix) or ``.safetensors``.
@@ -34,7 +38,7 @@ from fgvc.errors import CheckpointError
 from fgvc.models.backbone import TRUNK_CHILDREN, imagenet_weights
 from fgvc.models.net import FGVCNet
 from fgvc.models.spec import NetSpec
-from fgvc.utils.download import DownloadError, download_url
+from fgvc.utils.download import DownloadError, download_url, env_var, resolve_url
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +46,10 @@ logger = logging.getLogger(__name__)
 NAMED_SOURCES = ("imagenet", "isqrt-imagenet")
 
 AUTHORS_BASE_URL = "http://jtxie.com/models/"
+#: Its README links Google Drive and Baidu copies of the ImageNet checkpoints.
 AUTHORS_REPO = "https://github.com/jiangtaoxie/fast-MPN-COV"
+#: The variable that overrides :data:`AUTHORS_BASE_URL` (``FGVC_ISQRT_IMAGENET_URL``).
+AUTHORS_URL_ENV = env_var("isqrt-imagenet")
 
 
 @dataclass(frozen=True)
@@ -313,12 +320,20 @@ def load_pretrained(model: FGVCNet, source: str | os.PathLike, progress: bool = 
     elif isinstance(source, str) and source == "isqrt-imagenet":
         entry = AUTHORS_CHECKPOINTS[model.arch]
         dest = hub_checkpoint_dir() / entry.filename
+        url = resolve_url("isqrt-imagenet", entry.url, entry.filename)
         try:
-            download_url(entry.url, dest, sha256_prefix=entry.sha256_prefix, progress=progress)
+            download_url(url, dest, sha256_prefix=entry.sha256_prefix, progress=progress)
         except DownloadError as err:
+            # One line with every way forward. Their Drive/Baidu copies need not be this very
+            # file (the sha256 check would refuse them in the cache), so they go by path.
             raise DownloadError(
-                f"{err} (the authors' iSQRT-COV {model.arch} ImageNet checkpoint; their README "
-                f"at {AUTHORS_REPO} also links Google Drive and Baidu copies)"
+                f"{err}. Other ways to the authors' iSQRT-COV {model.arch} ImageNet weights: "
+                f"download their Google Drive or Baidu copy (links in the README of "
+                f"{AUTHORS_REPO}) and set `pretrained: /path/to/that/file` (their .pth/.pth.tar "
+                f"files load as they are); set {AUTHORS_URL_ENV} to a mirror folder URL "
+                f"holding {entry.filename}; or use `pretrained: imagenet` (torchvision's "
+                f"ImageNet backbone weights, head trained from scratch: expect accuracy a few "
+                f"points lower)"
             ) from err
         _load_file(model, dest)
     else:

@@ -1,27 +1,135 @@
-"""Checked downloads and path-safe archive extraction.
+"""Checked, resumable, concurrency-safe downloads and path-safe archive extraction.
 
-Downloads go to ``<dest>.part`` while being hashed and are renamed into place only when the
-checksum matches, so an interrupted or corrupt transfer never leaves a file that looks good.
-Archives are extracted into an empty staging folder, refusing any member that would land
-outside it; the caller moves what it needs into place.
+:func:`download_url` streams into a temporary file of its own (``.<name>.<pid>.<random>.part``
+next to the destination) while hashing, and renames it into place only when every checksum
+matches. A dropped connection is resumed with an HTTP ``Range`` request (restarted when the
+server ignores it); ``retries`` attempts in a row without progress, with a short exponential
+back-off, end the download. A host not reached at all on the first request (offline, DNS,
+refused) fails at once. Processes fetching the same file (DDP ranks, users sharing a cache)
+serialize on :func:`file_lock` (``<dest>.lock``): one downloads, the others wait and reuse it.
+
+Where files come from, one scheme for weights and datasets (:func:`resolve_url`):
+``FGVC_<NAME>_URL`` (``NAME``: ``ISQRT_IMAGENET``, ``CUB``, ``AIRCRAFT``) is where that file is
+downloaded from: a value ending in ``/`` is a folder the file's usual name is appended to,
+anything else the file's full URL. ``FGVC_MIRROR`` is a folder holding any of the files under
+their usual names, for every file without its own variable. ``file://`` URLs work too; the
+checksums are verified whatever the source.
+
+:func:`safe_extract` extracts into an empty staging folder with tarfile's ``data`` filter, or
+the same rules of its own where Python predates it (< 3.10.12 / 3.11.4).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import errno
+import glob
 import hashlib
+import http.client
+import logging
 import os
+import secrets
 import tarfile
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from tqdm.auto import tqdm
 
 from fgvc.errors import DownloadError
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; unique temp files still keep rename safe
+    fcntl = None
+
+logger = logging.getLogger(__name__)
+
 CHUNK = 1 << 20
+#: Attempts in a row without new bytes before a download gives up.
+RETRIES = 5
+#: First back-off between attempts, doubled after each attempt without progress (capped).
+RETRY_BACKOFF_S = 0.5
+_MAX_BACKOFF_S = 8.0
+# Hard cap on requests for one file, even when every attempt brings a few bytes.
+_MAX_REQUESTS = 200
+MIRROR_ENV = "FGVC_MIRROR"
+# flock errors meaning "this filesystem has no locks" (some NFS/Lustre mounts)
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+
+
+def resolve_url(name: str, default: str, filename: str) -> str:
+    """Where to download ``filename`` (the file of ``name``, e.g. ``"CUB"``) from:
+    ``FGVC_<NAME>_URL`` if set, else ``FGVC_MIRROR`` + ``filename`` if set, else ``default``."""
+    own = os.environ.get(env_var(name), "").strip()
+    if own:
+        return own + urllib.parse.quote(filename) if own.endswith("/") else own
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    if mirror:
+        return mirror.rstrip("/") + "/" + urllib.parse.quote(filename)
+    return default
+
+
+def env_var(name: str) -> str:
+    """The variable overriding the URL of ``name``: ``FGVC_<NAME>_URL``."""
+    return f"FGVC_{name.upper().replace('-', '_')}_URL"
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[bool]:
+    """Hold an exclusive advisory lock (``flock``) on ``path`` during the ``with`` block.
+
+    The lock file is created writable by everyone (a second user sharing the folder must be
+    able to lock it; NFS needs a writable descriptor) and removed on release, before
+    unlocking. A waiter that then gets the lock checks that its file is still the one at
+    ``path`` and starts over otherwise, so removing it never lets two processes in at once.
+    Yields whether a lock is held: False where the platform or filesystem has no ``flock``.
+    """
+    path = Path(path)
+    fd = _acquire(path) if fcntl is not None else None
+    if fd is None:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        with contextlib.suppress(OSError):  # e.g. another user's file in a sticky folder
+            os.unlink(path)
+        os.close(fd)
+
+
+def _acquire(path: Path) -> int | None:
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except PermissionError:  # another user's lock file; reading is enough for flock
+            fd = os.open(path, os.O_RDONLY)
+        with contextlib.suppress(OSError):  # the umask would keep other users out
+            os.fchmod(fd, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                logger.warning("waiting for another process to finish with %s", path)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as err:
+            os.close(fd)
+            if err.errno not in _NO_LOCKS:
+                raise
+            logger.warning("no file locks on %s (%s); not serializing", path.parent, err)
+            return None
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the holder removed it before releasing: lock the current file
 
 
 def _hashers(algorithms: list[str]) -> dict[str, Any]:
@@ -47,15 +155,22 @@ def _expected(
     return [(name, value.lower(), prefix) for name, value, prefix in checks if value is not None]
 
 
-def _mismatch(
-    digests: dict[str, str], expected: list[tuple[str, str, bool]]
-) -> tuple[str, str, str] | None:
-    """(algorithm, actual, expected as shown) for the first digest that does not match."""
+def _mismatch(digests: dict[str, str], expected: list[tuple[str, str, bool]]) -> str | None:
+    """``"<algorithm> <actual>, expected <digest>"`` for the first digest that differs."""
     for name, value, prefix in expected:
-        actual = digests[name]
-        if not (actual.startswith(value) if prefix else actual == value):
-            return name, actual, value + ("..." if prefix else "")
+        if not (digests[name].startswith(value) if prefix else digests[name] == value):
+            return f"{name} {digests[name]}, expected {value}{'...' if prefix else ''}"
     return None
+
+
+def _reusable(dest: Path, expected: list[tuple[str, str, bool]]) -> bool:
+    """Whether ``dest`` is there with the right checksums; raises if it is there but wrong."""
+    if not dest.is_file():
+        return False
+    bad = _mismatch(file_digests(dest, sorted({n for n, _, _ in expected})), expected)
+    if bad is not None:
+        raise DownloadError(f"{dest} exists but has {bad}; move it away and download again")
+    return True
 
 
 def download_url(
@@ -66,76 +181,230 @@ def download_url(
     md5: str | None = None,
     progress: bool = True,
     timeout: float = 30.0,
+    retries: int = RETRIES,
 ) -> Path:
     """Download ``url`` to ``dest`` and verify it: sha256 (full digest or hub-style prefix)
-    and/or md5, all hashed while the bytes stream in.
+    and/or md5, all hashed while the bytes stream in (see the module doc for resuming and
+    locking).
 
-    An existing ``dest`` with the right checksums is reused; one with a wrong checksum is
-    left untouched and reported. Nothing is written at ``dest`` unless the checksums match.
+    An existing ``dest`` with the right checksums is reused, also when another process put it
+    there while this one waited for the lock; one with a wrong checksum is left untouched and
+    reported. Nothing is written at ``dest`` unless the checksums match.
 
     Raises:
         DownloadError: network failure (the message names the URL and where to put the file
-            by hand) or checksum mismatch.
+            by hand), checksum mismatch, or a folder that cannot be written.
     """
     dest = Path(dest)
     expected = _expected(sha256, sha256_prefix, md5)
-    algorithms = sorted({name for name, _, _ in expected})
-    if dest.exists():
-        bad = _mismatch(file_digests(dest, algorithms), expected)
-        if bad is None:
-            return dest
-        name, actual, want = bad
-        raise DownloadError(
-            f"{dest} exists but its {name} {actual[:16]}... does not match the expected "
-            f"{want[:16]}...; move it away and download again"
-        )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    hashers = _hashers(algorithms)
+    if _reusable(dest, expected):
+        return dest
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(
-                total=total,
-                unit="B",
-                unit_scale=True,
-                desc=dest.name,
-                disable=not progress,
-                leave=False,
-            ) as bar:
-                for chunk in iter(lambda: response.read(CHUNK), b""):
-                    out.write(chunk)
-                    for hasher in hashers.values():
-                        hasher.update(chunk)
-                    bar.update(len(chunk))
-    except (urllib.error.URLError, OSError, TimeoutError) as err:
-        part.unlink(missing_ok=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(dest.with_name(dest.name + ".lock")) as locked:
+            if _reusable(dest, expected):  # another process finished it meanwhile
+                return dest
+            if locked:  # only lock holders write temp files: any left are from killed runs
+                for stale in dest.parent.glob(f".{glob.escape(dest.name)}.*.part"):
+                    stale.unlink(missing_ok=True)
+            part = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+            try:
+                # O_EXCL: never someone else's file; 0o666 & umask like any new file (mkstemp's
+                # 0o600 would keep the other users of a shared cache out)
+                fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+                algorithms = sorted({name for name, _, _ in expected})
+                bar = tqdm(
+                    unit="B", unit_scale=True, desc=dest.name, disable=not progress, leave=False
+                )
+                with os.fdopen(fd, "wb") as out, bar:
+                    digests = _Transfer(url, dest, out, algorithms, bar).run(timeout, retries)
+                bad = _mismatch(digests, expected)
+                if bad is not None:
+                    raise DownloadError(f"checksum mismatch for {url}: got {bad}; nothing was kept")
+                os.replace(part, dest)
+            finally:
+                part.unlink(missing_ok=True)
+    except OSError as err:  # the folder, lock or temp file; network errors are handled below
         raise DownloadError(
-            f"could not download {url} ({getattr(err, 'reason', err)}); "
-            f"without network, fetch it elsewhere and put it at {dest}"
+            f"cannot write {dest} ({err.strerror or err}); free some space or choose a "
+            f"writable folder"
         ) from err
-    bad = _mismatch({name: h.hexdigest() for name, h in hashers.items()}, expected)
-    if bad is not None:
-        part.unlink(missing_ok=True)
-        name, actual, want = bad
-        raise DownloadError(
-            f"checksum mismatch for {url}: got {name} {actual}, expected {want}; nothing was kept"
-        )
-    os.replace(part, dest)
     return dest
 
 
-def _is_within(root: Path, member: str) -> bool:
-    target = (root / member).resolve()
-    return target == root or root in target.parents
+class _WriteError(Exception):
+    """Writing the temporary file failed (args: the OSError): never retried like the network."""
+
+
+class _Transfer:
+    """One download into ``out``: the bytes kept so far, their running digests, resumes."""
+
+    def __init__(self, url: str, dest: Path, out: BinaryIO, algorithms: list[str], bar: tqdm):
+        self.url, self.dest, self.out, self.algorithms, self.bar = url, dest, out, algorithms, bar
+        self.hashers = _hashers(algorithms)
+        self.size = 0
+        self.validator: str | None = None  # ETag/Last-Modified of the first answer: If-Range
+
+    def reset(self) -> None:
+        self.out.seek(0)
+        self.out.truncate()
+        self.hashers = _hashers(self.algorithms)
+        self.size = 0
+        self.bar.reset(total=self.bar.total)
+
+    def run(self, timeout: float, retries: int) -> dict[str, str]:
+        """Fetch with resumes; returns the hex digests of what was written."""
+        requests = stalled = 0
+        while True:
+            requests += 1
+            before = self.size
+            try:
+                self._fetch(timeout)
+                return {name: hasher.hexdigest() for name, hasher in self.hashers.items()}
+            except _WriteError as err:
+                raise err.args[0] from None
+            except urllib.error.HTTPError as err:
+                err.close()
+                if err.code == 416 and self.size:  # Range not satisfiable: the file changed
+                    self.reset()
+                elif not (err.code in (408, 425, 429) or err.code >= 500):
+                    raise DownloadError(_failed(self.url, self.dest, _reason(err))) from err
+                error: BaseException = err
+            except urllib.error.URLError as err:
+                if requests == 1:  # never reached the host: offline, DNS, refused
+                    raise DownloadError(_failed(self.url, self.dest, _reason(err))) from err
+                error = err
+            except (OSError, http.client.HTTPException) as err:  # dropped, reset, timed out
+                error = err
+            stalled = 0 if self.size > before else stalled + 1
+            if stalled > retries or requests >= _MAX_REQUESTS:
+                detail = f"{_reason(error)}; {requests} attempts, {self.size} bytes kept"
+                raise DownloadError(_failed(self.url, self.dest, detail)) from error
+            delay = min(RETRY_BACKOFF_S * 2**stalled, _MAX_BACKOFF_S)
+            logger.warning(
+                "%s: %s at byte %d; resuming in %.1f s", self.url, _reason(error), self.size, delay
+            )
+            time.sleep(delay)
+
+    def _fetch(self, timeout: float) -> None:
+        """One request from byte ``size`` on; raises on a short body, so that run() resumes."""
+        headers = {"Range": f"bytes={self.size}-"} if self.size else {}
+        if self.size and self.validator:  # a changed file comes back whole (200)
+            headers["If-Range"] = self.validator
+        request = urllib.request.Request(self.url, headers=headers)
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status = getattr(response, "status", None)  # None for file:// URLs
+            content_range = response.headers.get("Content-Range", "")
+            if self.size and not (
+                status == 206 and content_range.startswith(f"bytes {self.size}-")
+            ):
+                self.reset()
+                if status == 206:  # some other part of the file: ask for all of it
+                    raise http.client.HTTPException(f"unexpected Content-Range {content_range!r}")
+                logger.warning("%s: the server does not resume; restarting", self.url)
+            header = response.headers.get("Content-Length", "")
+            length = int(header) if header.isdigit() else None
+            if self.bar.total is None and length is not None:
+                self.bar.total = self.size + length
+            if self.validator is None:
+                etag = response.headers.get("ETag", "")
+                weak = etag.startswith("W/")  # If-Range needs a strong validator
+                self.validator = (
+                    etag if etag and not weak else response.headers.get("Last-Modified")
+                )
+            got = 0
+            # read1: what one recv brings; read(CHUNK) loses a whole chunk when a reset
+            # interrupts it, so a server dropping often would never make progress
+            for chunk in iter(lambda: response.read1(CHUNK), b""):
+                try:
+                    self.out.write(chunk)
+                except OSError as err:
+                    raise _WriteError(err) from None
+                for hasher in self.hashers.values():
+                    hasher.update(chunk)
+                self.size += len(chunk)
+                got += len(chunk)
+                self.bar.update(len(chunk))
+            # http.client returns b"" when the connection closes early: compare with the length
+            if length is not None and got < length:
+                raise http.client.IncompleteRead(b"", length - got)
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, urllib.error.HTTPError):
+        text = f"HTTP {err.code} {err.reason}"
+    elif isinstance(err, http.client.IncompleteRead):
+        text = "connection dropped"
+    else:
+        text = str(getattr(err, "reason", err)) or type(err).__name__
+    return " ".join(text.split())  # one line
+
+
+def _failed(url: str, dest: Path, reason: str) -> str:
+    return (
+        f"could not download {url} ({reason}); without network, fetch it elsewhere and put it "
+        f"at {dest}"
+    )
+
+
+class _UnsafeMember(Exception):
+    """args: (member name, why it is refused)."""
+
+
+def _inside(root: str, path: str) -> bool:
+    target = os.path.realpath(path)
+    return os.path.commonpath([target, root]) == root
+
+
+def _refuse_absolute(member: tarfile.TarInfo) -> None:
+    # tarfile's filter would strip the slash; an archive with such members is not trusted
+    if member.name.startswith(("/", os.sep)) or os.path.isabs(member.name):
+        raise _UnsafeMember(member.name, "absolute path")
+
+
+def _with_data_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    _refuse_absolute(member)
+    try:
+        return tarfile.data_filter(member, dest)
+    except tarfile.FilterError as err:
+        raise _UnsafeMember(member.name, str(err)) from err
+
+
+def _own_data_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """tarfile's ``data`` filter rules, for Pythons without it: refuse absolute paths, paths
+    and links resolving outside ``dest`` (symlinks already extracted are followed, so it must
+    run member by member) and special files; drop high mode bits, group/other write and
+    ownership."""
+    _refuse_absolute(member)
+    if not _inside(dest, os.path.join(dest, member.name)):
+        raise _UnsafeMember(member.name, "it would land outside the destination")
+    if member.issym() or member.islnk():
+        if os.path.isabs(member.linkname):
+            raise _UnsafeMember(member.name, f"link to the absolute path {member.linkname!r}")
+        base = os.path.dirname(member.name) if member.issym() else ""
+        if not _inside(dest, os.path.join(dest, base, member.linkname)):
+            raise _UnsafeMember(member.name, f"link to {member.linkname!r}, outside")
+    elif not (member.isreg() or member.isdir()):
+        raise _UnsafeMember(member.name, "device, fifo or other special file")
+    safe = copy.copy(member)
+    if member.isdir():
+        safe.mode = 0o755
+    elif not member.issym():
+        mode = member.mode & 0o755
+        safe.mode = (mode if mode & 0o100 else mode & ~0o111) | 0o600
+    # -1 and empty names: the chown tarfile does as root changes nothing
+    safe.uid = safe.gid = -1
+    safe.uname = safe.gname = ""
+    return safe
 
 
 def safe_extract(archive: str | os.PathLike, dest_dir: str | os.PathLike) -> None:
     """Extract a tar(.gz/.bz2/.xz) or zip archive into ``dest_dir``, which must be empty or
     missing (a staging folder), so that nothing there can be overwritten.
 
-    Members with absolute paths, ``..`` components, links pointing outside or device files
-    are refused (tarfile's ``data`` filter; the same rule checked by hand for zip).
+    Members with absolute paths, ``..`` components or links leading outside, and device or
+    fifo files are refused (tarfile's ``data`` filter, or the same rules where Python lacks
+    it; checked by hand for zip). Modes lose setuid/setgid/sticky and group/other write.
     """
     archive = Path(archive)
     dest_dir = Path(dest_dir)
@@ -146,14 +415,18 @@ def safe_extract(archive: str | os.PathLike, dest_dir: str | os.PathLike) -> Non
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
             for name in zf.namelist():
-                if not _is_within(root, name):
+                if not _inside(str(root), str(root / name)):
                     raise DownloadError(f"{archive}: member {name!r} escapes the target")
             zf.extractall(root)
     elif tarfile.is_tarfile(archive):
         with tarfile.open(archive) as tf:
             try:
-                tf.extractall(root, filter="data")
-            except tarfile.FilterError as err:
-                raise DownloadError(f"{archive}: refused unsafe member ({err})") from err
+                if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4
+                    tf.extractall(root, filter=_with_data_filter)
+                else:  # lazily, so that links extracted earlier are followed by the checks
+                    tf.extractall(root, members=(_own_data_filter(m, str(root)) for m in tf))
+            except _UnsafeMember as err:
+                name, why = err.args
+                raise DownloadError(f"{archive}: refused unsafe member {name!r} ({why})") from err
     else:
         raise DownloadError(f"{archive} is neither a tar nor a zip archive")

@@ -1,0 +1,443 @@
+"""fgvc.utils.download: resumed and retried downloads against misbehaving loopback servers,
+concurrent downloads by real processes, URL overrides, and path-safe tar extraction with
+tarfile's data filter and with the fallback for Pythons that lack it."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import io
+import os
+import random
+import stat
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import fgvc.utils.download as dl
+from fgvc.utils.download import DownloadError, download_url, file_lock, resolve_url, safe_extract
+
+REPO = Path(__file__).resolve().parents[1]
+PAYLOAD = random.Random(0).randbytes(300_000)
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+@pytest.fixture(autouse=True)
+def _quick_backoff(monkeypatch):
+    monkeypatch.setattr(dl, "RETRY_BACKOFF_S", 0.01, raising=False)
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def _range_start(headers: dict[str, str]) -> int:
+    value = headers["Range"]
+    assert value.startswith("bytes=") and value.endswith("-"), value
+    return int(value[len("bytes=") : -1])
+
+
+# ---------------------------------------------------------------------------------------------
+# resume and retry
+
+
+@pytest.mark.parametrize("drop_mode", ["eof", "reset"])
+def test_dropped_connection_resumes_with_range(flaky_server, tmp_path, drop_mode):
+    flaky_server.files["/w.bin"] = PAYLOAD
+    flaky_server.drop_after, flaky_server.drop_mode = 100_000, drop_mode
+    dest = tmp_path / "cache" / "w.bin"
+    assert download_url(f"{flaky_server.base_url}/w.bin", dest, sha256=SHA, progress=False) == dest
+    assert dest.read_bytes() == PAYLOAD  # and the sha256 of both parts together matched
+    first, second = flaky_server.requests
+    assert "Range" not in first
+    start = _range_start(second)
+    assert 0 < start <= 100_000
+    if drop_mode == "eof":  # every byte that arrived was kept
+        assert start == 100_000
+    assert second["If-Range"] == '"v1"'  # a changed file would come back whole
+    assert _names(dest.parent) == ["w.bin"]
+
+
+def test_server_ignoring_range_restarts_from_zero(flaky_server, tmp_path):
+    flaky_server.files["/w.bin"] = PAYLOAD
+    flaky_server.drop_after, flaky_server.honour_range = 100_000, False
+    dest = tmp_path / "w.bin"
+    download_url(f"{flaky_server.base_url}/w.bin", dest, md5=hashlib.md5(PAYLOAD).hexdigest())
+    assert dest.read_bytes() == PAYLOAD
+    assert len(flaky_server.requests) == 2
+    assert _range_start(flaky_server.requests[1]) == 100_000  # asked, got 200 and all bytes
+    assert _names(tmp_path) == ["w.bin"]
+
+
+def test_retries_are_capped_when_nothing_arrives(flaky_server, tmp_path):
+    flaky_server.files["/w.bin"] = PAYLOAD
+    flaky_server.drop_after, flaky_server.drops = 0, 100
+    dest = tmp_path / "w.bin"
+    url = f"{flaky_server.base_url}/w.bin"
+    with pytest.raises(DownloadError) as info:
+        download_url(url, dest, sha256=SHA, progress=False, retries=2)
+    message = str(info.value)
+    assert len(flaky_server.requests) == 3
+    assert "\n" not in message and url in message and str(dest) in message
+    assert "connection dropped; 3 attempts" in message
+    assert _names(tmp_path) == []
+
+
+def test_attempts_that_bring_bytes_do_not_use_up_the_retries(flaky_server, tmp_path):
+    """A server dropping every 10 kB still delivers the file with retries=1."""
+    data = PAYLOAD[:50_000]
+    flaky_server.files["/w.bin"] = data
+    flaky_server.drop_after, flaky_server.drops = 10_000, 4
+    dest = tmp_path / "w.bin"
+    sha = hashlib.sha256(data).hexdigest()
+    download_url(f"{flaky_server.base_url}/w.bin", dest, sha256=sha, progress=False, retries=1)
+    assert dest.read_bytes() == data
+    assert [_range_start(h) for h in flaky_server.requests[1:]] == [10_000, 20_000, 30_000, 40_000]
+
+
+def test_server_errors_are_retried_client_errors_are_not(flaky_server, tmp_path):
+    flaky_server.files["/w.bin"] = PAYLOAD
+    flaky_server.errors = [503]
+    download_url(f"{flaky_server.base_url}/w.bin", tmp_path / "w.bin", sha256=SHA, progress=False)
+    assert (tmp_path / "w.bin").read_bytes() == PAYLOAD
+    assert len(flaky_server.requests) == 2
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        download_url(f"{flaky_server.base_url}/gone.bin", tmp_path / "gone.bin", progress=False)
+    assert len(flaky_server.requests) == 3  # one request, no retry
+    assert _names(tmp_path) == ["w.bin"]
+
+
+def test_unreachable_host_fails_at_once_and_leaves_nothing(tmp_path, dead_url):
+    dest = tmp_path / "cache" / "missing.pth"
+    started = time.monotonic()
+    with pytest.raises(DownloadError) as info:
+        download_url(dead_url, dest, sha256_prefix="12345678", progress=False)
+    assert time.monotonic() - started < 5
+    message = str(info.value)
+    assert "\n" not in message and dead_url in message and f"put it at {dest}" in message
+    assert _names(dest.parent) == []
+
+
+def test_wrong_existing_file_is_left_alone(flaky_server, tmp_path):
+    flaky_server.files["/w.bin"] = PAYLOAD
+    dest = tmp_path / "w.bin"
+    dest.write_bytes(b"the user's file")
+    with pytest.raises(DownloadError, match="exists but"):
+        download_url(f"{flaky_server.base_url}/w.bin", dest, sha256=SHA, progress=False)
+    assert dest.read_bytes() == b"the user's file"
+    assert flaky_server.requests == []
+
+
+def test_partial_files_and_lock_of_a_killed_run_are_cleaned_up(flaky_server, tmp_path):
+    flaky_server.files["/w.bin"] = PAYLOAD
+    (tmp_path / ".w.bin.4242.deadbeef.part").write_bytes(PAYLOAD[:1000])
+    (tmp_path / "w.bin.lock").touch()  # flock died with its process; the file stays
+    (tmp_path / ".other.bin.4242.deadbeef.part").write_bytes(b"not ours")
+    download_url(f"{flaky_server.base_url}/w.bin", tmp_path / "w.bin", sha256=SHA, progress=False)
+    assert _names(tmp_path) == [".other.bin.4242.deadbeef.part", "w.bin"]
+
+
+def test_file_lock_excludes_concurrent_holders(tmp_path):
+    """Read-modify-write under the lock from 6 threads (flock is per open file, so threads
+    contend like processes); the holder removes the lock file at every release."""
+    counter = tmp_path / "counter"
+    counter.write_text("0")
+    lock = tmp_path / "counter.lock"
+    holders = []
+
+    def work():
+        for _ in range(15):
+            with file_lock(lock) as locked:
+                assert locked
+                holders.append(threading.get_ident())
+                value = int(counter.read_text())
+                time.sleep(0.0005)
+                counter.write_text(str(value + 1))
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert counter.read_text() == "90"
+    assert len(set(holders)) == 6
+    assert not lock.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# concurrent processes (DDP ranks on a first launch, two users sharing a cache)
+
+_START_TOGETHER = """
+import pathlib, sys, time
+sync = pathlib.Path(sys.argv[1])
+(sync / ("ready-" + sys.argv[2])).touch()
+deadline = time.monotonic() + 60
+while not (sync / "go").exists():
+    if time.monotonic() > deadline:
+        sys.exit("no start signal")
+    time.sleep(0.002)
+"""
+
+
+def _run_together(tmp_path: Path, imports: str, action: str, args: list[str], n: int = 4):
+    """Run ``imports``, then wait until all ``n`` processes are ready, then ``action``;
+    returns the (returncode, stderr) of each."""
+    sync = tmp_path / "sync"
+    sync.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    code = imports + _START_TOGETHER + action
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(sync), str(rank), *args],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(n)
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(sync.glob("ready-*"))) < n and time.monotonic() < deadline:
+            if any(p.poll() is not None for p in procs):
+                break
+            time.sleep(0.01)
+        (sync / "go").touch()
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        return [(p.returncode, err) for p, err in zip(procs, errors)]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+
+
+def test_four_processes_download_one_file_once(flaky_server, tmp_path):
+    flaky_server.files["/w.bin"] = PAYLOAD
+    flaky_server.delay_s = 0.3  # all four would be mid-download together without the lock
+    dest = tmp_path / "cache" / "w.bin"
+    results = _run_together(
+        tmp_path,
+        "from fgvc.utils.download import download_url\n",
+        "download_url(sys.argv[3], sys.argv[4], sha256=sys.argv[5], progress=False)\n",
+        [f"{flaky_server.base_url}/w.bin", str(dest), SHA],
+    )
+    assert [rc for rc, _ in results] == [0] * 4, [err for _, err in results]
+    assert dest.read_bytes() == PAYLOAD
+    assert len(flaky_server.requests) == 1  # the others waited, then used the file
+    assert _names(dest.parent) == ["w.bin"]  # no temp or lock files
+
+
+def _tiny_dataset_archive() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in (("TINY/a.txt", b"alpha\n"), ("TINY/sub/b.txt", b"beta\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.slow  # four interpreters importing fgvc.data: a few seconds on two cores
+def test_four_processes_download_one_dataset_once(flaky_server, tmp_path):
+    archive = _tiny_dataset_archive()
+    flaky_server.files["/tiny.tgz"] = archive
+    flaky_server.delay_s = 0.3
+    root = tmp_path / "data"
+    results = _run_together(
+        tmp_path,
+        "from fgvc.data.download import DatasetSource, download_dataset\n",
+        "source = DatasetSource(sys.argv[3], 'tiny.tgz', 'TINY', sha256=sys.argv[5])\n"
+        "print(download_dataset('tiny', sys.argv[4], {'tiny': source}, progress=False))\n",
+        [f"{flaky_server.base_url}/tiny.tgz", str(root), hashlib.sha256(archive).hexdigest()],
+    )
+    assert [rc for rc, _ in results] == [0] * 4, [err for _, err in results]
+    assert len(flaky_server.requests) == 1
+    assert _names(root) == ["TINY"]  # no archive, lock, temp or staging folder
+    assert (root / "TINY" / "a.txt").read_bytes() == b"alpha\n"
+    assert (root / "TINY" / "sub" / "b.txt").read_bytes() == b"beta\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# URL overrides
+
+
+def test_resolve_url_precedence(monkeypatch):
+    default = "http://origin.example/files/CUB_200_2011.tgz"
+    assert resolve_url("cub", default, "CUB_200_2011.tgz") == default
+    monkeypatch.setenv("FGVC_MIRROR", "file:///shared/mirror")
+    assert resolve_url("cub", default, "CUB_200_2011.tgz") == (
+        "file:///shared/mirror/CUB_200_2011.tgz"
+    )
+    monkeypatch.setenv("FGVC_CUB_URL", "http://lab.example/datasets/")  # a folder
+    assert resolve_url("cub", default, "CUB_200_2011.tgz") == (
+        "http://lab.example/datasets/CUB_200_2011.tgz"
+    )
+    monkeypatch.setenv("FGVC_CUB_URL", "http://lab.example/cub.tgz")  # a file
+    assert resolve_url("cub", default, "CUB_200_2011.tgz") == "http://lab.example/cub.tgz"
+    assert resolve_url("isqrt-imagenet", "x", "m.pth") == "file:///shared/mirror/m.pth"
+
+
+def test_dataset_url_override_and_offline_message(flaky_server, tmp_path, monkeypatch, dead_url):
+    from fgvc.data.download import DatasetSource, download_dataset
+
+    archive = _tiny_dataset_archive()
+    source = DatasetSource(dead_url, "tiny.tgz", "TINY", sha256=hashlib.sha256(archive).hexdigest())
+    root = tmp_path / "data"
+    with pytest.raises(DownloadError) as info:
+        download_dataset("tiny", root, {"tiny": source}, progress=False)
+    message = str(info.value)
+    assert "\n" not in message and dead_url in message
+    assert "FGVC_TINY_URL" in message and "FGVC_MIRROR" in message
+    assert _names(root) == []
+    # a mirror named by the environment; a staging folder a killed run left is cleared
+    flaky_server.files["/mirror/tiny.tgz"] = archive
+    monkeypatch.setenv("FGVC_TINY_URL", f"{flaky_server.base_url}/mirror/")
+    (root / ".TINY.staging-k1lled").mkdir()
+    assert download_dataset("tiny", root, {"tiny": source}, progress=False) == root / "TINY"
+    assert _names(root) == ["TINY"]
+    assert (root / "TINY" / "a.txt").read_bytes() == b"alpha\n"
+
+
+def test_file_urls_download_from_a_shared_folder(tmp_path):
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "mirror" / "w.bin").write_bytes(PAYLOAD)
+    dest = tmp_path / "cache" / "w.bin"
+    download_url((tmp_path / "mirror" / "w.bin").as_uri(), dest, sha256=SHA, progress=False)
+    assert dest.read_bytes() == PAYLOAD
+
+
+# ---------------------------------------------------------------------------------------------
+# safe extraction, with tarfile's data filter and with the fallback for older Pythons
+
+
+def _without_tar_filters(monkeypatch):
+    """tarfile as in Python < 3.10.12 / 3.11.4: no filters, and extractall takes no filter
+    (which it then does not apply)."""
+    for name in ("data_filter", "tar_filter", "fully_trusted_filter"):
+        monkeypatch.delattr(tarfile, name, raising=False)
+    real = tarfile.TarFile.extractall
+    trusted = {"filter": "fully_trusted"} if "filter" in inspect.signature(real).parameters else {}
+
+    def extractall(self, path=".", members=None, *, numeric_owner=False, **kwargs):
+        if kwargs:
+            raise TypeError(f"extractall() got an unexpected keyword argument {next(iter(kwargs))}")
+        return real(self, path, members, numeric_owner=numeric_owner, **trusted)
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", extractall)
+
+
+@pytest.fixture(params=["data_filter", "fallback"])
+def tar_filters(request, monkeypatch):
+    if request.param == "fallback":
+        _without_tar_filters(monkeypatch)
+    elif not hasattr(tarfile, "data_filter"):
+        pytest.skip("this Python's tarfile has no data filter; the fallback case covers it")
+    return request.param
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"x", **attrs):
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    for key, value in attrs.items():
+        setattr(info, key, value)
+    return info, io.BytesIO(data) if kind == tarfile.REGTYPE else None
+
+
+def _tar(path: Path, members) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for info, data in members:
+            tar.addfile(info, data)
+    return path
+
+
+def _unsafe_members(tmp_path: Path):
+    outside = tmp_path / "outside"
+    return {
+        "absolute": [_member(str(outside / "abs.txt"))],
+        "dotdot": [_member("ok.txt"), _member("../escaped.txt")],
+        "symlink-out": [_member("link", tarfile.SYMTYPE, linkname="../../outside")],
+        "symlink-absolute": [_member("link", tarfile.SYMTYPE, linkname=str(outside))],
+        # each link alone points inside; through the first, the second leads out
+        "symlink-chain": [
+            _member("l1", tarfile.SYMTYPE, linkname="."),
+            _member("l2", tarfile.SYMTYPE, linkname="l1/.."),
+            _member("l2/escaped.txt"),
+        ],
+        "hardlink-out": [_member("hl", tarfile.LNKTYPE, linkname="../../secret.txt")],
+        "device": [_member("null", tarfile.CHRTYPE, devmajor=1, devminor=3)],
+        "fifo": [_member("pipe", tarfile.FIFOTYPE)],
+    }
+
+
+_REFUSED_MEMBER = {
+    "absolute": "abs.txt",
+    "dotdot": "'../escaped.txt'",
+    "symlink-out": "'link'",
+    "symlink-absolute": "'link'",
+    "symlink-chain": "'l2'",
+    "hardlink-out": "'hl'",
+    "device": "'null'",
+    "fifo": "'pipe'",
+}
+
+
+@pytest.mark.parametrize("case", sorted(_REFUSED_MEMBER))
+def test_unsafe_tar_members_are_refused(tmp_path, tar_filters, case):
+    (tmp_path / "secret.txt").write_text("secret")
+    archive = _tar(tmp_path / "evil.tgz", _unsafe_members(tmp_path)[case])
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(DownloadError) as info:
+        safe_extract(archive, tmp_path / "stage" / "inner")
+    message = str(info.value)
+    assert "refused unsafe member" in message and str(archive) in message
+    assert _REFUSED_MEMBER[case] in message
+    assert "\n" not in message
+    after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if "stage" not in p.parts)
+    assert after == before  # nothing written outside the staging folder
+    assert (tmp_path / "secret.txt").stat().st_nlink == 1
+    staged = tmp_path / "stage" / "inner"
+    assert not [p for p in staged.rglob("*") if p.is_char_device() or p.is_fifo()]
+
+
+def test_safe_tar_extracts_with_sanitized_modes(tmp_path, tar_filters):
+    archive = _tar(
+        tmp_path / "ok.tgz",
+        [
+            _member("pkg", tarfile.DIRTYPE, mode=0o777),
+            _member("pkg/run.sh", data=b"#!/bin/sh\n", mode=0o6777, uid=4321, gid=4321),
+            _member("pkg/data.txt", data=b"data", mode=0o666),
+            _member("pkg/private.txt", data=b"p", mode=0o400),
+            _member("pkg/alias", tarfile.SYMTYPE, linkname="data.txt"),
+            _member("pkg/copy.txt", tarfile.LNKTYPE, linkname="pkg/data.txt"),
+        ],
+    )
+    stage = tmp_path / "stage"
+    safe_extract(archive, stage)
+    pkg = stage / "pkg"
+
+    def mode(name):
+        return stat.S_IMODE((pkg / name).stat().st_mode)
+
+    assert mode("run.sh") == 0o755  # no setuid/setgid, no group/other write
+    assert (pkg / "run.sh").stat().st_uid == os.getuid()  # the archive's owner is not applied
+    assert mode("data.txt") == 0o644
+    assert mode("private.txt") == 0o600  # the owner can always read and write
+    assert (pkg / "alias").is_symlink() and (pkg / "alias").read_bytes() == b"data"
+    assert (pkg / "copy.txt").read_bytes() == b"data"
+
+
+def test_extraction_target_must_be_empty(tmp_path):
+    archive = _tar(tmp_path / "ok.tgz", [_member("a.txt")])
+    (tmp_path / "stage").mkdir()
+    (tmp_path / "stage" / "mine.txt").write_text("keep")
+    with pytest.raises(DownloadError, match="is not empty"):
+        safe_extract(archive, tmp_path / "stage")
+    assert _names(tmp_path / "stage") == ["mine.txt"]
