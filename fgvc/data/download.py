@@ -7,7 +7,7 @@ names) download from elsewhere; the checksums stay those of the registry (see
 :mod:`fgvc.utils.download`).
 
 Downloads go through :func:`fgvc.utils.download.download_url` (own partial file, resume,
-checksum, rename) and :func:`fgvc.utils.download.safe_extract` (path-safe, into an empty
+checksum, rename) and :func:`fgvc.utils.archive.safe_extract` (path-safe, into an empty
 staging folder); only the dataset's own folder is then moved into ``root``, never over
 anything (CUB's archive also holds a stray ``attributes.txt``). Download, extraction and
 move run under a lock (``<root>/<folder>.lock``): of several processes (DDP ranks, two
@@ -26,6 +26,7 @@ from pathlib import Path
 from fgvc.data.aircraft import AIRCRAFT_FOLDER
 from fgvc.data.cars import CARS_LAYOUTS
 from fgvc.data.cub import CUB_FOLDER
+from fgvc.utils.archive import safe_extract
 from fgvc.utils.download import (
     MIRROR_ENV,
     DownloadError,
@@ -33,7 +34,6 @@ from fgvc.utils.download import (
     env_var,
     file_lock,
     resolve_url,
-    safe_extract,
 )
 
 
