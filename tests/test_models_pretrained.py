@@ -1,7 +1,7 @@
 """fgvc.models pretrained weights: the authors' layout, fgvc's formats, safety, downloads.
 
 Checkpoints here are built from key names alone (torchvision's ResNet keys plus the
-authors' layer_reduce / layer_reduce_bn / fc, as listed in docs/design isqrt-cov.md) and
+authors' layer_reduce / layer_reduce_bn / fc, the key layout the authors published) and
 filled with random values; nothing touches the internet.
 """
 

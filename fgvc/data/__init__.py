@@ -27,12 +27,13 @@ _LAZY = {
     "build_transforms": "fgvc.data.transforms",
     "normalize_images": "fgvc.data.transforms",
     "hflip_tta": "fgvc.data.transforms",
+    "EvalPreprocessing": "fgvc.data.preprocessing",
     "FGVCDataModule": "fgvc.data.datamodule",
-    "CUBDataModule": "fgvc.data.datamodule",
-    "CarsDataModule": "fgvc.data.datamodule",
-    "AircraftDataModule": "fgvc.data.datamodule",
-    "FolderDataModule": "fgvc.data.datamodule",
-    "SyntheticDataModule": "fgvc.data.datamodule",
+    "CUBDataModule": "fgvc.data.datamodules",
+    "CarsDataModule": "fgvc.data.datamodules",
+    "AircraftDataModule": "fgvc.data.datamodules",
+    "FolderDataModule": "fgvc.data.datamodules",
+    "SyntheticDataModule": "fgvc.data.datamodules",
 }
 
 __all__ = [

@@ -1,6 +1,6 @@
-"""LightningDataModules for the benchmarks, image folders and the synthetic dataset.
+"""``FGVCDataModule``: what the DataModules (:mod:`fgvc.data.datamodules`) share.
 
-All share :class:`FGVCDataModule`: their typed constructor arguments are their config
+Their typed constructor arguments are their config
 (LightningCLI style, saved with ``save_hyperparameters``), and ``num_classes`` / ``classes``
 are available right after construction (annotation files are parsed, no image decoded) so
 a CLI can link them into the model.
@@ -21,6 +21,10 @@ times less to collate, pin and copy) and are normalized on the device in
 ``on_after_batch_transfer``; a LightningModule that overrides that hook replaces this one
 and should call :func:`fgvc.data.transforms.normalize_images` itself (it is a no-op on
 float input). ``normalize_on_device=False`` normalizes in the workers instead.
+
+The evaluation pipeline is built from the DataModule's
+:class:`~fgvc.data.preprocessing.EvalPreprocessing`, which every checkpoint records (the
+DataModule's ``state_dict``) so that an export replays it.
 """
 
 from __future__ import annotations
@@ -34,21 +38,10 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, get_worker_info
 
-from fgvc.data.aircraft import FGVCAircraft
 from fgvc.data.base import ImageDataset
-from fgvc.data.cars import StanfordCars
-from fgvc.data.cub import CUB200
-from fgvc.data.folder import FolderDataset
 from fgvc.data.preprocessing import EvalPreprocessing
 from fgvc.data.sampler import EpochSeededSampler
 from fgvc.data.splits import read_split_file, stratified_split, write_split_file
-from fgvc.data.synthetic import (
-    SynthConfig,
-    make_synthetic,
-    read_synth_config,
-    synth_folder,
-    synthetic_class_names,
-)
 from fgvc.data.transforms import build_transforms, decode_min_size, normalize_images
 
 SPLIT_FILE = "val_split.json"
@@ -324,135 +317,3 @@ class FGVCDataModule(pl.LightningDataModule):
             images = normalize_images(batch[0])
             return type(batch)([images, *batch[1:]])
         return batch
-
-
-class CUBDataModule(FGVCDataModule):
-    """CUB-200-2011 (``root/CUB_200_2011``); no official validation split."""
-
-    default_preset = "cub"
-
-    def make_dataset(self, split: str) -> ImageDataset:
-        return CUB200(self.root, split)
-
-
-class CarsDataModule(FGVCDataModule):
-    """Stanford Cars (``root/stanford_cars``, any accepted layout); no official val split."""
-
-    default_preset = "cars"
-
-    def make_dataset(self, split: str) -> ImageDataset:
-        return StanfordCars(self.root, split)
-
-
-class AircraftDataModule(FGVCDataModule):
-    """FGVC-Aircraft (``root/fgvc-aircraft-2013b``).
-
-    ``val_split=None`` (default): train on ``train``, validate on the official ``val``.
-    A number: the ``trainval`` split is used for training, ``0`` validating on ``test``
-    (the papers' protocol), ``> 0`` holding out a stratified fraction of it.
-
-    Args:
-        level: ``"variant"`` (100 classes), ``"family"`` (70) or ``"manufacturer"`` (30).
-        crop_banner: remove the 20-pixel copyright banner.
-    """
-
-    default_preset = "aircraft"
-
-    def __init__(
-        self, root: str = "data", level: str = "variant", crop_banner: bool = True, **kwargs: Any
-    ) -> None:
-        super().__init__(root=root, **kwargs)
-        self.level = level
-        self.crop_banner = crop_banner
-
-    def official_val_split(self) -> str | None:
-        return "val"
-
-    def _fit_train_split(self) -> str:
-        return "train" if self._uses_official_val() else "trainval"
-
-    def make_dataset(self, split: str) -> ImageDataset:
-        return FGVCAircraft(self.root, split, level=self.level, crop_banner=self.crop_banner)
-
-
-class FolderDataModule(FGVCDataModule):
-    """Class folders ``root/{train,val,test}/<class>/<image>`` (torchvision ImageFolder).
-
-    ``root`` is the folder holding the split folders. ``val/`` is the official validation
-    split (used when ``val_split`` is None); ``test`` uses ``test/``, or ``val/`` when there
-    is no ``test/`` (the authors' layout has only train/ and val/). Classes come from
-    ``train/``; the other splits use the same label mapping.
-    """
-
-    default_preset = "generic"
-
-    @property
-    def test_split_name(self) -> str:
-        root = Path(self.root).expanduser()
-        return "test" if (root / "test").is_dir() or not (root / "val").is_dir() else "val"
-
-    def official_val_split(self) -> str | None:
-        return "val" if (Path(self.root).expanduser() / "val").is_dir() else None
-
-    def make_dataset(self, split: str) -> ImageDataset:
-        classes = None if split == "train" else self.dataset("train").classes
-        return FolderDataset(self.root, split, classes=classes)
-
-
-class SyntheticDataModule(FGVCDataModule):
-    """The synthetic fine-grained dataset (``root/synthetic``), generated if missing.
-
-    ``prepare_data`` writes it with :func:`fgvc.data.synthetic.make_synthetic` (a few
-    seconds for the defaults); an existing folder is used as it is. The generator's
-    ``synth_*`` arguments only matter when it has to be written.
-    """
-
-    default_preset = "cub"
-
-    def __init__(
-        self,
-        root: str = "data",
-        image_size: int = 128,
-        num_workers: int = 2,
-        synth_classes: int = 10,
-        synth_train_per_class: int = 30,
-        synth_test_per_class: int = 10,
-        synth_image_size: int = 144,
-        synth_seed: int = 0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(root=root, image_size=image_size, num_workers=num_workers, **kwargs)
-        self.synth_config = SynthConfig(
-            num_classes=synth_classes,
-            train_per_class=synth_train_per_class,
-            test_per_class=synth_test_per_class,
-            image_size=synth_image_size,
-            seed=synth_seed,
-        )
-        self.synth_config.validate()
-
-    @property
-    def folder(self) -> Path:
-        """The dataset folder: ``root/synthetic``, or ``root`` if it holds ``synth.json``."""
-        return synth_folder(self.root)
-
-    @property
-    def classes(self) -> list[str]:
-        if self._classes is None and not (self.folder / "images.txt").is_file():
-            return synthetic_class_names(self.synth_config.num_classes)
-        return super().classes
-
-    def prepare_data(self) -> None:
-        folder = self.folder
-        if (folder / "images.txt").is_file():
-            recorded = read_synth_config(folder)
-            if recorded is not None and recorded != self.synth_config:
-                rank_zero_warn(
-                    f"{folder} was generated with {recorded}, not {self.synth_config}; using "
-                    f"it as it is (delete the folder to regenerate)"
-                )
-            return
-        make_synthetic(folder.parent, self.synth_config, folder=folder.name)
-
-    def make_dataset(self, split: str) -> ImageDataset:
-        return CUB200(self.folder, split)
