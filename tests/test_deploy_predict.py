@@ -10,14 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 from PIL import Image
 
 from fgvc.commands.predict import main as predict_main
 from fgvc.data.io import load_rgb
-from fgvc.data.transforms import build_transforms
+from fgvc.data.transforms import PRESETS, build_transforms
 from fgvc.deploy.export import export_checkpoint
-from fgvc.deploy.predict import collect_images
+from fgvc.deploy.predict import collect_images, load_predictor, predict_files
 from fgvc.export import load
 from tests.tiny import CLASS_NAMES, IMAGE_SIZE
 
@@ -196,3 +197,56 @@ def test_preprocessing_matches_the_datamodules_evaluation(tmp_path, fast_decode)
     other = dataclasses.replace(prep, fast_decode=not fast_decode)
     path = dm.val_set.samples[0][0]
     assert not torch.equal(other.load(path), prep.load(path))
+
+
+class KeepLogits(pl.Callback):
+    """The logits each validation step returned (with flip TTA, as the run reports)."""
+
+    def __init__(self) -> None:
+        self.logits: list[torch.Tensor] = []
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *_):
+        self.logits.append(outputs["logits"].float())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", PRESETS)
+def test_bundle_predictions_equal_the_validation_step(tmp_path, preset):
+    """Validate a network, export its checkpoint, predict the validation files from the
+    bundle: every backend gives the validation step's probabilities."""
+    from fgvc.data import FolderDataModule
+    from fgvc.train.module import FGVCClassifier
+    from tests.replicas import pattern, write_jpeg
+
+    sizes = [(120, 90), (70, 130), (96, 96)]  # portrait, landscape, square; large enough
+    for split in ("train", "val"):  # for reduced-scale decoding
+        for label in ("a", "b"):
+            for k, (h, w) in enumerate(sizes):
+                write_jpeg(tmp_path / split / label / f"{k}.jpg", pattern(h, w, 7 * k + len(label)))
+    dm = FolderDataModule(str(tmp_path), image_size=32, preset=preset, batch_size=4, num_workers=0)
+    pl.seed_everything(0, verbose=False)
+    module = FGVCClassifier("resnet18", 2, dm.classes, reduce_dim=8, iterations=3)
+    keep = KeepLogits()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        callbacks=[keep],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.validate(module, datamodule=dm, verbose=False)
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    bundle = export_checkpoint(tmp_path / "model.ckpt", tmp_path / "bundle")
+
+    expected = torch.cat(keep.logits).softmax(-1)
+    paths = [Path(p) for p, _ in dm.val_set.samples]
+    for backend in ("onnx", "torch"):
+        predictor = load_predictor(bundle, backend=backend, device="cpu")
+        predictions, errors = predict_files(predictor, paths, topk=2, progress=False)
+        assert errors == [] and [p.image for p in predictions] == [str(p) for p in paths]
+        got = torch.zeros_like(expected)
+        for row, pred in enumerate(predictions):
+            for index, _, prob in pred.top:
+                got[row, index] = prob
+        torch.testing.assert_close(got, expected, rtol=0, atol=2e-5, msg=f"{preset} {backend}")

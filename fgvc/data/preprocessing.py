@@ -32,6 +32,10 @@ from fgvc.data.transforms import (
 class EvalPreprocessing:
     """Decode, resize / crop, normalize - the evaluation pipeline of a run.
 
+    What a dataset does to its own stored files before this (FGVC-Aircraft's copyright
+    banner is cropped by :class:`~fgvc.data.FGVCAircraft`) is not part of it: a deployed
+    model gets photos without that artifact.
+
     Attributes:
         image_size: side S of the square network input.
         preset: transform preset (see :func:`fgvc.data.transforms.build_transforms`).

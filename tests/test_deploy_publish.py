@@ -1,0 +1,130 @@
+"""fgvc.deploy.publish: a bundle appears whole or not at all; the user's files are never lost."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fgvc.deploy.publish import atomic_write_text, staged_folder
+from fgvc.errors import UsageError
+
+FILES = ("model.json", "model.safetensors", "model.onnx")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def names(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def test_new_folder_appears_whole_and_parents_are_created(tmp_path):
+    out = tmp_path / "a" / "b" / "bundle"
+    with staged_folder(out, False, FILES) as staging:
+        (staging / "model.json").write_text("{}")
+        assert not out.exists()  # nothing is visible before the block ends
+    assert names(out) == {"model.json"} and names(out.parent) == {"bundle"}
+    mode = stat.S_IMODE(out.stat().st_mode)
+    assert mode == 0o777 & ~_umask()  # not mkdtemp's private 0700
+
+
+def test_failure_leaves_nothing_not_even_created_parents(tmp_path):
+    out = tmp_path / "a" / "bundle"
+    with pytest.raises(RuntimeError), staged_folder(out, False, FILES) as staging:
+        (staging / "model.json").write_text("{}")
+        raise RuntimeError("verification failed")
+    assert names(tmp_path) == set()
+
+
+def test_force_replaces_bundle_files_keeps_others_and_restores_on_failure(tmp_path):
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "model.json").write_text("old")
+    (out / "model.onnx").write_text("old onnx")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="--force"), staged_folder(out, False, FILES):
+        pass
+    with pytest.raises(RuntimeError), staged_folder(out, True, FILES) as staging:
+        (staging / "model.json").write_text("new")
+        raise RuntimeError("boom")
+    assert (out / "model.json").read_text() == "old" and names(out) == {
+        "model.json",
+        "model.onnx",
+        "notes.txt",
+    }
+    with staged_folder(out, True, FILES) as staging:
+        (staging / "model.json").write_text("new")
+        (staging / "model.safetensors").write_text("w")
+    # the stale onnx of the old bundle is gone (it would not match the new weights)
+    assert names(out) == {"model.json", "model.safetensors", "notes.txt"}
+    assert (out / "model.json").read_text() == "new" and (out / "notes.txt").read_text() == "mine"
+    assert names(tmp_path) == {"bundle"}  # no staging or backup folder left
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def run_unprivileged(code: str) -> subprocess.CompletedProcess:
+    """``code`` in a Python whose root (CI runs as root) cannot override permissions."""
+    return subprocess.run(
+        ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_read_only_destinations_are_refused_and_left_as_they_were(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "model.json").write_text("old")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    for folder in (empty, full, locked):
+        folder.chmod(0o555)
+    code = f"""
+from pathlib import Path
+from fgvc.deploy.publish import staged_folder
+from fgvc.errors import UsageError
+for out, force in (("{empty}", False), ("{full}", True), ("{locked}/sub/bundle", False)):
+    try:
+        with staged_folder(Path(out), force, ["model.json"]) as staging:
+            (staging / "model.json").write_text("new")
+    except UsageError as err:
+        print("refused:", err)
+    else:
+        print("published", out)
+"""
+    try:
+        proc = run_unprivileged(code)
+    finally:
+        for folder in (empty, full, locked):
+            folder.chmod(0o755)
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 0 and len(lines) == 3 and all("refused" in x for x in lines), proc
+    assert "fix its permissions" in lines[0] and "fix the permissions" in lines[2]
+    assert names(empty) == set() and (full / "model.json").read_text() == "old"
+    assert names(full) == {"model.json"} and names(locked) == set()
+
+
+def test_atomic_write_replaces_whole_and_keeps_the_mode(tmp_path):
+    target = tmp_path / "preds.csv"
+    target.write_text("old")
+    target.chmod(0o640)
+    atomic_write_text(target, "new ✓")
+    assert target.read_text(encoding="utf-8") == "new ✓"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640 and names(tmp_path) == {"preds.csv"}
+    with pytest.raises(UnicodeEncodeError):  # a failure mid-way: the old file stays
+        atomic_write_text(target, "bad \udce9 surrogate")
+    assert target.read_text(encoding="utf-8") == "new ✓" and names(tmp_path) == {"preds.csv"}
+    with pytest.raises(UsageError, match="does not exist"):
+        atomic_write_text(tmp_path / "no" / "x.csv", "x")

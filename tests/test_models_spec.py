@@ -1,0 +1,63 @@
+"""NetSpec: one description of a network that builds it, compares and round-trips."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fgvc.models import NetSpec, build_model
+
+
+def test_defaults_resolve_and_gap_ignores_the_covariance_fields():
+    spec = NetSpec()
+    assert (spec.arch, spec.representation, spec.reduce_dim, spec.iterations) == (
+        "resnet50",
+        "isqrt",
+        256,
+        5,
+    )
+    assert spec.last_stride == 1  # iSQRT-COV's default: 448 px -> 28 x 28
+    gap = NetSpec("resnet18", 10, "gap", reduce_dim=64, iterations=3)
+    assert (gap.reduce_dim, gap.iterations, gap.last_stride) == (None, None, 2)
+    assert gap == NetSpec("resnet18", 10, "gap")  # the ignored fields do not make it differ
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"arch": "resnet9"}, "unknown arch"),
+        ({"num_classes": 0}, "num_classes must be an integer >= 1"),
+        ({"representation": "bilinear"}, "unknown representation"),
+        ({"reduce_dim": 2.5}, "reduce_dim must be an integer"),
+        ({"iterations": 0}, "iterations"),
+        ({"last_stride": 3}, "last_stride must be 1 or 2"),
+    ],
+)
+def test_bad_values_are_refused(fields, message):
+    with pytest.raises(ValueError, match=message):
+        NetSpec(**fields)
+
+
+def test_mapping_round_trip_ignores_other_keys_and_lists_differences():
+    spec = NetSpec("resnet18", 3, reduce_dim=8, iterations=3)
+    hparams = {**spec.to_dict(), "lr": 0.1, "class_names": ["a", "b", "c"]}
+    assert NetSpec.from_mapping(hparams) == spec
+    assert NetSpec.from_mapping(hparams, num_classes=4).num_classes == 4
+    other = NetSpec("resnet18", 4, reduce_dim=16, iterations=3)
+    assert spec.differences(other) == ["num_classes=3 (now 4)", "reduce_dim=8 (now 16)"]
+    assert spec.differences(spec) == []
+    assert spec.describe() == "resnet18 isqrt d=8 N=3, 3 classes"
+
+
+def test_build_model_takes_a_spec_and_the_net_gives_it_back():
+    spec = NetSpec("resnet18", 5, reduce_dim=8, iterations=2, last_stride=2)
+    net = build_model(spec)
+    assert net.spec == spec and net.feature_dim == 8 * 9 // 2
+    assert net.backbone.layer4[0].conv1.stride == (2, 2)
+    same = build_model("resnet18", num_classes=5, reduce_dim=8, iterations=2, last_stride=2)
+    assert same.spec == spec
+    assert [p.shape for p in net.parameters()] == [p.shape for p in same.parameters()]
+    net.reset_classifier(7)  # the spec follows the classifier
+    assert net.spec.num_classes == 7 and net.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 7)
+    with pytest.raises(TypeError, match="takes no separate num_classes"):
+        build_model(spec, num_classes=3)
