@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fgvc.data.base import ImageDataset
-from fgvc.data.files import FileKey, WalkResult, display_path, walk_images
+from fgvc.data.files import FileKey, WalkResult, display_path, is_utf8, walk_images
 from fgvc.data.io import IMAGE_EXTENSIONS
 
 
@@ -76,6 +76,12 @@ class FolderDataset(ImageDataset):
                 f"expected {root}/<split>/<class>/<image>"
             )
         found = list_classes(self.folder)
+        for name in found:  # such a name would crash much later, writing per-class results
+            if not is_utf8(name):
+                raise ValueError(
+                    f"class folder {display_path(self.folder / name)} has a name that is not "
+                    f"valid UTF-8; rename it to a UTF-8 name"
+                )
         self.classes = list(classes) if classes is not None else found
         index_of = {name: i for i, name in enumerate(self.classes)}
         unknown = [name for name in found if name not in index_of]
