@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -310,6 +312,19 @@ def test_folder_dataset_errors(tmp_path):
     (tmp_path / "train" / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="empty"):
         FolderDataset(tmp_path, "train")
+
+
+def test_folder_class_name_that_is_not_utf8_is_refused_up_front(tmp_path):
+    make_folders(tmp_path, {"train": {"a": 1, "b": 1}})
+    bad = Path(os.fsdecode(os.fsencode(tmp_path / "train") + b"/caf\xe9 \xff"))
+    write_jpeg(bad / "x.jpg", pattern(8, 8, 1))  # a real folder, named by bytes
+    assert os.fsencode(bad.name) == b"caf\xe9 \xff"
+    with pytest.raises(ValueError) as info:
+        FolderDataset(tmp_path, "train")
+    message = str(info.value)
+    message.encode("utf-8")  # printable as it is
+    assert str(tmp_path / "train" / "caf\\xe9 \\xff") in message
+    assert "not valid UTF-8" in message and "rename it" in message and "\n" not in message
 
 
 def test_datasets_accept_plain_callables(tmp_path):

@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+import warnings
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
-from fgvc.data.io import ImageDecodeError, jpeg_header, load_rgb, read_rgb, reduction_factor
+import fgvc.data.io as fgvc_io
+from fgvc.data.io import (
+    MAX_PIXELS_ENV,
+    ImageDecodeError,
+    ImageTooLargeError,
+    decode_rgb,
+    jpeg_header,
+    load_rgb,
+    max_image_pixels,
+    png_header,
+    read_rgb,
+    reduction_factor,
+)
 from tests.replicas import pattern, write_jpeg
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _assert_rgb(image, shape):
@@ -136,3 +160,206 @@ def test_exif_orientation_is_ignored_like_pillow(tmp_path):
     assert np.abs(image.astype(int) - pillow).max() <= 2
     reduced, factor = read_rgb(tmp_path / "rotated.jpg", min_size=(10, 20))
     assert factor == 2 and reduced.shape == (10, 20, 3)
+
+
+# -- decompression bombs -----------------------------------------------------------------------
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def write_png_bomb(path: Path, width: int, height: int) -> None:
+    """A real black 1-bit grayscale PNG, compressed one row at a time (never held whole)."""
+    compress = zlib.compressobj(9)
+    row = b"\x00" + bytes((width + 7) // 8)  # filter byte "none", then the packed pixels
+    idat = b"".join(compress.compress(row) for _ in range(height)) + compress.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def write_jpeg_claiming(path: Path, height: int, width: int, **save: object) -> None:
+    """A small real JPEG whose SOF segment is patched to claim ``height x width``."""
+    Image.fromarray(pattern(16, 16, 10)).convert(save.pop("mode", "RGB")).save(path, **save)
+    data = bytearray(path.read_bytes())
+    sof = min(data.find(marker) for marker in (b"\xff\xc0", b"\xff\xc2") if marker in data)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def png_bomb(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("bomb") / "bomb.png"
+    write_png_bomb(path, 30000, 30000)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _default_limit(monkeypatch):
+    monkeypatch.delenv(MAX_PIXELS_ENV, raising=False)
+
+
+@contextmanager
+def decoders_refused(monkeypatch):
+    """Any call into OpenCV's or Pillow's pixel decoding fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a pixel decoder was called")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(cv2, "imdecode", refuse)
+        patch.setattr(ImageFile.ImageFile, "load", refuse)
+        yield
+
+
+def _one_line_naming(err: Exception, path: Path, *parts: str) -> str:
+    message = str(err)
+    assert "\n" not in message and str(path) in message
+    for part in parts:
+        assert part in message, (part, message)
+    return message
+
+
+def test_png_bomb_is_refused_from_its_header(png_bomb, monkeypatch):
+    assert png_bomb.stat().st_size < 200_000
+    with monkeypatch.context() as patch:  # the replica is what it claims, says Pillow
+        patch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+        assert Image.open(png_bomb).size == (30000, 30000)
+    assert png_header(png_bomb.read_bytes()) == (30000, 30000)
+    with decoders_refused(monkeypatch), pytest.raises(ImageTooLargeError) as info:
+        read_rgb(png_bomb, min_size=(100, 100))
+    assert isinstance(info.value, ImageDecodeError)  # existing handlers report it
+    limit = f"{fgvc_io.DEFAULT_MAX_IMAGE_PIXELS:,}"
+    _one_line_naming(info.value, png_bomb, "30000x30000", limit, f"{MAX_PIXELS_ENV}=900000000")
+
+
+def test_png_bomb_is_never_decoded_in_a_fresh_process(png_bomb):
+    """Peak memory stays flat (the decoded image would take 2.7 GB)."""
+    code = textwrap.dedent(
+        """
+        import resource, sys
+        from fgvc.data.io import ImageDecodeError, load_rgb
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            load_rgb(sys.argv[1])
+        except ImageDecodeError as err:
+            print(type(err).__name__)
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != MAX_PIXELS_ENV}
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(png_bomb)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == "ImageTooLargeError"
+    assert int(result.stdout.split()[-1]) < 50_000  # kB
+
+
+@pytest.mark.parametrize(
+    "save", [{}, {"mode": "L"}, {"mode": "CMYK"}, {"progressive": True}], ids=str
+)
+def test_jpeg_claiming_a_huge_size_is_refused(tmp_path, monkeypatch, save):
+    path = tmp_path / "claims.jpg"
+    write_jpeg_claiming(path, 30000, 40000, **save)
+    with monkeypatch.context() as patch:
+        patch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+        assert Image.open(path).size == (40000, 30000)
+    with decoders_refused(monkeypatch), pytest.raises(ImageTooLargeError) as info:
+        load_rgb(path)
+    _one_line_naming(info.value, path, "40000x30000", "1,200,000,000 pixels")
+
+
+def test_limit_from_environment_and_argument(tmp_path, monkeypatch):
+    source = pattern(40, 56, 11)  # 2240 pixels
+    path = tmp_path / "a.png"
+    Image.fromarray(source).save(path)
+    assert (load_rgb(path) == source).all()  # far below the default
+    assert max_image_pixels() == fgvc_io.DEFAULT_MAX_IMAGE_PIXELS
+    monkeypatch.setenv(MAX_PIXELS_ENV, "2239")
+    with decoders_refused(monkeypatch), pytest.raises(ImageTooLargeError) as info:
+        load_rgb(path)
+    _one_line_naming(info.value, path, "56x40", f"{MAX_PIXELS_ENV}=2240 or more")
+    monkeypatch.setenv(MAX_PIXELS_ENV, "2240")  # the limit itself is allowed
+    assert (load_rgb(path) == source).all()
+    monkeypatch.setenv(MAX_PIXELS_ENV, " 2.24e3 ")
+    assert max_image_pixels() == 2240
+    # the argument wins over the environment, both ways
+    monkeypatch.setenv(MAX_PIXELS_ENV, "100")
+    assert (read_rgb(path, max_pixels=2240)[0] == source).all()
+    assert (decode_rgb(path.read_bytes(), max_pixels=0)[0] == source).all()  # 0: no limit
+    monkeypatch.delenv(MAX_PIXELS_ENV)
+    with pytest.raises(ImageTooLargeError) as info:
+        read_rgb(path, max_pixels=1000)
+    _one_line_naming(info.value, path, "max_pixels=2240 or more")
+    # switched off through the environment, even below a lowered default
+    monkeypatch.setattr(fgvc_io, "DEFAULT_MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(ImageTooLargeError):
+        load_rgb(path)
+    for off in ("0", "none", "None"):
+        monkeypatch.setenv(MAX_PIXELS_ENV, off)
+        assert max_image_pixels() is None and (load_rgb(path) == source).all()
+
+
+@pytest.mark.parametrize("value", ["lots", "-5", "1.5", "inf", "1e999"])
+def test_unreadable_limit_is_a_one_line_error(tmp_path, monkeypatch, value):
+    Image.fromarray(pattern(8, 8, 1)).save(tmp_path / "a.png")
+    monkeypatch.setenv(MAX_PIXELS_ENV, value)
+    with pytest.raises(ValueError, match=f"^{MAX_PIXELS_ENV}=.*whole number") as info:
+        load_rgb(tmp_path / "a.png")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="max_pixels"):
+        load_rgb(tmp_path / "a.png", max_pixels=-1)
+
+
+def test_pillow_formats_are_checked_before_decoding(tmp_path, monkeypatch):
+    source = pattern(40, 40, 12)
+    path = tmp_path / "a.bmp"
+    Image.fromarray(source).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # Pillow's guard off: ours holds
+    monkeypatch.setenv(MAX_PIXELS_ENV, "1000")
+    with decoders_refused(monkeypatch), pytest.raises(ImageTooLargeError) as info:
+        load_rgb(path)
+    _one_line_naming(info.value, path, "40x40", "1,000 pixels")
+    monkeypatch.setenv(MAX_PIXELS_ENV, "1600")
+    assert (load_rgb(path) == source).all()
+
+
+def test_pillow_own_bomb_guard_cannot_crash(tmp_path, monkeypatch):
+    source = pattern(40, 40, 13)  # 1600 pixels
+    path = tmp_path / "a.bmp"
+    Image.fromarray(source).save(path)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "none")  # ours off: Pillow's is what trips
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 700)  # above twice that: Pillow raises
+    with pytest.raises(ImageTooLargeError) as info:
+        load_rgb(path)
+    _one_line_naming(info.value, path, "PIL.Image.MAX_IMAGE_PIXELS")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # between: Pillow warns ...
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # ... and a warning turned error is no crash either
+        with pytest.raises(ImageTooLargeError):
+            load_rgb(path)
+    with pytest.warns(Image.DecompressionBombWarning):  # a mere warning: decoded
+        assert (load_rgb(path) == source).all()
+
+
+def test_images_under_the_limit_decode_as_before(tmp_path, monkeypatch):
+    small = tmp_path / "small.png"
+    write_png_bomb(small, 70, 9)  # the bomb writer makes real PNGs
+    assert (load_rgb(small) == 0).all() and load_rgb(small).shape == (9, 70, 3)
+    source = pattern(48, 64, 14)
+    write_jpeg(tmp_path / "a.jpg", source)
+    reference = cv2.cvtColor(cv2.imread(str(tmp_path / "a.jpg")), cv2.COLOR_BGR2RGB)
+    monkeypatch.setenv(MAX_PIXELS_ENV, str(48 * 64))
+    image, factor = read_rgb(tmp_path / "a.jpg")
+    assert factor == 1 and (image == reference).all()
+    reduced, factor = read_rgb(tmp_path / "a.jpg", min_size=(24, 32))
+    assert factor == 2 and reduced.shape == (24, 32, 3)

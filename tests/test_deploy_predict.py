@@ -18,7 +18,7 @@ from fgvc.commands.predict import main as predict_main
 from fgvc.data.io import load_rgb
 from fgvc.data.transforms import PRESETS, build_transforms
 from fgvc.deploy.export import export_checkpoint
-from fgvc.deploy.predict import collect_images, load_predictor, predict_files
+from fgvc.deploy.predict import load_predictor, predict_files
 from fgvc.export import load
 from tests.tiny import CLASS_NAMES, IMAGE_SIZE
 
@@ -164,14 +164,6 @@ def test_usage_errors_exit_2(setup, tmp_path):
         code, out, err = run(argv)
         assert code == 2 and out == "", argv
         assert "error" in err or "usage" in err, argv
-
-
-def test_collect_images_reports_missing(tmp_path):
-    (tmp_path / "x.PNG").write_bytes(b"")
-    (tmp_path / "y.txt").write_text("")
-    found, missing = collect_images([tmp_path, tmp_path / "gone.jpg", tmp_path / "y.txt"])
-    assert found == [tmp_path / "x.PNG", tmp_path / "y.txt"]  # named files taken as given
-    assert [p for p, _ in missing] == [tmp_path / "gone.jpg"]
 
 
 @pytest.mark.parametrize("fast_decode", [True, False])

@@ -31,7 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     check = commands.add_parser(
-        "check", help="decode every image; report corrupt files and count mismatches"
+        "check",
+        help="decode every image; report corrupt or oversized files, count mismatches and "
+        "entries left out (link loops, folder links, unreadable folders)",
     )
     check.add_argument("dataset", choices=CHECKABLE)
     check.add_argument("--root", default="data", help="folder holding the dataset folder")
@@ -79,10 +81,12 @@ def _check(args: argparse.Namespace) -> int:
         print(f"bad file: {message}")
     for message in report.problems:
         print(f"problem: {message}")
+    for message in report.skipped:
+        print(f"skipped: {message}")
     verdict = "ok" if report.ok else "FAILED"
     print(
         f"{args.dataset}: {report.images} images checked, {len(report.bad_files)} bad files, "
-        f"{len(report.problems)} problems - {verdict}"
+        f"{len(report.problems)} problems, {len(report.skipped)} entries skipped - {verdict}"
     )
     return 0 if report.ok else 1
 

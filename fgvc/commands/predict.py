@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import TextIO
 
 from fgvc.commands.runner import CommandParser, report, run
-from fgvc.deploy.outputs import OUTPUT_FORMATS, display_name, format_predictions
-from fgvc.deploy.predict import BACKENDS, collect_images, load_predictor, predict_files
+from fgvc.data.files import collect_images, display_path
+from fgvc.deploy.outputs import OUTPUT_FORMATS, format_predictions
+from fgvc.deploy.predict import BACKENDS, load_predictor, predict_files
 from fgvc.deploy.publish import atomic_write_text
 from fgvc.errors import UsageError
 from fgvc.runs import RUNS_ROOT
@@ -81,14 +82,14 @@ def main(argv: list[str], stdout: TextIO | None = None, stderr: TextIO | None = 
                 raise UsageError(f"--output: folder {parent} does not exist")
         images, missing = collect_images(args.inputs)
         if not images:
-            listing = "; ".join(display_name(message) for _, message in missing)
+            listing = "; ".join(display_path(message) for _, message in missing)
             raise UsageError(
                 f"no image found in {' '.join(args.inputs)}" + (f" ({listing})" if listing else "")
             )
         predictor = load_predictor(args.model, args.backend, args.device, args.runs_root)
 
         def skipped(path: Path, message: str) -> None:
-            print(f"{PROG}: skipped {display_name(message)}", file=err, flush=True)
+            print(f"{PROG}: skipped {display_path(message)}", file=err, flush=True)
 
         for path, message in missing:
             skipped(path, message)

@@ -22,16 +22,26 @@ CHECKABLE = ("cub", "cars", "aircraft", "folder", "synthetic")
 
 @dataclass
 class CheckReport:
-    """What ``check_dataset`` found; ``ok`` when nothing is wrong."""
+    """What ``check_dataset`` found; ``ok`` when nothing is wrong.
+
+    Attributes:
+        splits: images per split that could be read.
+        images: distinct image files decoded.
+        bad_files: one line per file that cannot be read or decoded, or is too large.
+        problems: one line per split that cannot be read, or count that does not match.
+        skipped: one line per entry a dataset left out (link loops, folder links, files in
+            two classes, unreadable sub-folders...); these fail the check too.
+    """
 
     splits: dict[str, int] = field(default_factory=dict)
     images: int = 0
     bad_files: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.bad_files and not self.problems
+        return not self.bad_files and not self.problems and not self.skipped
 
 
 def _splits(name: str, root: Path) -> Iterator[tuple[str, Callable[[], ImageDataset]]]:
@@ -53,9 +63,14 @@ def _splits(name: str, root: Path) -> Iterator[tuple[str, Callable[[], ImageData
         if not root.is_dir():
             raise FileNotFoundError(f"{root} is not a folder")
         splits = list_classes(root)
-        train_classes = list_classes(root / "train") if "train" in splits else None
+
+        def folder_split(split: str) -> FolderDataset:
+            # listed here, so that an unreadable train folder is a problem of each split
+            train = list_classes(root / "train") if "train" in splits else None
+            return FolderDataset(root, split, classes=train)
+
         for split in splits:
-            yield split, lambda split=split: FolderDataset(root, split, classes=train_classes)
+            yield split, lambda split=split: folder_split(split)
     else:
         raise ValueError(f"unknown dataset {name!r}; choose one of {CHECKABLE}")
 
@@ -76,11 +91,14 @@ def check_dataset(
 ) -> CheckReport:
     """Parse all splits of dataset ``name`` under ``root`` and decode every image.
 
-    Annotation errors and published-count mismatches go to ``problems``; files that
-    cannot be read or decoded to ``bad_files`` (one message each, naming the file).
+    Annotation errors, unreadable splits and published-count mismatches go to ``problems``;
+    files that cannot be read or decoded, or exceed the pixel limit
+    (:func:`fgvc.data.io.max_image_pixels`), to ``bad_files``; entries a dataset left out
+    to ``skipped`` (one message each, naming the file).
     """
     report = CheckReport()
     paths: dict[str, None] = {}
+    skipped: dict[str, None] = {}  # splits (aircraft levels) can share images
     root = Path(root).expanduser()
     for split, make in _splits(name, root):
         try:
@@ -91,10 +109,14 @@ def check_dataset(
             report.problems.append(f"{split}: {err}")
             continue
         report.splits[split] = len(dataset)
-        log(f"{split}: {len(dataset)} images, {len(dataset.classes)} classes")
+        left_out = getattr(dataset, "skipped", [])
+        skipped.update(dict.fromkeys(left_out))
+        more = f", {len(left_out)} entries skipped" if left_out else ""
+        log(f"{split}: {len(dataset)} images, {len(dataset.classes)} classes{more}")
         if dataset.count_problem and dataset.count_problem not in report.problems:
             report.problems.append(dataset.count_problem)
         paths.update(dict.fromkeys(path for path, _ in dataset.samples))
+    report.skipped = list(skipped)
     report.images = len(paths)
     workers = workers or os.cpu_count() or 1
     log(f"decoding {report.images} images with {workers} processes ...")

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fgvc.data.base import ImageDataset
+from fgvc.data.files import FileKey, WalkResult, display_path, is_utf8, walk_images
 from fgvc.data.io import IMAGE_EXTENSIONS
 
 
 def list_classes(split_dir: str | os.PathLike) -> list[str]:
-    """Sorted names of the class folders in ``split_dir``."""
-    return sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir())
+    """Sorted names of the folders in ``split_dir`` (links to folders included).
+
+    Raises:
+        OSError: ``split_dir`` cannot be listed (one line naming it).
+    """
+    try:
+        with os.scandir(split_dir) as entries:
+            return sorted(entry.name for entry in entries if entry.is_dir())
+    except OSError as err:
+        raise type(err)(
+            f"cannot read folder {display_path(split_dir)} ({err.strerror or err}); "
+            f"check that it exists and fix its permissions"
+        ) from None
 
 
 class FolderDataset(ImageDataset):
@@ -29,6 +42,12 @@ class FolderDataset(ImageDataset):
     walked in sorted order and kept when their extension is an image one. Pass the training
     split's ``classes`` when reading another split so that labels agree even when that split
     lacks a class. ``ids`` are paths relative to the split folder.
+
+    A class folder may be a link (e.g. into a shared pool); inside it, file links are
+    followed and folder links are not (see :func:`fgvc.data.files.walk_images`). What was
+    left out - link loops, folder links, unreadable sub-folders, a file reached twice or
+    from two classes (it is then kept only in the class that holds the file itself, or in
+    none) - is listed in ``skipped`` (one line each) and summed up in one warning.
 
     Args:
         root: the folder holding the split folders.
@@ -57,6 +76,12 @@ class FolderDataset(ImageDataset):
                 f"expected {root}/<split>/<class>/<image>"
             )
         found = list_classes(self.folder)
+        for name in found:  # such a name would crash much later, writing per-class results
+            if not is_utf8(name):
+                raise ValueError(
+                    f"class folder {display_path(self.folder / name)} has a name that is not "
+                    f"valid UTF-8; rename it to a UTF-8 name"
+                )
         self.classes = list(classes) if classes is not None else found
         index_of = {name: i for i, name in enumerate(self.classes)}
         unknown = [name for name in found if name not in index_of]
@@ -64,18 +89,93 @@ class FolderDataset(ImageDataset):
             raise ValueError(
                 f"{self.folder} has class folders {unknown} that the training split lacks"
             )
+        _check_class_folders(self.folder, found)
+        walks = {name: walk_images(self.folder / name) for name in found}
+        _drop_shared_files(walks)
+        self.skipped: list[str] = [
+            message for walk in walks.values() for _, message in walk.skipped
+        ]
         self.samples, self.ids = [], []
-        for name in found:
-            class_dir = self.folder / name
-            count = 0
-            for dirpath, _, filenames in sorted(os.walk(class_dir, followlinks=True)):
-                for filename in sorted(filenames):
-                    if filename.lower().endswith(IMAGE_EXTENSIONS):
-                        path = Path(dirpath) / filename
-                        self.samples.append((str(path), index_of[name]))
-                        self.ids.append(path.relative_to(self.folder).as_posix())
-                        count += 1
-            if count == 0:
+        for name, walk in walks.items():
+            if not walk.files:
+                class_dir = display_path(self.folder / name)
+                left_out = [message for path, message in walk.skipped]
+                if left_out:
+                    raise FileNotFoundError(
+                        f"class folder {class_dir} holds no usable image: {len(left_out)} "
+                        f"entries left out (first: {left_out[0]})"
+                    )
                 raise FileNotFoundError(
                     f"class folder {class_dir} holds no image ({', '.join(IMAGE_EXTENSIONS)})"
                 )
+            for path in walk.files:
+                self.samples.append((str(path), index_of[name]))
+                self.ids.append(path.relative_to(self.folder).as_posix())
+        if self.skipped:
+            shown = "; ".join(self.skipped[:3]) + ("; ..." if len(self.skipped) > 3 else "")
+            warnings.warn(
+                f"{display_path(self.folder)}: {len(self.skipped)} entries left out ({shown}); "
+                f"`fgvc data check folder --root {display_path(root)}` lists them all",
+                stacklevel=2,
+            )
+
+
+def _check_class_folders(split_dir: Path, names: list[str]) -> None:
+    """Refuse class folders that are, or hold, the split folder or another class folder
+    (through links): their images would get several labels."""
+    owner: dict[str, str] = {}
+    split_real = os.path.realpath(split_dir)
+    for name in names:
+        real = os.path.realpath(split_dir / name)
+        if split_real == real or split_real.startswith(real.rstrip(os.sep) + os.sep):
+            raise ValueError(
+                f"class folder {display_path(split_dir / name)} links to {display_path(real)}, "
+                f"which is or holds the split folder; link it to a folder of its own"
+            )
+        owner.setdefault(real, name)
+    for name in names:
+        real = Path(os.path.realpath(split_dir / name))
+        for folder in (real, *real.parents):
+            other = owner.get(str(folder))
+            if other is not None and other != name:
+                raise ValueError(
+                    f"class folders {display_path(split_dir / name)} and "
+                    f"{display_path(split_dir / other)} are the same folder or one holds "
+                    f"the other ({display_path(real)}, through a link); their images would get "
+                    f"two labels - give each class a folder of its own"
+                )
+
+
+def _drop_shared_files(walks: dict[str, WalkResult]) -> None:
+    """Leave out files found in several classes (into ``skipped``); keep the one path that
+    is no link, if there is exactly one."""
+    places: dict[FileKey, list[tuple[str, int]]] = {}
+    for name, walk in walks.items():
+        for index, key in enumerate(walk.keys):
+            places.setdefault(key, []).append((name, index))
+    drop: dict[str, set[int]] = {}
+    for found in places.values():
+        if len(found) < 2:
+            continue
+        real = [place for place in found if not walks[place[0]].files[place[1]].is_symlink()]
+        keep = real[0] if len(real) == 1 else None
+        for name, index in found:
+            if (name, index) == keep:
+                continue
+            drop.setdefault(name, set()).add(index)
+            path = walks[name].files[index]
+            if keep is not None:
+                kept = display_path(walks[keep[0]].files[keep[1]])
+                why = f"same file as {kept} of class {keep[0]!r}; one file, one label - remove it"
+            else:
+                others = sorted({other for other, _ in found if other != name})
+                why = (
+                    f"the same file is also in class(es) {others}; one file, one label - it is "
+                    f"left out of all of them, keep it in one class"
+                )
+            walks[name].skipped.append((path, f"{display_path(path)}: {why}"))
+    for name, indices in drop.items():
+        walk = walks[name]
+        kept_ = [i for i in range(len(walk.files)) if i not in indices]
+        walk.files = [walk.files[i] for i in kept_]
+        walk.keys = [walk.keys[i] for i in kept_]

@@ -11,6 +11,12 @@ Whatever the source (grayscale, CMYK, palette, alpha, 16 bit), the result is a C
 ``convert("RGB")`` does, 16-bit samples are scaled to 8 bits (``>> 8``), and EXIF
 orientation tags are ignored - pixels come out as stored, as with Pillow's (torchvision's)
 default loader.
+
+Before anything is decoded, the image's size is read from its header (JPEG SOF, PNG IHDR,
+Pillow's header parse for everything else) and images above a pixel limit are refused
+with :class:`ImageTooLargeError`: a few-kB PNG can claim 30000 x 30000 pixels and would
+need gigabytes once decoded (a "decompression bomb"). The limit applies to the stored size
+(also when a JPEG is decoded at reduced scale); see :func:`max_image_pixels`.
 """
 
 from __future__ import annotations
@@ -35,7 +41,66 @@ _REDUCED = {
     4: cv2.IMREAD_REDUCED_COLOR_4,
     8: cv2.IMREAD_REDUCED_COLOR_8,
 }
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+# Pillow's default (Image.MAX_IMAGE_PIXELS): about 89.5 Mpx, e.g. 9459 x 9459
+DEFAULT_MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+MAX_PIXELS_ENV = "FGVC_MAX_IMAGE_PIXELS"
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """An image's header claims more pixels than the decoding limit (a decompression bomb)."""
+
+
+def max_image_pixels(max_pixels: int | None = None) -> int | None:
+    """The pixel limit in force; None means no limit.
+
+    ``max_pixels`` wins when given (0: no limit); otherwise the environment variable
+    ``FGVC_MAX_IMAGE_PIXELS`` (a whole number, ``0`` or ``none``: no limit), read at each
+    call so DataLoader workers and other processes obey it; otherwise
+    ``DEFAULT_MAX_IMAGE_PIXELS``.
+
+    Raises:
+        ValueError: a negative ``max_pixels`` or an unreadable ``FGVC_MAX_IMAGE_PIXELS``.
+    """
+    return _limit(max_pixels)[0]
+
+
+def _limit(max_pixels: int | None) -> tuple[int | None, str]:
+    """``(limit, how to raise it)``: a hint to format with the image's ``pixels``."""
+    if max_pixels is not None:
+        if max_pixels < 0:
+            raise ValueError(f"max_pixels must be >= 0 (0: no limit), got {max_pixels}")
+        return max_pixels or None, "pass max_pixels={pixels} or more (0: no limit)"
+    hint = f"set {MAX_PIXELS_ENV}={{pixels}} or more (0 or none: no limit)"
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_IMAGE_PIXELS, hint
+    if raw.lower() == "none":
+        return None, hint
+    try:
+        value = float(raw) if any(c in raw for c in ".eE") else int(raw)
+        valid = value >= 0 and value == int(value)
+    except (ValueError, OverflowError):  # not a number; inf
+        valid = False
+    if not valid:
+        raise ValueError(
+            f"{MAX_PIXELS_ENV}={raw!r} is not a pixel count; set it to a whole number such "
+            f"as 200000000, or to 0 or none for no limit"
+        )
+    return int(value) or None, hint
+
+
+def _check_pixels(name: str, height: int, width: int, limit: tuple[int | None, str]) -> None:
+    pixels = height * width
+    if limit[0] is not None and pixels > limit[0]:
+        raise ImageTooLargeError(
+            f"{name}: {width}x{height} image ({pixels:,} pixels) is above the decoding limit "
+            f"of {limit[0]:,} pixels (a guard against decompression bombs); if the image is "
+            f"genuine, {limit[1].format(pixels=pixels)}"
+        )
 
 
 def jpeg_header(data: bytes) -> tuple[int, int, int] | None:
@@ -66,6 +131,13 @@ def jpeg_header(data: bytes) -> tuple[int, int, int] | None:
     return None
 
 
+def png_header(data: bytes) -> tuple[int, int] | None:
+    """``(height, width)`` from a PNG's IHDR chunk (always the first), or None if not a PNG."""
+    if data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR" or len(data) < 24:
+        return None
+    return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+
+
 def _ends_with_eoi(data: bytes) -> bool:
     return data[-64:].rstrip(b"\x00\r\n\t ").endswith(b"\xff\xd9")
 
@@ -94,15 +166,24 @@ def _to_rgb_uint8(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array[:, :, :3])
 
 
-def _decode_pil(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-            array = np.asarray(image).astype(np.int64)
-            if image.mode == "I" and array.max(initial=0) <= 255:
-                return _to_rgb_uint8(np.clip(array, 0, 255).astype(np.uint8))
-            return _to_rgb_uint8(np.clip(array, 0, 65535).astype(np.uint16))
-        return np.ascontiguousarray(np.asarray(image.convert("RGB")))
+def _decode_pil(data: bytes, name: str, limit: tuple[int | None, str]) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            _check_pixels(name, image.height, image.width, limit)  # open() read the header only
+            image.load()
+            if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+                array = np.asarray(image).astype(np.int64)
+                if image.mode == "I" and array.max(initial=0) <= 255:
+                    return _to_rgb_uint8(np.clip(array, 0, 255).astype(np.uint8))
+                return _to_rgb_uint8(np.clip(array, 0, 65535).astype(np.uint16))
+            return np.ascontiguousarray(np.asarray(image.convert("RGB")))
+    # Pillow's own guard (PIL.Image.MAX_IMAGE_PIXELS) is no OSError, and its warning is
+    # raised when warnings are errors: both become our error instead of a crash
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageTooLargeError(
+            f"{name}: Pillow refuses to decode it ({err}); if the image is genuine, raise "
+            f"PIL.Image.MAX_IMAGE_PIXELS as well"
+        ) from err
 
 
 def _decode_cv2(data: bytes, flags: int) -> np.ndarray | None:
@@ -116,20 +197,28 @@ def _decode_cv2(data: bytes, flags: int) -> np.ndarray | None:
 
 
 def decode_rgb(
-    data: bytes, name: str = "<bytes>", min_size: tuple[int, int] | None = None
+    data: bytes,
+    name: str = "<bytes>",
+    min_size: tuple[int, int] | None = None,
+    max_pixels: int | None = None,
 ) -> tuple[np.ndarray, int]:
     """Decode encoded image bytes to RGB ``uint8``; returns ``(image, reduction factor)``.
 
     The factor is 1 unless a JPEG was decoded at reduced scale because ``min_size``
     (``(min_height, min_width)``) allowed it; the image is then about ``1 / factor`` the
-    size of the stored one.
+    size of the stored one. ``max_pixels``: see :func:`max_image_pixels`.
 
     Raises:
+        ImageTooLargeError: the header claims more pixels than the limit (nothing decoded).
         ImageDecodeError: the bytes are not a readable image (message names ``name``).
     """
     if not data:
         raise ImageDecodeError(f"{name}: empty file; replace it with a valid image")
+    limit = _limit(max_pixels)
     header = jpeg_header(data)
+    size = header[:2] if header is not None else png_header(data)
+    if size is not None:
+        _check_pixels(name, *size, limit)
     try:
         if header is not None and header[2] in (1, 3) and _ends_with_eoi(data):
             factor = reduction_factor(header[0], header[1], min_size)
@@ -137,14 +226,16 @@ def decode_rgb(
             image = _decode_cv2(data, flags)
             if image is not None:
                 return image, factor
-        elif data[:8] == b"\x89PNG\r\n\x1a\n":
+        elif data[:8] == _PNG_SIGNATURE:
             image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
             if image is not None:
                 if image.ndim == 3:
                     code = cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
                     image = cv2.cvtColor(image, code)
                 return _to_rgb_uint8(image), 1
-        return _decode_pil(data), 1
+        return _decode_pil(data, name, limit), 1
+    except ImageDecodeError:
+        raise
     except (OSError, ValueError, SyntaxError, UnidentifiedImageError, cv2.error) as err:
         raise ImageDecodeError(
             f"{name}: cannot decode image ({err}); the file is corrupt or not an image - "
@@ -153,29 +244,36 @@ def decode_rgb(
 
 
 def read_rgb(
-    path: str | os.PathLike, min_size: tuple[int, int] | None = None
+    path: str | os.PathLike,
+    min_size: tuple[int, int] | None = None,
+    max_pixels: int | None = None,
 ) -> tuple[np.ndarray, int]:
     """Read and decode ``path``; returns ``(RGB uint8 image, reduction factor)``.
 
-    See :func:`decode_rgb` for ``min_size``.
+    See :func:`decode_rgb` for ``min_size`` and ``max_pixels``.
 
     Raises:
+        ImageTooLargeError: above the pixel limit (nothing decoded; see
+            :func:`max_image_pixels`).
         ImageDecodeError: missing, unreadable or undecodable file (the message names it).
     """
+    # a name that is not valid UTF-8 is shown escaped: printing it must not crash
+    name = os.fsencode(path).decode("utf-8", "backslashreplace")
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as err:
         raise ImageDecodeError(
-            f"{path}: cannot read image ({err.strerror or err}); check the dataset root"
+            f"{name}: cannot read image ({err.strerror or err}); check the dataset root"
         ) from err
-    return decode_rgb(data, os.fspath(path), min_size)
+    return decode_rgb(data, name, min_size, max_pixels)
 
 
-def load_rgb(path: str | os.PathLike) -> np.ndarray:
+def load_rgb(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
     """Decode ``path`` at full size to an ``(H, W, 3)`` RGB ``uint8`` array.
 
     Raises:
+        ImageTooLargeError: above the pixel limit (see :func:`max_image_pixels`).
         ImageDecodeError: missing, unreadable or undecodable file (the message names it).
     """
-    return read_rgb(path)[0]
+    return read_rgb(path, max_pixels=max_pixels)[0]

@@ -11,22 +11,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fgvc.data.files import display_path
 from fgvc.deploy.predict import Prediction
 
 OUTPUT_FORMATS = ("table", "csv", "json")
 CSV_COLUMNS = ("image", "rank", "class_index", "class_name", "probability")
 _FORMULA_START = ("=", "+", "-", "@")
-
-
-def display_name(path: str | os.PathLike) -> str:
-    """A path as valid text: bytes that are not UTF-8 become ``\\xNN``."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def escape_controls(text: str) -> str:
@@ -51,7 +46,7 @@ def format_table(predictions: Sequence[Prediction]) -> str:
     """Human-readable: the image, then ``rank  probability  class`` lines."""
     lines = []
     for pred in predictions:
-        lines.append(safe_cell(display_name(pred.image)))
+        lines.append(safe_cell(display_path(pred.image)))
         for rank, (_, name, prob) in enumerate(pred.top, 1):
             lines.append(f"  {rank:>2}  {prob:7.4f}  {safe_cell(name)}")
     return "\n".join(lines) + ("\n" if lines else "")
@@ -63,7 +58,7 @@ def format_csv(predictions: Sequence[Prediction]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for pred in predictions:
-        image = safe_cell(display_name(pred.image))
+        image = safe_cell(display_path(pred.image))
         for rank, (index, name, prob) in enumerate(pred.top, 1):
             writer.writerow([image, rank, index, safe_cell(name), repr(prob)])
     return buffer.getvalue()
@@ -79,7 +74,7 @@ def format_json(
         **meta,
         "predictions": [
             {
-                "image": display_name(pred.image),
+                "image": display_path(pred.image),
                 "top": [
                     {"rank": rank, "class_index": index, "class_name": name, "probability": prob}
                     for rank, (index, name, prob) in enumerate(pred.top, 1)
@@ -88,7 +83,7 @@ def format_json(
             for pred in predictions
         ],
         "errors": [
-            {"image": display_name(path), "error": display_name(message)}
+            {"image": display_path(path), "error": display_path(message)}
             for path, message in errors
         ],
     }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,6 @@ from pathlib import Path
 import cv2
 import torch
 
-from fgvc.data.io import IMAGE_EXTENSIONS
 from fgvc.data.preprocessing import EvalPreprocessing
 from fgvc.data.transforms import hflip_tta
 from fgvc.deploy.bundle import (
@@ -36,30 +35,6 @@ from fgvc.errors import ImageDecodeError, UsageError, one_line
 from fgvc.runs import RUNS_ROOT, read_fit_checkpoint, resolve_checkpoint
 
 BACKENDS = ("auto", "onnx", "torch")
-
-
-def collect_images(
-    inputs: Iterable[str | os.PathLike],
-) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Image files from files and folders, in the given order (folders sorted, recursive).
-
-    Returns:
-        ``(images, missing)``: ``missing`` lists the inputs that do not exist, with a reason.
-    """
-    images: list[Path] = []
-    missing: list[tuple[Path, str]] = []
-    for item in inputs:
-        path = Path(item).expanduser()
-        if path.is_dir():
-            found = [
-                p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-            ]
-            images.extend(sorted(found))
-        elif path.exists():
-            images.append(path)
-        else:
-            missing.append((path, f"{path}: no such file or folder"))
-    return images, missing
 
 
 # ---------------------------------------------------------------------------------- models

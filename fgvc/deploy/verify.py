@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fgvc.data.files import collect_images
 from fgvc.data.preprocessing import EvalPreprocessing
 from fgvc.data.transforms import normalize_images
 from fgvc.deploy.exporters import load_torchscript, onnx_logits, onnx_session
@@ -40,8 +41,6 @@ def verification_images(
         UsageError: ``files`` names no image, or a path that does not exist.
     """
     if files:
-        from fgvc.deploy.predict import collect_images
-
         paths, missing = collect_images(files)
         if missing or not paths:
             bad = ", ".join(str(p) for p, _ in missing) or "no image files"
