@@ -300,6 +300,3 @@ def make_folders(root: Path, splits: dict[str, dict[str, int]]) -> Path:
                 write_jpeg(root / split / name / f"{sub}img_{k:03d}.jpg", pattern(24, 32, seed))
             (root / split / name / "notes.txt").write_text("not an image\n")
     return root
-
-
-# -- the replicas are what they claim to be ---------------------------------------------------

@@ -230,6 +230,69 @@ def test_two_process_ddp_metrics_cover_both_shards(workdir):
     assert last_value(rows, "val/loss") == pytest.approx(ddp_loss, rel=1e-4)
 
 
+def folder_config(workdir: Path, val: dict[str, int], **trainer) -> Path:
+    """The tiny config on a class-folder dataset: classes a, b, c with 4 training images
+    each, ``val`` as given (class -> image count)."""
+    from tests.replicas import make_folders
+
+    make_folders(workdir / "folders", {"train": {name: 4 for name in "abc"}, "val": val})
+    cfg = write_config(workdir, **trainer)
+    config = yaml.safe_load(cfg.read_text())
+    config["data"] = {
+        "class_path": "fgvc.data.FolderDataModule",
+        "init_args": {
+            "root": str(workdir / "folders"),
+            "batch_size": 2,
+            "num_workers": 0,
+            "image_size": 32,
+        },
+    }
+    cfg.write_text(yaml.safe_dump(config))
+    return cfg
+
+
+def run_fgvc(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "fgvc", *args],
+        cwd=workdir,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_validate_on_three_processes_counts_every_image_once(workdir):
+    """11 validation images on 3 processes (4, 4, 3): every figure equals one process's."""
+    cfg = folder_config(workdir, {"a": 4, "b": 4, "c": 3}, max_epochs=1)
+    assert main(["fit", "--config", str(cfg)]) == 0
+    ckpt = workdir / "runs" / "tiny" / "version_0" / "checkpoints" / "last.ckpt"
+    assert main(["validate", "--config", str(cfg), "--ckpt_path", str(ckpt)]) == 0
+    proc = run_fgvc(
+        workdir, "validate", "--config", str(cfg), "--ckpt_path", str(ckpt),
+        "--trainer.devices", "3", "--trainer.strategy", "ddp",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, three = (workdir / "runs" / "tiny" / f"version_{v}" for v in (1, 2))
+    rows_one, rows_three = read_metrics(one), read_metrics(three)
+    keys = [k for k in rows_one[0] if k.startswith("val/")]
+    assert {"val/top1", "val/loss", "val/top1_tta", "val/mean_class_acc"} <= set(keys)
+    for key in keys:
+        assert last_value(rows_three, key) == pytest.approx(last_value(rows_one, key), abs=1e-6)
+    for run in (one, three):
+        with open(run / "val_per_class.csv") as f:
+            support = {r["name"]: int(r["support"]) for r in csv.DictReader(f)}
+        assert support == {"a": 4, "b": 4, "c": 3}, run
+    # fewer images than processes: refused in one line, nothing hangs
+    few = folder_config(workdir / "few", {"a": 1, "b": 1}, max_epochs=1)
+    proc = run_fgvc(
+        workdir / "few", "validate", "--config", str(few), "--ckpt_path", str(ckpt),
+        "--trainer.devices", "3", "--trainer.strategy", "ddp",
+    )  # fmt: skip
+    assert proc.returncode != 0 and "2 evaluation images for 3 processes" in proc.stderr
+
+
 @pytest.mark.parametrize(
     "name",
     sorted(p.name for p in (REPO / "configs").glob("*.yaml")),

@@ -35,12 +35,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_warn
-from torch.utils.data import DataLoader, get_worker_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from torch.utils.data import DataLoader, DistributedSampler, get_worker_info
 
 from fgvc.data.base import ImageDataset
 from fgvc.data.preprocessing import EvalPreprocessing
-from fgvc.data.sampler import EpochSeededSampler
+from fgvc.data.sampler import EpochSeededSampler, ShardSampler
 from fgvc.data.splits import read_split_file, stratified_split, write_split_file
 from fgvc.data.transforms import build_transforms, decode_min_size, normalize_images
 
@@ -140,6 +140,7 @@ class FGVCDataModule(pl.LightningDataModule):
         self.test_set: ImageDataset | None = None
         self.val_ids: list[str] | None = None
         self.split_file: Path | None = None
+        self._warned_workers = False
 
     # -- what subclasses provide ------------------------------------------------------------
     def make_dataset(self, split: str) -> ImageDataset:
@@ -280,22 +281,56 @@ class FGVCDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return trainer.current_epoch if trainer is not None else 0
 
+    def _processes(self) -> tuple[int, int, int]:
+        """(rank, world size, processes on this machine) of the attached trainer."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1, 1
+        local = max(1, trainer.world_size // max(1, trainer.num_nodes))
+        return trainer.global_rank, trainer.world_size, local
+
+    def _workers(self, local_processes: int) -> int:
+        """``num_workers`` per process, capped so that all of this machine's processes
+        together start at most one worker per CPU core."""
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cores = os.cpu_count() or 1
+        cap = max(1, cores // local_processes) if self.num_workers else 0
+        if self.num_workers > cap and not self._warned_workers:
+            self._warned_workers = True
+            rank_zero_info(
+                f"data: {self.num_workers} workers per process x {local_processes} processes "
+                f"would exceed the {cores} CPU cores; using {cap} per process"
+            )
+        return min(self.num_workers, cap)
+
     def _loader(self, dataset: ImageDataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for loaders")
-        # training order and augmentation from (seed, epoch): same batches whatever the
-        # workers, and a resumed run continues exactly where it stopped
-        sampler = (
-            EpochSeededSampler(len(dataset), self.seed, self._current_epoch) if train else None
-        )
+        rank, world, local = self._processes()
+        sampler: DistributedSampler | None = None
+        if train:
+            # order and augmentation from (seed, epoch): the same batches whatever the workers,
+            # and a resumed run continues exactly where it stopped
+            sampler = EpochSeededSampler(len(dataset), self.seed, self._current_epoch, rank, world)
+            if len(dataset) == 0:
+                raise ValueError(f"{type(self).__name__}: the training split is empty")
+        elif world > 1:
+            try:  # each image once, on one process: no padding that would count some twice
+                sampler = ShardSampler(len(dataset), rank, world)
+            except ValueError as err:
+                raise ValueError(f"{type(self).__name__}: {err}") from err
+        workers = self._workers(local)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
-            num_workers=self.num_workers,
+            num_workers=workers,
             pin_memory=self.pin_memory,
-            drop_last=train and len(dataset) > self.batch_size,
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            # drop the ragged last batch only where each process keeps at least one batch
+            drop_last=train and len(sampler) > self.batch_size,
+            persistent_workers=self.persistent_workers and workers > 0,
             worker_init_fn=_init_worker,
         )
 

@@ -28,7 +28,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from fgvc.data.transforms import hflip_tta
@@ -159,27 +159,53 @@ class FGVCClassifier(pl.LightningModule):
                 module.train(self.training and not frozen)
 
     # -------------------------------------------------------------- evaluation
+    # Steps only update the metrics; each epoch computes them once on every process (a
+    # synced sum over all processes' images) and logs the results. Evaluation shards differ
+    # in length, so nothing may depend on every process running the same number of steps.
     def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> dict:
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits.float(), labels)
-        self.eval_loss[stage].update(loss, weight=labels.numel())  # per-epoch values only
+        self.eval_loss[stage].update(loss, weight=labels.numel())
         self.eval_acc[stage].update(logits, labels)
-        self.log(f"{stage}/loss", self.eval_loss[stage], on_epoch=True, prog_bar=True)
-        self.log_dict(self.eval_acc[stage], on_epoch=True, prog_bar=stage == "val")
         if self.hparams[f"{stage}_tta"]:
             logits = hflip_tta(self, images, logits)
             self.eval_acc_tta[stage].update(logits, labels)
-            self.log_dict(self.eval_acc_tta[stage], on_epoch=True)
         # the reports (confusion matrix, samples) follow what the run calls its accuracy
         self.confmat[stage].update(logits, labels)
         return {"logits": logits.detach()}
 
+    def _eval_metrics(self, stage: str) -> list[Metric]:
+        metrics: list[Metric] = [self.eval_loss[stage], self.confmat[stage]]
+        return (
+            metrics + list(self.eval_acc[stage].values()) + list(self.eval_acc_tta[stage].values())
+        )
+
+    def _start_eval(self, stage: str) -> None:
+        for metric in self._eval_metrics(stage):
+            metric.reset()
+
+    def _end_eval(self, stage: str) -> None:
+        values = {f"{stage}/loss": self.eval_loss[stage].compute()}
+        values.update(self.eval_acc[stage].compute())
+        if self.hparams[f"{stage}_tta"]:
+            values.update(self.eval_acc_tta[stage].compute())
+        # already over all processes' images: logged as they are (sync_dist would re-reduce)
+        shown = {"val/loss", "val/top1"}
+        self.log_dict({k: v for k, v in values.items() if k in shown}, prog_bar=True)
+        self.log_dict({k: v for k, v in values.items() if k not in shown})
+
     def on_validation_epoch_start(self) -> None:
-        self.confmat["val"].reset()
+        self._start_eval("val")
 
     def on_test_epoch_start(self) -> None:
-        self.confmat["test"].reset()
+        self._start_eval("test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_eval("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._end_eval("test")
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict:
         return self._eval_step("val", batch)
