@@ -214,6 +214,9 @@ def test_two_process_ddp_metrics_cover_both_shards(workdir):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the recipe's lr (0.01 for 10 images) scaled to 2 processes x 4 images
+    assert "learning rate 0.008 (linear scaling" in proc.stderr
+    assert "global batch 8 = 2 process(es) x 4 images" in proc.stderr
     run = workdir / "runs" / "tiny" / "version_0"
     ddp_top1 = last_value(read_metrics(run), "val/top1")
     ddp_loss = last_value(read_metrics(run), "val/loss")
@@ -291,6 +294,22 @@ def test_validate_on_three_processes_counts_every_image_once(workdir):
         "--trainer.devices", "3", "--trainer.strategy", "ddp",
     )  # fmt: skip
     assert proc.returncode != 0 and "2 evaluation images for 3 processes" in proc.stderr
+
+
+@pytest.mark.slow
+def test_cluster_style_runs_without_logger_or_progress_bar(workdir, capsys):
+    """A log file gets plain lines (no terminal redraws); progress bar and loggers can be
+    switched off, as cluster users do."""
+    cfg = write_config(workdir, max_epochs=1)
+    proc = run_fgvc(workdir, "fit", "--config", str(cfg), "--trainer.logger", "false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "epoch 1/1 done in" in proc.stdout and "val/top1" in proc.stdout
+    assert "\r" not in proc.stdout and "\x1b[" not in proc.stdout
+    assert (workdir / "runs" / "checkpoints" / "last.ckpt").is_file()  # no logger: runs/
+    capsys.readouterr()
+    quiet = ["--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", "quiet"]
+    assert main(["fit", "--config", str(cfg), *quiet]) == 0
+    assert "epoch 1/1 done in" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -279,3 +279,25 @@ def test_workspace_is_reused_not_grown():
         with torch.no_grad():
             isqrt_cov(x)
     assert WORKSPACE._bytes == held
+
+
+def test_workspace_give_back_is_reentrant():
+    """A Lease collected while give_back holds the lock gives its buffers back on the same
+    thread; with a plain lock that deadlocked."""
+    import threading
+
+    from fgvc.ops._workspace import Workspace
+
+    ws = Workspace(max_bytes=1 << 20)
+    inner = [torch.empty(4)]
+
+    def tensors():
+        yield torch.empty(8)
+        ws.give_back(inner)  # what a Lease's __del__ does when the GC runs mid-call
+        yield torch.empty(16)
+
+    worker = threading.Thread(target=ws.give_back, args=(tensors(),), daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "give_back deadlocked"
+    assert sorted(key[0] for key in ws._free) == [(4,), (8,), (16,)]

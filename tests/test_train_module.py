@@ -75,6 +75,33 @@ def test_parameter_groups_get_their_lr_and_weight_decay():
     assert sum(len(g["params"]) for g in groups.values()) == len(list(module.parameters()))
 
 
+class BatchData(pl.LightningDataModule):
+    """A DataModule that says its per-device batch size, as fgvc's do."""
+
+    def __init__(self, batch_size: int) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        return make_loader(n=24, batch=self.batch_size)
+
+
+@pytest.mark.parametrize("scaling, factor", [("linear", 4 * 3 / 10), ("none", 1.0)])
+def test_lr_follows_the_global_batch(scaling, factor, caplog):
+    """model.lr is for lr_batch_size images a step; the run uses lr x global batch / that."""
+    module = FGVCClassifier(
+        **TINY, lr=0.01, lr_batch_size=10, lr_scaling=scaling, scheduler="constant"
+    )
+    trainer = make_trainer(max_steps=1, accumulate_grad_batches=3)
+    with caplog.at_level("INFO"):
+        trainer.fit(module, datamodule=BatchData(4))
+    lrs = {g["name"]: g["lr"] for g in trainer.optimizers[0].param_groups}
+    assert lrs["backbone"] == pytest.approx(0.01 * factor)
+    assert lrs["classifier"] == pytest.approx(0.05 * factor)  # the x5 multiplier on top
+    assert f"learning rate {0.01 * factor:.4g}" in caplog.text
+    assert "global batch 12 = 1 process(es) x 4 images x 3 accumulated" in caplog.text
+
+
 def test_step_schedule_shape():
     s = Schedule(
         "step", steps_per_epoch=10, total_steps=100, milestones=[3, 6], gamma=0.1, warmup_epochs=0

@@ -50,11 +50,14 @@ class FGVCNet(nn.Module):
         return self.classifier.out_features
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Image vectors (B, feature_dim) before the classifier."""
-        return self.head(self.backbone(x))
+        """Image vectors (B, feature_dim) before the classifier (float32 from iSQRT-COV,
+        whose square root always runs in full precision)."""
+        # a network cast to half / bfloat16 / float64 takes its input in the same type
+        return self.head(self.backbone(x.to(self.classifier.weight.dtype)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.forward_features(x))
+        features = self.forward_features(x)
+        return self.classifier(features.to(self.classifier.weight.dtype))
 
     def reset_classifier(self, num_classes: int | None = None) -> None:
         """Fresh classifier weights, optionally for a different number of classes."""

@@ -34,7 +34,9 @@ class Workspace:
         self.max_bytes = max_bytes
         self._free: dict[_Key, list[torch.Tensor]] = defaultdict(list)
         self._bytes = 0
-        self._lock = threading.Lock()
+        # re-entrant: dropping buffers inside give_back can collect a Lease, whose __del__
+        # gives its own buffers back on the same thread
+        self._lock = threading.RLock()
 
     def take(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
         """An uninitialized buffer of ``shape`` with ``like``'s dtype and device."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pytorch_lightning.callbacks import LearningRateMonitor, RichProgressBar
+from pytorch_lightning.callbacks import LearningRateMonitor, ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities import rank_zero_info
 
@@ -24,6 +24,7 @@ from fgvc.runs import INTERRUPTED, RUNS_ROOT, FitCheckpoint, find_resume_checkpo
 from fgvc.runs import read_fit_checkpoint as _read_fit_checkpoint
 from fgvc.train.callbacks import CheckpointOnInterrupt, ResumableSaveConfig, checkpoint_callbacks
 from fgvc.train.module import FGVCClassifier
+from fgvc.train.progress import progress_bar
 from fgvc.train.reports import EvalReports
 
 
@@ -114,6 +115,17 @@ class FGVCCLI(LightningCLI):
         config.ckpt_path = str(path)
         rank_zero_info(f"resuming {path} in {Path(args.save_dir, args.name, f'version_{version}')}")
 
+    def before_instantiate_classes(self) -> None:
+        # what the run's own settings allow: no progress bar when it is switched off (a
+        # cluster log), no learning-rate monitor without a logger to write to
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        callbacks = [cb for cb in self.trainer_defaults["callbacks"] if not _optional(cb)]
+        if config.trainer.get("enable_progress_bar") is not False:
+            callbacks.append(progress_bar())
+        if config.trainer.get("logger") is not False:
+            callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+        self.trainer_defaults["callbacks"] = callbacks
+
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
@@ -124,6 +136,10 @@ class FGVCCLI(LightningCLI):
         # the model as configured must be able to take the checkpoint's weights
         if self.fit_checkpoint is not None:
             check_compatible(self.fit_checkpoint, self.model)
+
+
+def _optional(callback: Any) -> bool:
+    return isinstance(callback, ProgressBar | LearningRateMonitor)
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> FGVCCLI:
@@ -140,8 +156,6 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> FGVCCLI:
             "callbacks": [
                 *checkpoint_callbacks(),
                 CheckpointOnInterrupt(),
-                LearningRateMonitor(logging_interval="epoch"),
-                RichProgressBar(leave=True),
                 EvalReports(),
             ],
         },

@@ -27,13 +27,14 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from fgvc.data.transforms import hflip_tta
 from fgvc.models import NetSpec, build_model
-from fgvc.train.optim import Schedule, parameter_groups
+from fgvc.train.optim import Schedule, parameter_groups, scaled_lr
 
 
 def _accuracy_metrics(num_classes: int, prefix: str, suffix: str = "") -> MetricCollection:
@@ -59,7 +60,13 @@ class FGVCClassifier(pl.LightningModule):
         pretrained: None, ``"imagenet"``, ``"isqrt-imagenet"`` or a checkpoint path.
         last_stride: stride of layer4 (default: 1 for isqrt, 2 for gap).
         optimizer: ``"sgd"`` (momentum, the authors') or ``"adamw"``.
-        lr: base learning rate (1.2e-3 for batch 10 in the paper; scale with the global batch).
+        lr: base learning rate, for a global batch of ``lr_batch_size`` (the authors': 1.2e-3
+            for 10 images).
+        lr_batch_size: the global batch ``lr`` is tuned for.
+        lr_scaling: ``"linear"`` (default): the rate used is ``lr * global batch /
+            lr_batch_size``, the global batch being per-device batch x devices x nodes x
+            gradient accumulation; ``"none"``: ``lr`` as it is. The rate used is printed at
+            the start of training.
         momentum: SGD momentum.
         weight_decay: applied to conv and linear weights only.
         lr_mult_backbone, lr_mult_head, lr_mult_classifier: per-group multipliers of ``lr``.
@@ -85,6 +92,8 @@ class FGVCClassifier(pl.LightningModule):
         last_stride: int | None = NetSpec.last_stride,
         optimizer: Literal["sgd", "adamw"] = "sgd",
         lr: float = 1.2e-3,
+        lr_batch_size: int = 10,
+        lr_scaling: Literal["linear", "none"] = "linear",
         momentum: float = 0.9,
         weight_decay: float = 1e-4,
         lr_mult_backbone: float = 1.0,
@@ -218,23 +227,54 @@ class FGVCClassifier(pl.LightningModule):
         return self.predict_logits(images, tta=self.hparams.test_tta).softmax(-1)
 
     # ---------------------------------------------------------------- optimizer
-    def parameter_groups(self) -> list[dict[str, Any]]:
-        """Six groups: (backbone, head, classifier) x (decay, no decay), with ``lr_mult``."""
+    def parameter_groups(self, lr: float | None = None) -> list[dict[str, Any]]:
+        """Six groups: (backbone, head, classifier) x (decay, no decay), with ``lr_mult``
+        (``lr``: the base rate, ``model.lr`` by default)."""
         hp = self.hparams
         mults = {
             "backbone": hp.lr_mult_backbone,
             "head": hp.lr_mult_head,
             "classifier": hp.lr_mult_classifier,
         }
-        return parameter_groups(self.model, hp.lr, hp.weight_decay, mults)
+        return parameter_groups(self.model, hp.lr if lr is None else lr, hp.weight_decay, mults)
+
+    def global_batch_size(self) -> int | None:
+        """Images per optimizer step over all processes, or None when the per-device batch
+        is unknown (a DataModule without ``batch_size``)."""
+        trainer = self.trainer
+        per_device = getattr(trainer.datamodule, "batch_size", None)
+        if not isinstance(per_device, int):
+            return None
+        return per_device * trainer.world_size * trainer.accumulate_grad_batches
+
+    def effective_lr(self) -> float:
+        """The base rate this run uses (see ``lr_scaling``), announced once."""
+        hp = self.hparams
+        batch = self.global_batch_size()
+        lr = scaled_lr(hp.lr, hp.lr_batch_size, batch, hp.lr_scaling)
+        trainer = self.trainer
+        where = (
+            f"global batch {batch} = {trainer.world_size} process(es) x "
+            f"{batch // (trainer.world_size * trainer.accumulate_grad_batches)} images x "
+            f"{trainer.accumulate_grad_batches} accumulated"
+            if batch
+            else "global batch unknown (the DataModule has no batch_size): not scaled"
+        )
+        rule = "model.lr_scaling: none" if hp.lr_scaling == "none" else "linear scaling"
+        rank_zero_info(
+            f"learning rate {lr:.4g} ({rule}; model.lr {hp.lr:g} is for a global batch of "
+            f"{hp.lr_batch_size}; {where})"
+        )
+        return lr
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        groups = self.parameter_groups()
+        lr = self.effective_lr()
+        groups = self.parameter_groups(lr)
         if hp.optimizer == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum)
+            optimizer = torch.optim.SGD(groups, lr=lr, momentum=hp.momentum)
         else:
-            optimizer = torch.optim.AdamW(groups, lr=hp.lr)
+            optimizer = torch.optim.AdamW(groups, lr=lr)
         total = int(self.trainer.estimated_stepping_batches)
         epochs = max(1, self.trainer.max_epochs or 1)
         per_epoch = max(1, math.ceil(total / epochs))
@@ -263,6 +303,14 @@ def _check_recipe(hp: Mapping[str, Any]) -> None:
     label_smoothing, optimizer, scheduler = hp["label_smoothing"], hp["optimizer"], hp["scheduler"]
     checks = [
         (lr > 0, f"model.lr must be > 0, got {lr}"),
+        (
+            isinstance(hp["lr_batch_size"], int) and hp["lr_batch_size"] >= 1,
+            f"model.lr_batch_size must be an integer >= 1, got {hp['lr_batch_size']!r}",
+        ),
+        (
+            hp["lr_scaling"] in ("linear", "none"),
+            f"model.lr_scaling must be linear or none, got {hp['lr_scaling']!r}",
+        ),
         (0 <= momentum < 1, f"model.momentum must be in [0, 1), got {momentum}"),
         (weight_decay >= 0, f"model.weight_decay must be >= 0, got {weight_decay}"),
         (all(m >= 0 for m in mults), f"model.lr_mult_* must be >= 0, got {mults}"),

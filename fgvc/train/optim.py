@@ -12,6 +12,15 @@ from torch import nn
 GROUPS = ("backbone", "head", "classifier")
 
 
+def scaled_lr(lr: float, lr_batch_size: int, global_batch: int | None, rule: str) -> float:
+    """The linear scaling rule (Goyal et al., 2017): ``lr`` is for ``lr_batch_size`` images a
+    step; a step of ``global_batch`` images uses ``lr * global_batch / lr_batch_size``.
+    ``rule="none"`` or an unknown global batch leave ``lr`` as it is."""
+    if rule == "none" or not global_batch:
+        return lr
+    return lr * global_batch / lr_batch_size
+
+
 def parameter_groups(
     net: nn.Module, lr: float, weight_decay: float, mults: Mapping[str, float]
 ) -> list[dict[str, Any]]:
