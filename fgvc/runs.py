@@ -6,8 +6,7 @@ One run, one folder (the CSVLogger's ``<save_dir>/<name>/version_<n>``, never re
         config.yaml                  the resolved config (config.resume-<k>.yaml per resume)
         hparams.yaml  metrics.csv
         checkpoints/best-epoch<e>-top1_<v>.ckpt    the best on val/top1
-        checkpoints/last.ckpt        rewritten after every epoch
-        checkpoints/interrupted.ckpt written on Ctrl-C / SIGTERM
+        checkpoints/last.ckpt        rewritten (atomically) after every epoch: the resume point
         export/                      the best checkpoint as a bundle (export-<k>/ after a resume)
         val_split.json  val_per_class.csv  test_per_class.csv
 
@@ -40,7 +39,6 @@ RUNS_ROOT = "runs"
 MONITOR = "val/top1"
 CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
-INTERRUPTED = "interrupted.ckpt"
 BEST_PREFIX = "best"
 EXPORT = "export"
 
@@ -265,16 +263,15 @@ def resolve_checkpoint(
 
 
 def find_resume_checkpoint(save_dir: str | os.PathLike, name: str) -> tuple[Path, int] | None:
-    """Newest ``last.ckpt`` / ``interrupted.ckpt`` under ``<save_dir>/<name>/version_*``,
-    with its version number."""
+    """Newest ``last.ckpt`` under ``<save_dir>/<name>/version_*``, with its version number."""
     candidates = []
     for run in Path(save_dir, name).glob("version_*"):
         version = run.name.split("_", 1)[1]
         if not version.isdigit():
             continue
-        for file in (run / CHECKPOINTS / LAST, run / CHECKPOINTS / INTERRUPTED):
-            if file.is_file():
-                candidates.append((file.stat().st_mtime, file, int(version)))
+        file = run / CHECKPOINTS / LAST
+        if file.is_file():
+            candidates.append((file.stat().st_mtime, file, int(version)))
     if not candidates:
         return None
     _, file, version = max(candidates)

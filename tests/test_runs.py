@@ -103,13 +103,13 @@ def test_read_fit_checkpoint_refuses_what_is_not_one(tmp_path):
 def test_resume_and_export_folders(tmp_path):
     root = tmp_path / "runs"
     assert find_resume_checkpoint(root, "demo") is None
-    for version, name, mtime in ((0, "last.ckpt", 10), (1, "interrupted.ckpt", 20), (2, "x", 30)):
+    for version, name, mtime in ((0, "last.ckpt", 10), (1, "last.ckpt", 20), (2, "x.ckpt", 30)):
         folder = root / "demo" / f"version_{version}" / "checkpoints"
         folder.mkdir(parents=True)
         (folder / name).write_bytes(b"")
         os.utime(folder / name, (mtime, mtime))
     path, version = find_resume_checkpoint(root, "demo")
-    assert (path.name, version) == ("interrupted.ckpt", 1)
+    assert (path.name, version) == ("last.ckpt", 1)  # the newest last.ckpt
 
     run = root / "demo" / "version_0"
     assert default_export_dir(run / "checkpoints" / "best.ckpt") == run / "export"

@@ -4,10 +4,12 @@ and a summary of where everything is."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from fgvc.commands.runner import report, run
 from fgvc.errors import ExportError, FgvcError, one_line
@@ -69,9 +71,15 @@ def main(argv: list[str] | None) -> int:
     def body() -> int:
         try:
             cli = build_cli(argv)
-        except SIGTERMException:
-            report("fgvc", "stopped by SIGTERM; resume with --ckpt_path last")
-            return 143
+        except SIGTERMException as stop:
+            signame = getattr(stop, "signame", "SIGTERM")
+            if rank_zero_only.rank == 0:
+                report(
+                    "fgvc fit",
+                    f"{stop or 'stopped by SIGTERM'}; continue from the last completed epoch "
+                    f"with the same command and --ckpt_path last",
+                )
+            return 128 + getattr(signal, signame, signal.SIGTERM)
         summary = ""
         if cli.subcommand == "fit":
             log_dir = cli.trainer.log_dir  # every rank: a collective under DDP

@@ -1,17 +1,14 @@
-"""Training callbacks: best / last checkpoints, a save on interruption, the config per run."""
+"""Training callbacks: best / last checkpoints, and the resolved config in every run folder."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import SaveConfigCallback
-from pytorch_lightning.utilities import rank_zero_info
-from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from fgvc.runs import BEST_PREFIX, INTERRUPTED, LAST, MONITOR
+from fgvc.runs import BEST_PREFIX, LAST, MONITOR
 
 
 def checkpoint_callbacks() -> list[ModelCheckpoint]:
@@ -29,32 +26,6 @@ def checkpoint_callbacks() -> list[ModelCheckpoint]:
     )
     last = ModelCheckpoint(save_top_k=1, filename=Path(LAST).stem, enable_version_counter=False)
     return [best, last]
-
-
-class CheckpointOnInterrupt(pl.Callback):
-    """On Ctrl-C, SIGTERM (or any error in a single process) during ``fit``, save
-    ``checkpoints/interrupted.ckpt`` so that ``--ckpt_path last`` can resume.
-
-    Lightning turns SIGTERM into an exception on every rank at the same step, so the save
-    is collective there; other errors under DDP are not (ranks may be anywhere) and are
-    left alone.
-    """
-
-    def on_exception(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
-    ) -> None:
-        if trainer.state.fn != "fit" or trainer.global_step == 0:
-            return
-        synced = isinstance(exception, SIGTERMException | KeyboardInterrupt)
-        if trainer.world_size > 1 and not synced:
-            return
-        ckpt = trainer.checkpoint_callback
-        directory = getattr(ckpt, "dirpath", None)
-        if not directory:
-            return
-        path = os.path.join(directory, INTERRUPTED)
-        trainer.save_checkpoint(path)
-        rank_zero_info(f"interrupted: saved {path}; resume with --ckpt_path last")
 
 
 class ResumableSaveConfig(SaveConfigCallback):

@@ -3,10 +3,10 @@
 Model and data are linked (``num_classes`` and class names come from the DataModule), the
 resolved config is saved in every run's folder (:mod:`fgvc.runs`: a new one each run;
 ``--ckpt_path last`` continues the newest one in place), and the defaults add best/last
-checkpointing on ``val/top1``, a save on interruption, a learning-rate monitor, a rich
-progress bar and the per-class reports. A ``--ckpt_path`` is read with the same safe,
-checked reader as everything else (:func:`fgvc.runs.read_fit_checkpoint`) before Lightning
-touches it.
+checkpointing on ``val/top1``, a synchronized stop on Ctrl-C / SIGTERM
+(:mod:`fgvc.train.interrupt`), a learning-rate monitor, progress and the per-class reports.
+A ``--ckpt_path`` is read with the same safe, checked reader as everything else
+(:func:`fgvc.runs.read_fit_checkpoint`) before Lightning touches it.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from fgvc.data.datamodule import FGVCDataModule
 from fgvc.errors import ConfigError, FgvcError, user_message
-from fgvc.runs import INTERRUPTED, RUNS_ROOT, FitCheckpoint, find_resume_checkpoint
+from fgvc.runs import RUNS_ROOT, FitCheckpoint, find_resume_checkpoint
 from fgvc.runs import read_fit_checkpoint as _read_fit_checkpoint
-from fgvc.train.callbacks import CheckpointOnInterrupt, ResumableSaveConfig, checkpoint_callbacks
+from fgvc.train.callbacks import ResumableSaveConfig, checkpoint_callbacks
+from fgvc.train.interrupt import GracefulStop
 from fgvc.train.module import FGVCClassifier
 from fgvc.train.progress import progress_bar
 from fgvc.train.reports import EvalReports
@@ -107,7 +108,7 @@ class FGVCCLI(LightningCLI):
         found = find_resume_checkpoint(args.save_dir, args.name)
         if found is None:
             raise ConfigError(
-                f"--ckpt_path last: no last.ckpt or {INTERRUPTED} under "
+                f"--ckpt_path last: no last.ckpt under "
                 f"{Path(args.save_dir, args.name)}/version_*/checkpoints; nothing to resume"
             )
         path, version = found
@@ -155,7 +156,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> FGVCCLI:
             "default_root_dir": RUNS_ROOT,
             "callbacks": [
                 *checkpoint_callbacks(),
-                CheckpointOnInterrupt(),
+                GracefulStop(),
                 EvalReports(),
             ],
         },

@@ -1,0 +1,122 @@
+"""Ctrl-C and SIGTERM during ``fit``: every process stops at the same step, nothing hangs.
+
+A signal may reach each process at a different moment (a scheduler preempting the job, a
+terminal's Ctrl-C, Lightning's launcher forwarding it to its children). A process that acts
+on it alone - saving a checkpoint, which synchronizes, or leaving - would wait forever for
+the others. So the signal handler only takes note (and forwards the signal to the processes
+this one launched); at the start of every training step all processes agree, with one small
+all-reduce on a CPU (gloo) group that never touches the GPU stream, whether any of them was
+signalled, and if so they all raise :class:`Stopped` at that same step.
+
+Nothing is saved mid-epoch: the run continues exactly from the ``last.ckpt`` of the last
+completed epoch (``fgvc fit --ckpt_path last``), which Lightning writes atomically, so it is
+intact whatever happens. A process that has not reached a training step ``timeout`` seconds
+after the signal (stuck, or in a long evaluation) exits by itself. A second Ctrl-C stops at
+once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Stopped(SIGTERMException):
+    """Training stopped on a signal, at the same step in every process."""
+
+    def __init__(self, signum: int, epoch: int, step: int) -> None:
+        self.signame = signal.Signals(signum).name
+        self.epoch = epoch
+        super().__init__(f"stopped by {self.signame} in epoch {epoch} (step {step})")
+
+
+class GracefulStop(pl.Callback):
+    """Stop every process at the same training step after SIGTERM or Ctrl-C (see module doc).
+
+    Args:
+        timeout: seconds after the signal after which a process that has not stopped exits
+            by itself (before a scheduler's SIGKILL, usually 30 s later).
+    """
+
+    def __init__(self, timeout: float = 25.0) -> None:
+        self.timeout = timeout
+        self.requested: int | None = None
+        self._group: Any = None
+        self._previous: dict[int, Any] = {}
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and trainer.world_size > 1 and dist.is_initialized():
+            self._group = dist.new_group(backend="gloo")  # collective: every rank is here
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # after Lightning installed its own SIGTERM handler, which synchronizes inside the
+        # handler and can deadlock; it is restored when training ends
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self.requested = None
+        for signum in _SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._make_handler(trainer))
+
+    def _make_handler(self, trainer: pl.Trainer) -> Any:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            if self.requested is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # second Ctrl-C: at once
+            first = self.requested is None
+            self.requested = signum
+            launcher = trainer.strategy.launcher
+            if launcher is not None and hasattr(launcher, "kill"):
+                launcher.kill(signum)  # the processes this one started learn it too
+            if first:
+                if trainer.is_global_zero:
+                    name = signal.Signals(signum).name
+                    print(
+                        f"\nfgvc: {name} received; stopping every process at the next training "
+                        f"step (Ctrl-C again to stop at once)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                self._start_watchdog(signum)
+
+        return handler
+
+    def _start_watchdog(self, signum: int) -> None:
+        def expire() -> None:
+            print(
+                f"fgvc: still running {self.timeout:.0f} s after {signal.Signals(signum).name}; "
+                f"exiting (resume from last.ckpt with --ckpt_path last)",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(128 + signum)
+
+        timer = threading.Timer(self.timeout, expire)
+        timer.daemon = True
+        timer.start()
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        flag = torch.tensor([self.requested or 0], dtype=torch.int64)
+        if self._group is not None:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
+        if flag.item():
+            raise Stopped(int(flag.item()), trainer.current_epoch, trainer.global_step)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        for signum, previous in self._previous.items():
+            if previous is not None:
+                signal.signal(signum, previous)
+        self._previous = {}
+        if self._group is not None:
+            self._group = None
