@@ -102,6 +102,28 @@ def test_lr_follows_the_global_batch(scaling, factor, caplog):
     assert "global batch 12 = 1 process(es) x 4 images x 3 accumulated" in caplog.text
 
 
+@pytest.mark.slow
+def test_channels_last_and_compile_train_the_same_network():
+    """Memory format and the compiler change speed, not results or checkpoint keys."""
+
+    def run(**options):
+        pl.seed_everything(0, verbose=False)
+        module = FGVCClassifier(**TINY, scheduler="constant", **options)
+        trainer = make_trainer(max_steps=2, limit_val_batches=1)
+        trainer.fit(module, make_loader(n=8, batch=4), make_loader(n=8, batch=4))
+        return module, float(trainer.callback_metrics["val/loss"])
+
+    plain, loss = run()
+    for options in ({"channels_last": True}, {"compile": "aot_eager", "channels_last": False}):
+        module, other = run(**options)
+        assert other == pytest.approx(loss, abs=1e-5), options
+        assert list(module.state_dict()) == list(plain.state_dict())
+        conv = module.model.backbone.conv1.weight
+        assert conv.is_contiguous(memory_format=torch.channels_last) == bool(
+            options.get("channels_last")
+        )
+
+
 def test_step_schedule_shape():
     s = Schedule(
         "step", steps_per_epoch=10, total_steps=100, milestones=[3, 6], gamma=0.1, warmup_epochs=0

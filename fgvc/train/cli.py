@@ -154,6 +154,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> FGVCCLI:
         parser_class=ArgumentParser,
         trainer_defaults={
             "default_root_dir": RUNS_ROOT,
+            "benchmark": True,  # fixed-size inputs: let cuDNN pick its fastest kernels
             "callbacks": [
                 *checkpoint_callbacks(),
                 GracefulStop(),

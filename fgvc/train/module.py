@@ -38,13 +38,25 @@ from fgvc.train.optim import Schedule, parameter_groups, scaled_lr
 
 
 def _accuracy_metrics(num_classes: int, prefix: str, suffix: str = "") -> MetricCollection:
+    # validate_args=False: the argument checks read values on the host, a GPU sync per step
+    kwargs = {"validate_args": False}
     metrics = {
-        f"top1{suffix}": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
-        f"mean_class_acc{suffix}": MulticlassAccuracy(num_classes, top_k=1, average="macro"),
+        f"top1{suffix}": MulticlassAccuracy(num_classes, top_k=1, average="micro", **kwargs),
+        f"mean_class_acc{suffix}": MulticlassAccuracy(
+            num_classes, top_k=1, average="macro", **kwargs
+        ),
     }
     if num_classes >= 5:
-        metrics[f"top5{suffix}"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+        metrics[f"top5{suffix}"] = MulticlassAccuracy(
+            num_classes, top_k=5, average="micro", **kwargs
+        )
     return MetricCollection(metrics, prefix=prefix)
+
+
+def _mean() -> MeanMetric:
+    # "disable": no NaN check (a host sync per step), and a diverged loss shows as NaN. (It
+    # also ignores update's weights in torchmetrics 1.x: callers pass per-item values.)
+    return MeanMetric(nan_strategy="disable")
 
 
 class FGVCClassifier(pl.LightningModule):
@@ -78,6 +90,11 @@ class FGVCClassifier(pl.LightningModule):
         freeze_backbone_epochs: train only head and classifier for this many epochs.
         val_tta, test_tta: also report flip test-time augmentation (logits of the image and
             its mirror averaged) as ``*/top1_tta`` etc.; single-view figures are always there.
+        channels_last: run the network in the channels-last memory format (faster
+            convolutions with tensor cores); None: on CUDA only.
+        compile: ``torch.compile`` the backbone for training (True: the default backend,
+            inductor; or a backend's name). Compiled in place, so checkpoints keep their keys;
+            the meta-layer stays outside the compiled graph.
     """
 
     def __init__(
@@ -107,6 +124,8 @@ class FGVCClassifier(pl.LightningModule):
         freeze_backbone_epochs: int = 0,
         val_tta: bool = True,
         test_tta: bool = True,
+        channels_last: bool | None = None,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
@@ -121,9 +140,9 @@ class FGVCClassifier(pl.LightningModule):
             list(class_names) if class_names else [str(i) for i in range(num_classes)]
         )
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        self.train_loss = MeanMetric()
+        self.train_loss = _mean()
         self.train_acc = _accuracy_metrics(num_classes, "train/")
-        self.eval_loss = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
+        self.eval_loss = nn.ModuleDict({s: _mean() for s in ("val", "test")})
         self.eval_acc = nn.ModuleDict(
             {s: _accuracy_metrics(num_classes, f"{s}/") for s in ("val", "test")}
         )
@@ -132,7 +151,10 @@ class FGVCClassifier(pl.LightningModule):
         )
         # for the per-class reports (fgvc.callbacks.EvalReports); TTA logits when enabled
         self.confmat = nn.ModuleDict(
-            {s: MulticlassConfusionMatrix(num_classes) for s in ("val", "test")}
+            {
+                s: MulticlassConfusionMatrix(num_classes, validate_args=False)
+                for s in ("val", "test")
+            }
         )
 
     @property
@@ -141,7 +163,21 @@ class FGVCClassifier(pl.LightningModule):
         return self.model.spec
 
     # ----------------------------------------------------------------- forward
+    def setup(self, stage: str) -> None:
+        if self._channels_last():
+            self.model.to(memory_format=torch.channels_last)
+        choice = self.hparams.compile
+        if choice and stage == "fit":
+            backend = {} if choice is True else {"backend": choice}
+            self.model.backbone.compile(**backend)  # in place: state-dict keys stay the same
+
+    def _channels_last(self) -> bool:
+        choice = self.hparams.channels_last
+        return self.device.type == "cuda" if choice is None else bool(choice)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() == 4 and self._channels_last():
+            images = images.contiguous(memory_format=torch.channels_last)
         return self.model(images)
 
     def predict_logits(self, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
@@ -174,8 +210,9 @@ class FGVCClassifier(pl.LightningModule):
     def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> dict:
         images, labels = batch
         logits = self(images)
-        loss = F.cross_entropy(logits.float(), labels)
-        self.eval_loss[stage].update(loss, weight=labels.numel())
+        # per image, so that the epoch's loss is the mean over images whatever the batches
+        losses = F.cross_entropy(logits.float(), labels, reduction="none")
+        self.eval_loss[stage].update(losses)
         self.eval_acc[stage].update(logits, labels)
         if self.hparams[f"{stage}_tta"]:
             logits = hflip_tta(self, images, logits)
@@ -253,17 +290,18 @@ class FGVCClassifier(pl.LightningModule):
         batch = self.global_batch_size()
         lr = scaled_lr(hp.lr, hp.lr_batch_size, batch, hp.lr_scaling)
         trainer = self.trainer
-        where = (
-            f"global batch {batch} = {trainer.world_size} process(es) x "
-            f"{batch // (trainer.world_size * trainer.accumulate_grad_batches)} images x "
-            f"{trainer.accumulate_grad_batches} accumulated"
-            if batch
-            else "global batch unknown (the DataModule has no batch_size): not scaled"
-        )
+        if batch is None:
+            rank_zero_info(
+                f"learning rate {lr:.4g} (model.lr as it is: the global batch is unknown, the "
+                f"DataModule has no batch_size)"
+            )
+            return lr
+        per_device = batch // (trainer.world_size * trainer.accumulate_grad_batches)
         rule = "model.lr_scaling: none" if hp.lr_scaling == "none" else "linear scaling"
         rank_zero_info(
             f"learning rate {lr:.4g} ({rule}; model.lr {hp.lr:g} is for a global batch of "
-            f"{hp.lr_batch_size}; {where})"
+            f"{hp.lr_batch_size}; global batch {batch} = {trainer.world_size} process(es) x "
+            f"{per_device} images x {trainer.accumulate_grad_batches} accumulated)"
         )
         return lr
 
