@@ -398,6 +398,61 @@ def test_sigterm_then_resume_equals_uninterrupted_run(workdir, monkeypatch):
         assert last_value(b, key) == last_value(a, key), key
 
 
+@pytest.mark.slow
+def test_two_nodes_under_torchrun_write_one_run(workdir):
+    """2 nodes x 1 process on localhost through torchrun (static rendezvous, gloo), as on a
+    cluster: one run folder, one config, one W&B run, one export, checkpoints once - and the
+    evaluation figures of one process validating the same checkpoint."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cfg = write_config(workdir, max_epochs=1, num_nodes=2, devices=1, strategy="ddp")
+    nodes = []
+    for node_rank in (0, 1):
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+            "--nproc-per-node", "1", "--node-rank", str(node_rank),
+            "--master-addr", "127.0.0.1", "--master-port", str(port),
+            "-m", "fgvc", "fit", "--config", str(cfg),
+        ]  # fmt: skip
+        log = open(workdir / f"node{node_rank}.log", "w")  # noqa: SIM115 - closed below
+        nodes.append(
+            (
+                subprocess.Popen(
+                    command, cwd=workdir, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT
+                ),
+                log,
+            )
+        )
+    for proc, log in nodes:
+        proc.wait(timeout=600)
+        log.close()
+    logs = [(workdir / f"node{r}.log").read_text() for r in (0, 1)]
+    assert [proc.returncode for proc, _ in nodes] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    assert "global batch 8 = 2 process(es)" in logs[0]
+
+    runs = workdir / "runs"
+    assert sorted(p.name for p in (runs / "tiny").iterdir()) == ["version_0"]
+    run = runs / "tiny" / "version_0"
+    assert sorted(p.name for p in run.glob("config*.yaml")) == ["config.yaml"]
+    assert len(list((runs / "wandb").glob("offline-run-*"))) == 1
+    assert sorted(p.name for p in run.glob("export*")) == ["export"]
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert len(ckpts) == 2 and "last.ckpt" in ckpts and ckpts[0].startswith("best-")
+    assert sorted(p.name for p in runs.iterdir()) == ["tiny", "wandb"]  # nothing stray
+
+    last = run / "checkpoints" / "last.ckpt"
+    (workdir / "single").mkdir()
+    single = write_config(workdir / "single", max_epochs=1)  # its own copy of the same data
+    assert main(["validate", "--config", str(single), "--ckpt_path", str(last)]) == 0
+    one = read_metrics(workdir / "single" / "runs" / "tiny" / "version_0")
+    two = read_metrics(run)
+    for key in ("val/top1", "val/loss", "val/top1_tta", "val/mean_class_acc"):
+        assert last_value(two, key) == pytest.approx(last_value(one, key), abs=1e-6), key
+
+
 def processes_running(marker: str) -> list[int]:
     """Pids whose command line contains ``marker`` (from /proc: no tool needed)."""
     pids = []

@@ -10,14 +10,13 @@ import random
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 import fgvc.utils.download as dl
-from fgvc.utils.download import DownloadError, download_url, file_lock, resolve_url
+from fgvc.utils.download import DownloadError, download_url, resolve_url
 
 REPO = Path(__file__).resolve().parents[1]
 PAYLOAD = random.Random(0).randbytes(300_000)
@@ -137,33 +136,6 @@ def test_partial_files_and_lock_of_a_killed_run_are_cleaned_up(flaky_server, tmp
     (tmp_path / ".other.bin.4242.deadbeef.part").write_bytes(b"not ours")
     download_url(f"{flaky_server.base_url}/w.bin", tmp_path / "w.bin", sha256=SHA, progress=False)
     assert _names(tmp_path) == [".other.bin.4242.deadbeef.part", "w.bin"]
-
-
-def test_file_lock_excludes_concurrent_holders(tmp_path):
-    """Read-modify-write under the lock from 6 threads (flock is per open file, so threads
-    contend like processes); the holder removes the lock file at every release."""
-    counter = tmp_path / "counter"
-    counter.write_text("0")
-    lock = tmp_path / "counter.lock"
-    holders = []
-
-    def work():
-        for _ in range(15):
-            with file_lock(lock) as locked:
-                assert locked
-                holders.append(threading.get_ident())
-                value = int(counter.read_text())
-                time.sleep(0.0005)
-                counter.write_text(str(value + 1))
-
-    threads = [threading.Thread(target=work) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert counter.read_text() == "90"
-    assert len(set(holders)) == 6
-    assert not lock.exists()
 
 
 # ---------------------------------------------------------------------------------------------

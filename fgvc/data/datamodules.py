@@ -25,6 +25,7 @@ from fgvc.data.synthetic import (
     synth_folder,
     synthetic_class_names,
 )
+from fgvc.utils.locks import file_lock
 
 
 class CUBDataModule(FGVCDataModule):
@@ -145,15 +146,18 @@ class SyntheticDataModule(FGVCDataModule):
 
     def prepare_data(self) -> None:
         folder = self.folder
-        if (folder / "images.txt").is_file():
-            recorded = read_synth_config(folder)
-            if recorded is not None and recorded != self.synth_config:
-                rank_zero_warn(
-                    f"{folder} was generated with {recorded}, not {self.synth_config}; using "
-                    f"it as it is (delete the folder to regenerate)"
-                )
-            return
-        make_synthetic(folder.parent, self.synth_config, folder=folder.name)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        # one writer: each node's first process prepares, and nodes may share the folder
+        with file_lock(folder.parent / f".{folder.name}.lock"):
+            if not (folder / "images.txt").is_file():
+                make_synthetic(folder.parent, self.synth_config, folder=folder.name)
+                return
+        recorded = read_synth_config(folder)
+        if recorded is not None and recorded != self.synth_config:
+            rank_zero_warn(
+                f"{folder} was generated with {recorded}, not {self.synth_config}; using "
+                f"it as it is (delete the folder to regenerate)"
+            )
 
     def make_dataset(self, split: str) -> ImageDataset:
         return CUB200(self.folder, split)

@@ -32,9 +32,9 @@ from fgvc.utils.download import (
     DownloadError,
     download_url,
     env_var,
-    file_lock,
     resolve_url,
 )
+from fgvc.utils.locks import file_lock
 
 
 @dataclass(frozen=True)

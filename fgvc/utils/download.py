@@ -18,8 +18,6 @@ checksums are verified whatever the source.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import glob
 import hashlib
 import http.client
@@ -30,18 +28,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from tqdm.auto import tqdm
 
 from fgvc.errors import DownloadError
-
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; unique temp files still keep rename safe
-    fcntl = None
+from fgvc.utils.locks import file_lock
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +47,6 @@ _MAX_BACKOFF_S = 8.0
 # Hard cap on requests for one file, even when every attempt brings a few bytes.
 _MAX_REQUESTS = 200
 MIRROR_ENV = "FGVC_MIRROR"
-# flock errors meaning "this filesystem has no locks" (some NFS/Lustre mounts)
-_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
 
 def resolve_url(name: str, default: str, filename: str) -> str:
@@ -73,57 +64,6 @@ def resolve_url(name: str, default: str, filename: str) -> str:
 def env_var(name: str) -> str:
     """The variable overriding the URL of ``name``: ``FGVC_<NAME>_URL``."""
     return f"FGVC_{name.upper().replace('-', '_')}_URL"
-
-
-@contextlib.contextmanager
-def file_lock(path: str | os.PathLike) -> Iterator[bool]:
-    """Hold an exclusive advisory lock (``flock``) on ``path`` during the ``with`` block.
-
-    The lock file is created writable by everyone (a second user sharing the folder must be
-    able to lock it; NFS needs a writable descriptor) and removed on release, before
-    unlocking. A waiter that then gets the lock checks that its file is still the one at
-    ``path`` and starts over otherwise, so removing it never lets two processes in at once.
-    Yields whether a lock is held: False where the platform or filesystem has no ``flock``.
-    """
-    path = Path(path)
-    fd = _acquire(path) if fcntl is not None else None
-    if fd is None:
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        with contextlib.suppress(OSError):  # e.g. another user's file in a sticky folder
-            os.unlink(path)
-        os.close(fd)
-
-
-def _acquire(path: Path) -> int | None:
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except PermissionError:  # another user's lock file; reading is enough for flock
-            fd = os.open(path, os.O_RDONLY)
-        with contextlib.suppress(OSError):  # the umask would keep other users out
-            os.fchmod(fd, 0o666)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                logger.warning("waiting for another process to finish with %s", path)
-                fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError as err:
-            os.close(fd)
-            if err.errno not in _NO_LOCKS:
-                raise
-            logger.warning("no file locks on %s (%s); not serializing", path.parent, err)
-            return None
-        try:
-            if os.path.samestat(os.fstat(fd), os.stat(path)):
-                return fd
-        except FileNotFoundError:
-            pass
-        os.close(fd)  # the holder removed it before releasing: lock the current file
 
 
 def _hashers(algorithms: list[str]) -> dict[str, Any]:
