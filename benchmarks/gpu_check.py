@@ -207,15 +207,20 @@ def throughput(device: torch.device, tiny: bool, budget: Budget, compiled: bool)
     return {"arch": arch, "image_size": size, "batch": batch, "cells": cells, "skipped": skipped}
 
 
-def _fgvc(*args: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "fgvc", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def _fgvc(*args: str, env: dict[str, str], timeout: float, log: Path) -> tuple[int, str, str]:
+    """``python -m fgvc ARGS``: (exit code, stdout, stderr). The output goes through files:
+    W&B's service process outlives a fit and would hold a pipe open."""
+    out, err = log.with_suffix(".out"), log.with_suffix(".err")
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        code = subprocess.run(
+            [sys.executable, "-m", "fgvc", *args],
+            cwd=REPO,
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+            timeout=timeout,
+        ).returncode
+    return code, out.read_text(), err.read_text()
 
 
 def _demo_config(out: Path, precision: str, device: torch.device, tiny: bool) -> Path:
@@ -251,11 +256,13 @@ def demo_runs(device: torch.device, tiny: bool, out: Path) -> dict:
     runs = {}
     for precision in precisions:
         cfg = _demo_config(out, precision, device, tiny)
-        proc = _fgvc("fit", "--config", str(cfg), env=env, timeout=900)
+        code, _, stderr = _fgvc(
+            "fit", "--config", str(cfg), env=env, timeout=900, log=out / f"fit-{precision}"
+        )
         run = out / f"demo-{precision}" / "version_0"
-        result: dict[str, Any] = {"exit_code": proc.returncode}
-        if proc.returncode != 0:
-            result["stderr"] = proc.stderr[-2000:]
+        result: dict[str, Any] = {"exit_code": code}
+        if code != 0:
+            result["stderr"] = stderr[-2000:]
             runs[precision] = result
             continue
         with open(run / "metrics.csv") as f:
@@ -327,14 +334,14 @@ def predict_parity(bundle: Path, out: Path, device: torch.device, env: dict) -> 
         return {"skipped": "no demo images"}
     outputs = {}
     for dev in dict.fromkeys(("cpu", device.type)):  # on a CPU machine, once
-        proc = _fgvc(
+        code, stdout, stderr = _fgvc(
             "predict", str(images), "--model", str(bundle), "--backend", "torch",
             "--device", dev, "--format", "json", "--no-progress",
-            env=env, timeout=600,
+            env=env, timeout=600, log=out / f"predict-{dev}",
         )  # fmt: skip
-        if proc.returncode != 0:
-            return {"error": proc.stderr[-2000:]}
-        outputs[dev] = {p["image"]: p["top"][0] for p in json.loads(proc.stdout)["predictions"]}
+        if code != 0:
+            return {"error": stderr[-2000:]}
+        outputs[dev] = {p["image"]: p["top"][0] for p in json.loads(stdout)["predictions"]}
     cpu, dev = outputs["cpu"], outputs[device.type]
     return {
         "images": len(cpu),
@@ -475,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     section(report, "environment", budget, 0, lambda: environment(device))
     section(report, "meta_layer", budget, 10, lambda: meta_layer(device, tiny))
     compiled = device.type == "cuda" or args.compile
-    # compiled cells come last inside it: the least important, the slowest to warm up
+    # compiled cells come last: the least important, the slowest to warm up
     section(report, "throughput", budget, 30, lambda: throughput(device, tiny, budget, False))
     section(report, "demo", budget, 60, lambda: demo_runs(device, tiny, out))
     section(report, "data_loading", budget, 20, lambda: data_loading(tiny, report))
@@ -487,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
             90,
             lambda: throughput(device, tiny, budget, True),
         )
+    else:
+        report["throughput_compiled"] = {"skipped": "torch.compile cells need CUDA (or --compile)"}
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
     text = markdown(report)
     (out / "gpu_check.md").write_text(text)
