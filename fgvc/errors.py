@@ -56,14 +56,16 @@ def user_message(err: BaseException) -> str:
 
     jsonargparse wraps constructor errors in messages about links and union types, and a
     DataLoader worker re-raises with the worker's traceback in the text: the innermost fgvc
-    (or plain built-in) error of the cause chain is reported, by its last line when it
-    carries a traceback, without a leading ``module.Type:``.
+    error of the cause chain is reported (else the innermost plain built-in one), by its last
+    line when it carries a traceback, without a leading ``module.Type:``.
     """
     chain = [err]
     while (nxt := _cause(chain[-1])) is not None and len(chain) < 20:
         chain.append(nxt)
-    ours = [e for e in chain if isinstance(e, FgvcError) or type(e) in _PLAIN]
-    chosen = (ours or chain)[-1]
+    # our own errors carry the best messages; then the plain ones our code raises
+    ours = [e for e in chain if isinstance(e, FgvcError)]
+    plain = [e for e in chain if type(e) in _PLAIN]
+    chosen = (ours or plain or chain)[-1]
     lines = [line.strip().strip("'\"") for line in str(chosen).splitlines() if line.strip()]
     if not lines:
         return type(chosen).__name__

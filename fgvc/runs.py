@@ -9,6 +9,7 @@ One run, one folder (the CSVLogger's ``<save_dir>/<name>/version_<n>``, never re
         checkpoints/last.ckpt        rewritten (atomically) after every epoch: the resume point
         export/                      the best checkpoint as a bundle (export-<k>/ after a resume)
         val_split.json  val_per_class.csv  test_per_class.csv
+        wandb_run_id                 the W&B run a resumed run continues
 
 :func:`read_fit_checkpoint` is the one definition of "a checkpoint of ``fgvc fit``": a
 Lightning checkpoint whose hyperparameters hold a :class:`~fgvc.models.NetSpec` and whose
@@ -41,6 +42,7 @@ CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
 BEST_PREFIX = "best"
 EXPORT = "export"
+WANDB_ID = "wandb_run_id"
 
 
 # --------------------------------------------------------------------- reading checkpoints
@@ -276,6 +278,17 @@ def find_resume_checkpoint(save_dir: str | os.PathLike, name: str) -> tuple[Path
         return None
     _, file, version = max(candidates)
     return file, version
+
+
+def hpc_checkpoint(root_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint Lightning's SLURM auto-requeue would resume from: the highest
+    ``hpc_ckpt_<n>.ckpt`` in the trainer's ``default_root_dir``, or None."""
+    found = []
+    for path in Path(root_dir).expanduser().glob("hpc_ckpt_*.ckpt"):
+        number = path.stem.rsplit("_", 1)[-1]
+        if number.isdigit() and path.is_file():
+            found.append((int(number), path))
+    return max(found)[1] if found else None
 
 
 # ------------------------------------------------------------------------- export folders

@@ -32,7 +32,7 @@ def write_config(tmp: Path, **trainer) -> Path:
             "enable_model_summary": False,
             "logger": [
                 {
-                    "class_path": "pytorch_lightning.loggers.CSVLogger",
+                    "class_path": "fgvc.train.loggers.CSVLogger",
                     "init_args": {"save_dir": str(tmp / "runs"), "name": "tiny"},
                 },
                 {
@@ -394,8 +394,13 @@ def test_sigterm_then_resume_equals_uninterrupted_run(workdir, monkeypatch):
         torch.testing.assert_close(resumed[key], done[key], rtol=0, atol=0, msg=key)
     a = read_metrics(straight / "runs" / "tiny" / "version_0")
     b = read_metrics(run)
-    for key in ("val/top1", "val/loss", "train/loss_epoch"):
-        assert last_value(b, key) == last_value(a, key), key
+    # the whole history once: the first process's epochs, then the resumed one's
+    assert b == a
+    assert [r["epoch"] for r in b if r.get("val/top1")] == ["0", "1", "2"]
+    # one W&B run, continued (offline runs are folders named offline-run-<time>-<id>)
+    folders = sorted((broken / "runs" / "wandb").glob("offline-run-*"))
+    assert len(folders) == 2 and len({f.name.rsplit("-", 1)[1] for f in folders}) == 1
+    assert (run / "wandb_run_id").read_text().strip() == folders[0].name.rsplit("-", 1)[1]
 
 
 @pytest.mark.slow

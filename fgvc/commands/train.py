@@ -5,6 +5,7 @@ and a summary of where everything is."""
 from __future__ import annotations
 
 import signal
+import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -12,7 +13,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from fgvc.commands.runner import report, run
-from fgvc.errors import ExportError, FgvcError, one_line
+from fgvc.errors import ExportError, FgvcError, UsageError, one_line
 from fgvc.runs import MONITOR, new_export_dir
 from fgvc.train.cli import build_cli
 from fgvc.train.loggers import active_wandb_loggers, finish_wandb
@@ -59,8 +60,9 @@ def fit_summary(trainer: pl.Trainer, log_dir: str | None, export_dir: Path | Non
         lines.append(f"  run folder (config, metrics, per-class CSV): {log_dir}")
     for logger in active_wandb_loggers(trainer):
         where = logger.run_dir()
-        hint = f" (offline; upload with: wandb sync {where})"
-        lines.append(f"  W&B run: {where}{hint if logger.wandb_mode == 'offline' else ''}")
+        lines.append(f"  W&B run: {where} ({logger.wandb_mode}: {logger.mode_reason})")
+        if logger.wandb_mode == "offline":
+            lines.append(f"  upload it with: wandb sync {where}")
     return "\n".join(lines)
 
 
@@ -69,10 +71,12 @@ def main(argv: list[str] | None) -> int:
     script does); returns the exit code."""
 
     def body() -> int:
+        check_config_files(sys.argv[1:] if argv is None else argv)
         try:
             cli = build_cli(argv)
         except SIGTERMException as stop:
             signame = getattr(stop, "signame", "SIGTERM")
+            _finish_open_wandb_run(128 + getattr(signal, signame, signal.SIGTERM))
             if rank_zero_only.rank == 0:
                 report(
                     "fgvc fit",
@@ -92,8 +96,35 @@ def main(argv: list[str] | None) -> int:
     return run(f"fgvc {_subcommand(argv)}", body)
 
 
-def _subcommand(argv: list[str] | None) -> str:
-    import sys
+def check_config_files(words: list[str]) -> None:
+    """Every ``--config`` / ``-c`` file must be readable UTF-8 text (YAML): jsonargparse
+    would fail on anything else with a traceback."""
+    for index, word in enumerate(words):
+        if word in ("--config", "-c") and index + 1 < len(words):
+            path = words[index + 1]
+        elif word.startswith("--config="):
+            path = word.split("=", 1)[1]
+        else:
+            continue
+        try:
+            with open(path, encoding="utf-8") as file:
+                file.read()
+        except FileNotFoundError:
+            raise UsageError(f"--config {path}: no such file") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"--config {path}: not a text (YAML) file; give a config") from None
+        except OSError as err:
+            raise UsageError(f"--config {path}: cannot read it ({err.strerror or err})") from None
 
+
+def _finish_open_wandb_run(exit_code: int) -> None:
+    """Close the W&B run a stopped fit leaves open, so that it is complete on disk and
+    ``--ckpt_path last`` can continue it (a run still open counts as in use)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.run.finish(exit_code=exit_code)
+
+
+def _subcommand(argv: list[str] | None) -> str:
     words = sys.argv[1:] if argv is None else argv
     return next((w for w in words if w in ("fit", "validate", "test")), "fit")

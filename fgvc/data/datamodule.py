@@ -107,6 +107,12 @@ class FGVCDataModule(pl.LightningDataModule):
         fast_decode: bool = True,
     ) -> None:
         super().__init__()
+        if type(self).make_dataset is FGVCDataModule.make_dataset:
+            raise ValueError(
+                "data: needs a class_path naming the dataset - fgvc.data.CUBDataModule, "
+                "CarsDataModule, AircraftDataModule, FolderDataModule or SyntheticDataModule "
+                "(see configs/)"
+            )
         preset = preset or self.default_preset
         # validates image_size and preset; the evaluation pipeline is built from it
         self.eval_preprocessing = EvalPreprocessing(
@@ -231,18 +237,34 @@ class FGVCDataModule(pl.LightningDataModule):
         self.val_ids = [source.ids[i] for i in val_idx]
         self._write_split_file()
 
-    def _whole_val_split(self) -> str | None:
+    def _whole_val_split(self, warn: bool = True) -> str | None:
         """The split validated on whole (official val, or test for ``val_split=0``), or
         None when validation is carved out of the training split."""
         if self._uses_official_val():
             return self.official_val_split()
         if self.val_ids_file is None and self.val_split == 0:
-            rank_zero_warn(
-                f"val_split=0: validating on the {self.test_split_name} split (the authors' "
-                f"protocol); validation scores are test scores, do not tune on them"
-            )
+            if warn:
+                rank_zero_warn(
+                    f"val_split=0: validating on the {self.test_split_name} split (the "
+                    f"authors' protocol); validation scores are test scores, do not tune on them"
+                )
             return self.test_split_name
         return None
+
+    def check_splits(self, stage: str) -> None:
+        """Parse the annotation files of the splits ``stage`` reads (no image decoded), so
+        that a missing or inconsistent split stops the command before anything runs.
+
+        Raises:
+            FileNotFoundError, ValueError, OSError: as the dataset classes report them.
+        """
+        splits = [self._fit_train_split()] if stage in ("fit", "validate") else []
+        if stage in ("fit", "validate"):
+            splits.append(self._whole_val_split(warn=False) or self._fit_train_split())
+        if stage in ("test", "predict"):
+            splits.append(self.test_split_name)
+        for split in dict.fromkeys(splits):
+            self.dataset(split)
 
     def _indices_from_file(self, source: ImageDataset, path: str) -> tuple[list[int], list[int]]:
         wanted = read_split_file(path)

@@ -159,5 +159,9 @@ class SyntheticDataModule(FGVCDataModule):
                 f"it as it is (delete the folder to regenerate)"
             )
 
+    def check_splits(self, stage: str) -> None:
+        self.prepare_data()  # nothing to check before the dataset is written
+        super().check_splits(stage)
+
     def make_dataset(self, split: str) -> ImageDataset:
         return CUB200(self.folder, split)

@@ -149,12 +149,19 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Mapping[str,
         mmap = mmap and zipfile.is_zipfile(path)  # torch cannot map the legacy format
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = str(err)
+        if "allowed global" in text or "Unsupported global" in text:
+            reason = next((line.strip() for line in text.splitlines() if "global" in line), "")
+            raise CheckpointError(
+                f"refused to load {path}: it holds objects other than tensors and containers, "
+                f"and fgvc only reads checkpoints with torch.load(weights_only=True), which never "
+                f"runs code from the file ({reason[:160]}). Re-save it as a state dict "
+                f"(torch.save(model.state_dict(), f)) or as .safetensors."
+            ) from err
         raise CheckpointError(
-            f"refused to load {path}: it is not a plain tensor checkpoint and fgvc only reads "
-            f"checkpoints with torch.load(weights_only=True), which never runs code from the "
-            f"file ({reason}). Re-save it as a state dict (torch.save(model.state_dict(), f)) "
-            f"or as .safetensors."
+            f"cannot read {path}: it is not a checkpoint (neither torch.save nor safetensors "
+            f"wrote it - random bytes or another format); give a checkpoint of fgvc fit, a "
+            f"state dict saved with torch.save, or a .safetensors file"
         ) from err
     except (EOFError, KeyError, RuntimeError, ValueError, SafetensorError) as err:  # truncated
         detail = str(err).strip().splitlines()[0][:120] if str(err).strip() else "no detail"

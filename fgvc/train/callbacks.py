@@ -1,4 +1,5 @@
-"""Training callbacks: best / last checkpoints, and the resolved config in every run folder."""
+"""Training callbacks: best / last checkpoints, the resolved config and what a resumed run
+needs in every run folder."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import SaveConfigCallback
 
-from fgvc.runs import BEST_PREFIX, LAST, MONITOR
+from fgvc.runs import BEST_PREFIX, LAST, MONITOR, WANDB_ID
 
 
 def checkpoint_callbacks() -> list[ModelCheckpoint]:
@@ -40,3 +41,21 @@ class ResumableSaveConfig(SaveConfigCallback):
                 self.config_filename = f"config.resume-{n}.yaml"
                 n += 1
         super().setup(trainer, pl_module, stage)
+
+
+class RunRecord(pl.Callback):
+    """What ``fit --ckpt_path last`` needs to continue a run as one: the W&B run's id in
+    ``<run>/wandb_run_id`` (the resumed run logs into the same W&B run), and, when resuming,
+    ``metrics.csv`` without the rows of the epochs about to be trained again."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from fgvc.train.loggers import CSVLogger, active_wandb_loggers
+
+        log_dir = trainer.log_dir  # every rank: a collective under DDP
+        if trainer.ckpt_path:
+            for logger in trainer.loggers:
+                if isinstance(logger, CSVLogger):
+                    logger.drop_from(trainer.current_epoch, trainer.global_step)
+        wandb = active_wandb_loggers(trainer)
+        if trainer.is_global_zero and wandb and log_dir:
+            Path(log_dir, WANDB_ID).write_text(wandb[0].experiment.id + "\n")

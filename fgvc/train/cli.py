@@ -11,18 +11,21 @@ A ``--ckpt_path`` is read with the same safe, checked reader as everything else
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
 from pytorch_lightning.callbacks import LearningRateMonitor, ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_info
 
 from fgvc.data.datamodule import FGVCDataModule
 from fgvc.errors import ConfigError, FgvcError, user_message
-from fgvc.runs import RUNS_ROOT, FitCheckpoint, find_resume_checkpoint
+from fgvc.runs import RUNS_ROOT, WANDB_ID, FitCheckpoint, find_resume_checkpoint, hpc_checkpoint
 from fgvc.runs import read_fit_checkpoint as _read_fit_checkpoint
-from fgvc.train.callbacks import ResumableSaveConfig, checkpoint_callbacks
+from fgvc.train.callbacks import ResumableSaveConfig, RunRecord, checkpoint_callbacks
 from fgvc.train.interrupt import GracefulStop
 from fgvc.train.module import FGVCClassifier
 from fgvc.train.progress import progress_bar
@@ -81,10 +84,33 @@ class FGVCCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
-        if subcommand == "fit" and self.config[subcommand].get("ckpt_path") == "last":
-            self._resolve_last(self.config[subcommand])
-        ckpt_path = self.config[subcommand].get("ckpt_path")
-        if ckpt_path and ckpt_path not in ("best", "hpc", "registry"):
+        config = self.config[subcommand]
+        # every checkpoint Lightning reads for fgvc is read without running code from it
+        if config.get("weights_only") is False:
+            raise ConfigError(
+                "--weights_only false is refused: fgvc reads checkpoints with weights_only=True, "
+                "which never runs code from the file, and its own checkpoints need nothing else"
+            )
+        config.weights_only = True
+        ckpt_path = config.get("ckpt_path")
+        if isinstance(ckpt_path, str) and ckpt_path.startswith("registry"):
+            raise ConfigError(
+                f"--ckpt_path {ckpt_path}: model registries are not supported; give a file or last"
+            )
+        if subcommand == "fit" and ckpt_path == "last":
+            self._resolve_last(config)
+        elif ckpt_path == "hpc" or (ckpt_path is None and SLURMEnvironment.detect()):
+            # resolved here, so that the file goes through the same checks as any other
+            found = hpc_checkpoint(config.trainer.default_root_dir or RUNS_ROOT)
+            if found is None and ckpt_path == "hpc":
+                raise ConfigError(
+                    f"--ckpt_path hpc: no hpc_ckpt_<n>.ckpt in "
+                    f"{config.trainer.default_root_dir or RUNS_ROOT}"
+                )
+            if found is not None:
+                config.ckpt_path = str(found)
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path and ckpt_path != "best":
             self.fit_checkpoint = read_fit_checkpoint(ckpt_path)
 
     def _resolve_last(self, config: Any) -> None:
@@ -114,12 +140,19 @@ class FGVCCLI(LightningCLI):
         path, version = found
         args.version = version
         config.ckpt_path = str(path)
+        wandb_id = path.parent.parent / WANDB_ID
+        if wandb_id.is_file():  # continue the same W&B run, not a new unrelated one
+            for logger in loggers:
+                if getattr(logger, "class_path", "").endswith("WandbLogger"):
+                    logger.init_args.id = wandb_id.read_text().strip()
+                    logger.init_args.resume = "allow"
         rank_zero_info(f"resuming {path} in {Path(args.save_dir, args.name, f'version_{version}')}")
 
     def before_instantiate_classes(self) -> None:
         # what the run's own settings allow: no progress bar when it is switched off (a
         # cluster log), no learning-rate monitor without a logger to write to
         config = self.config[self.subcommand] if self.subcommand else self.config
+        _check_logger_folders(config.trainer.get("logger"))
         callbacks = [cb for cb in self.trainer_defaults["callbacks"] if not _optional(cb)]
         if config.trainer.get("enable_progress_bar") is not False:
             callbacks.append(progress_bar())
@@ -137,6 +170,33 @@ class FGVCCLI(LightningCLI):
         # the model as configured must be able to take the checkpoint's weights
         if self.fit_checkpoint is not None:
             check_compatible(self.fit_checkpoint, self.model)
+        # every split the command reads, parsed now: a bad one ends here, in one line
+        if isinstance(self.datamodule, FGVCDataModule) and self.subcommand:
+            try:
+                self.datamodule.check_splits(self.subcommand)
+            except (ValueError, OSError, FgvcError) as err:
+                raise ConfigError(user_message(err)) from err
+
+
+def _check_logger_folders(loggers: Any) -> None:
+    """A logger's ``save_dir`` must be a folder fgvc can create and write in (tried, not
+    guessed); jsonargparse would report a failure there as 'Not a valid subclass of Logger'
+    with a dump of the config."""
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        save_dir = getattr(getattr(logger, "init_args", None), "save_dir", None)
+        if not save_dir:
+            continue
+        try:
+            Path(save_dir).expanduser().mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=Path(save_dir).expanduser(), prefix=".fgvc-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            kind = logger.class_path.rsplit(".", 1)[-1]
+            raise ConfigError(
+                f"{kind} save_dir {save_dir}: cannot write there ({err.strerror or err}); "
+                f"choose a writable folder"
+            ) from err
 
 
 def _optional(callback: Any) -> bool:
@@ -158,6 +218,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> FGVCCLI:
             "callbacks": [
                 *checkpoint_callbacks(),
                 GracefulStop(),
+                RunRecord(),
                 EvalReports(),
             ],
         },

@@ -1,50 +1,108 @@
-"""Weights & Biases logging that works on a laptop with no account and no network."""
+"""The run's loggers: a CSV logger that claims its run folder atomically and keeps a resumed
+run's history, and W&B logging that works with no account and no network."""
 
 from __future__ import annotations
 
-import netrc
+import csv
 import os
-import socket
 from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
+from pytorch_lightning.loggers import CSVLogger as _CSVLogger
 from pytorch_lightning.loggers import WandbLogger as _WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-WANDB_HOST = "api.wandb.ai"
+from fgvc.errors import ConfigError
+from fgvc.train.wandb_mode import resolve_wandb_mode
 
 
-def wandb_credentials_present() -> bool:
-    """An API key in the environment or in ~/.netrc (where ``wandb login`` puts it)."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
+def _make_dir(path: str | os.PathLike, what: str) -> None:
     try:
-        return netrc.netrc().authenticators(WANDB_HOST) is not None
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(
+            f"{what} {path}: cannot create it ({err.strerror or err}); choose a writable folder"
+        ) from err
 
 
-def wandb_reachable(timeout: float = 2.0) -> bool:
-    try:
-        with socket.create_connection((WANDB_HOST, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+class _KeepingWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that it keeps an existing ``metrics.csv`` (a resumed
+    run appends to its own history instead of deleting it)."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = list(csv.DictReader(file).fieldnames or [])
 
 
-def resolve_wandb_mode(mode: str) -> Literal["online", "offline", "disabled"]:
-    """``auto``: online with credentials and network, else offline. ``WANDB_MODE`` wins."""
-    env = os.environ.get("WANDB_MODE")
-    if env in ("online", "offline", "disabled"):
-        return env  # type: ignore[return-value]
-    if env == "dryrun":
-        return "offline"
-    if mode != "auto":
-        if mode not in ("online", "offline", "disabled"):
-            raise ValueError(f"wandb mode must be auto, online, offline or disabled, got {mode!r}")
-        return mode  # type: ignore[return-value]
-    return "online" if wandb_credentials_present() and wandb_reachable() else "offline"
+class CSVLogger(_CSVLogger):
+    """Lightning's ``CSVLogger`` for fgvc's run folders.
+
+    * A new run claims ``version_<n>`` by creating it (``mkdir`` fails if another run got
+      there first), so runs started together get distinct folders.
+    * A resumed run (``version`` given) keeps its ``metrics.csv``; :meth:`drop_from`
+      removes the rows of the epochs it is about to train again.
+    """
+
+    def __init__(self, save_dir: str = "runs", name: str = "lightning_logs", **kwargs: Any) -> None:
+        super().__init__(save_dir, name=name, **kwargs)
+
+    def _get_next_version(self) -> int:
+        first = super()._get_next_version()
+        if rank_zero_only.rank != 0:  # only the first process creates; the others are told
+            return first
+        root = Path(self.root_dir)
+        _make_dir(root, "the CSV logger's folder")
+        for version in range(first, first + 10_000):
+            try:
+                (root / f"version_{version}").mkdir()
+            except FileExistsError:
+                continue
+            except OSError as err:
+                raise ConfigError(
+                    f"cannot create a run folder in {root} ({err.strerror or err}); choose a "
+                    f"writable trainer.logger save_dir"
+                ) from err
+            return version
+        raise ConfigError(f"{root}: no free version_<n> folder")
+
+    @property
+    def experiment(self) -> ExperimentWriter:  # type: ignore[override]
+        if self._experiment is None and rank_zero_only.rank == 0:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _KeepingWriter(log_dir=self.log_dir)
+        return super().experiment
+
+    @rank_zero_only
+    def drop_from(self, epoch: int, step: int) -> None:
+        """Remove from ``metrics.csv`` the rows of ``epoch`` and later, and rows logged at
+        ``step`` or later (learning-rate rows carry no epoch), before a resumed run trains
+        them again: each epoch is then there once."""
+        self.save()
+        path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+        if not path.is_file():
+            return
+        with open(path, newline="") as file:
+            reader = csv.DictReader(file)
+            fields, rows = reader.fieldnames or [], list(reader)
+
+        def done(row: dict[str, str]) -> bool:
+            later_epoch = bool(row.get("epoch")) and float(row["epoch"]) >= epoch
+            later_step = bool(row.get("step")) and float(row["step"]) >= step
+            return not (later_epoch or later_step)
+
+        kept = [row for row in rows if done(row)]
+        if len(kept) == len(rows):
+            return
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(tmp, path)
 
 
 class WandbLogger(_WandbLogger):
@@ -54,7 +112,10 @@ class WandbLogger(_WandbLogger):
     ``~/.netrc`` itself, so it cannot end up in a saved config.
 
     Args:
-        mode: ``auto`` (default), ``online``, ``offline`` or ``disabled``.
+        mode: ``auto`` (default: see :mod:`fgvc.train.wandb_mode`), ``online``, ``offline``
+            or ``disabled``.
+        id, resume: continue the W&B run ``id`` (``fit --ckpt_path last`` sets them from the
+            run folder's ``wandb_run_id``).
         name, project, save_dir, log_model, **kwargs: as Lightning's ``WandbLogger``;
             ``log_model`` (True or "all", alike here) logs the best checkpoint at the end of
             training as a ``model`` artifact with the aliases ``best`` and ``latest``.
@@ -67,10 +128,13 @@ class WandbLogger(_WandbLogger):
         save_dir: str = "runs",
         mode: str = "auto",
         log_model: bool | Literal["all"] = True,
+        id: str | None = None,  # noqa: A002 - wandb's name
+        resume: Literal["allow", "must", "never"] | None = None,
         **kwargs: Any,
     ) -> None:
-        resolved = resolve_wandb_mode(mode)
-        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        chosen = resolve_wandb_mode(mode)
+        resolved = chosen.mode
+        _make_dir(save_dir, "the W&B logger's save_dir")
         # Lightning refuses log_model when offline; the best checkpoint is logged here
         # instead (offline artifacts upload with `wandb sync`).
         super().__init__(
@@ -80,9 +144,12 @@ class WandbLogger(_WandbLogger):
             offline=resolved == "offline",
             log_model=False,
             mode=resolved,
+            id=id,
+            **({"resume": resume} if resume else {}),
             **kwargs,
         )
         self.wandb_mode = resolved
+        self.mode_reason = chosen.reason
         self.upload_best = bool(log_model)
         self._checkpoint_callback: Any = None
 
