@@ -194,3 +194,32 @@ def test_usage_errors_return_2(capsys):
     assert main([]) == 2
     assert main(["download", "imagenet"]) == 2
     assert main(["--help"]) == 0
+
+
+@pytest.mark.slow
+def test_fit_on_an_empty_data_folder_downloads_then_trains(
+    tmp_path, monkeypatch, cub_archive, capsys
+):
+    """A benchmark config with download: true, an empty data folder and a mirror URL: one
+    `fgvc fit` fetches, verifies, extracts, trains and exports."""
+    import yaml
+
+    source, replica = cub_archive
+    # the registry's own URL would fail here; the mirror variable points at the loopback copy
+    registry = DatasetSource("https://unreachable.invalid/CUB_200_2011.tgz", source.filename,
+                             source.folder, sha256=source.sha256)  # fmt: skip
+    monkeypatch.setitem(download.SOURCES, "cub", registry)
+    monkeypatch.setenv("FGVC_CUB_URL", source.url)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.chdir(tmp_path)
+    config = yaml.safe_load(Path(__file__).resolve().parents[1].joinpath("configs", "cub.yaml")
+                            .read_text())  # fmt: skip
+    assert config["data"]["init_args"]["download"] is True
+    config["trainer"].update(accelerator="cpu", devices=1, precision="32-true", max_epochs=1)
+    config["model"].update(arch="resnet18", reduce_dim=8, iterations=3, pretrained=None)
+    config["data"]["init_args"].update(root="empty", image_size=32, batch_size=2, num_workers=0)
+    (tmp_path / "cub.yaml").write_text(yaml.safe_dump(config))
+    assert fgvc_main(["fit", "--config", "cub.yaml"]) == 0, capsys.readouterr().err[-2000:]
+    assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == ["CUB_200_2011"]
+    assert CUB200(tmp_path / "empty", "train").classes == replica.classes
+    assert (tmp_path / "runs" / "cub" / "version_0" / "export" / "model.onnx").is_file()

@@ -37,7 +37,7 @@ def resolve_aircraft_folder(root: str | os.PathLike) -> Path:
     raise FileNotFoundError(
         f"no FGVC-Aircraft dataset under {root} (looked for variants.txt and images/ in "
         f"{', '.join(str(c) for c in candidates)}); run `fgvc data download aircraft --root "
-        f"{root}` or pass the folder that holds {AIRCRAFT_FOLDER}/"
+        f"{root}`, set download: true, or pass the folder that holds {AIRCRAFT_FOLDER}/"
     )
 
 

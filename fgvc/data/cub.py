@@ -67,7 +67,10 @@ class CUB200(ImageDataset):
             raise ValueError(f"CUB200 split must be 'train' or 'test', got {split!r}")
         self.split = split
         self.folder = resolve_folder(
-            root, CUB_FOLDER, ["images.txt"], f"run `fgvc data download cub --root {root}` or "
+            root,
+            CUB_FOLDER,
+            ["images.txt"],
+            f"run `fgvc data download cub --root {root}`, set download: true, or ",
         )
         images = _id_table(self.folder / "images.txt")
         labels = _id_table(self.folder / "image_class_labels.txt")

@@ -161,8 +161,13 @@ class FGVCDataModule(pl.LightningDataModule):
     def dataset(self, split: str) -> ImageDataset:
         """The (cached) untransformed dataset of ``split``."""
         if split not in self._datasets:
+            self.fetch()
             self._datasets[split] = self.make_dataset(split)
         return self._datasets[split]
+
+    def fetch(self) -> None:
+        """Make the dataset's files available (the benchmark DataModules download them when
+        asked to); called before any split is read."""
 
     @property
     def classes(self) -> list[str]:

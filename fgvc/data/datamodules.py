@@ -7,15 +7,16 @@ preprocessing for that dataset); constructor arguments are the ``data:`` section
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.utilities import rank_zero_warn
 
-from fgvc.data.aircraft import FGVCAircraft
+from fgvc.data.aircraft import FGVCAircraft, resolve_aircraft_folder
 from fgvc.data.base import ImageDataset
 from fgvc.data.cars import StanfordCars
-from fgvc.data.cub import CUB200
+from fgvc.data.cub import CUB200, CUB_FOLDER
 from fgvc.data.datamodule import FGVCDataModule
 from fgvc.data.folder import FolderDataset
 from fgvc.data.synthetic import (
@@ -28,10 +29,43 @@ from fgvc.data.synthetic import (
 from fgvc.utils.locks import file_lock
 
 
-class CUBDataModule(FGVCDataModule):
-    """CUB-200-2011 (``root/CUB_200_2011``); no official validation split."""
+class _Downloadable:
+    """``download: true``: fetch the dataset into ``root`` the first time it is needed
+    (checksum-verified, safely extracted, under a lock so that DDP ranks and nodes fetch it
+    once; :mod:`fgvc.data.download`, whose ``FGVC_<NAME>_URL`` / ``FGVC_MIRROR`` variables
+    point it at a mirror). A dataset already under ``root`` is used as it is."""
+
+    source_name = ""
+    root: str
+    download: bool
+
+    def _present(self) -> bool:
+        raise NotImplementedError
+
+    def fetch(self) -> None:
+        if self.download and not self._present():
+            from fgvc.data.download import download_dataset
+
+            download_dataset(self.source_name, self.root, progress=sys.stderr.isatty())
+
+
+class CUBDataModule(_Downloadable, FGVCDataModule):
+    """CUB-200-2011 (``root/CUB_200_2011``); no official validation split.
+
+    Args:
+        download: fetch it into ``root`` when it is not there (see :class:`_Downloadable`).
+    """
 
     default_preset = "cub"
+    source_name = "cub"
+
+    def __init__(self, root: str = "data", download: bool = False, **kwargs: Any) -> None:
+        super().__init__(root=root, **kwargs)
+        self.download = download
+
+    def _present(self) -> bool:
+        root = Path(self.root).expanduser()
+        return any((p / "images.txt").is_file() for p in (root / CUB_FOLDER, root))
 
     def make_dataset(self, split: str) -> ImageDataset:
         return CUB200(self.root, split)
@@ -46,7 +80,7 @@ class CarsDataModule(FGVCDataModule):
         return StanfordCars(self.root, split)
 
 
-class AircraftDataModule(FGVCDataModule):
+class AircraftDataModule(_Downloadable, FGVCDataModule):
     """FGVC-Aircraft (``root/fgvc-aircraft-2013b``).
 
     ``val_split=None`` (default): train on ``train``, validate on the official ``val``.
@@ -56,16 +90,31 @@ class AircraftDataModule(FGVCDataModule):
     Args:
         level: ``"variant"`` (100 classes), ``"family"`` (70) or ``"manufacturer"`` (30).
         crop_banner: remove the 20-pixel copyright banner.
+        download: fetch it into ``root`` when it is not there (see :class:`_Downloadable`).
     """
 
     default_preset = "aircraft"
+    source_name = "aircraft"
 
     def __init__(
-        self, root: str = "data", level: str = "variant", crop_banner: bool = True, **kwargs: Any
+        self,
+        root: str = "data",
+        level: str = "variant",
+        crop_banner: bool = True,
+        download: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__(root=root, **kwargs)
         self.level = level
         self.crop_banner = crop_banner
+        self.download = download
+
+    def _present(self) -> bool:
+        try:
+            resolve_aircraft_folder(self.root)
+        except FileNotFoundError:
+            return False
+        return True
 
     def official_val_split(self) -> str | None:
         return "val"
