@@ -154,13 +154,77 @@ def _cam_class(method: str) -> Any:
         raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     import pytorch_grad_cam
 
-    return getattr(pytorch_grad_cam, METHODS[method])
+    base = getattr(pytorch_grad_cam, METHODS[method])
+
+    class AtFeatureResolution(base):  # type: ignore[misc, valid-type]
+        """The library's map, normalized but left at the target layer's resolution: its
+        own upsampling (cv2.resize) puts cell j at the centre of the j-th block of pixels,
+        half a cell away from where the cell looks (see :func:`cell_centres`)."""
+
+        def get_target_width_height(self, input_tensor: torch.Tensor) -> tuple[int, int]:
+            height, width = self.activations_and_grads.activations[0].shape[-2:]
+            return width, height
+
+    return AtFeatureResolution
+
+
+def cell_centres(backbone: torch.nn.Module) -> tuple[int, float]:
+    """``(stride, offset)``: cell ``j`` of the trunk's output map is centred on input pixel
+    ``offset + stride * j`` (pixel indices), from the kernels, strides and paddings along
+    its main path. For torchvision ResNets ``offset`` is 0: each strided layer centres its
+    output ``j`` on input ``2 j`` (a 3x3 kernel, padding 1), not on the middle of the
+    ``2j, 2j+1`` pair - over 16 px of stride the centre is 7.5 px from a plain resize's.
+    """
+    stride, offset = 1, 0.0
+
+    def step(layer: torch.nn.Module) -> None:
+        nonlocal stride, offset
+        k, s, p = (_first(getattr(layer, a)) for a in ("kernel_size", "stride", "padding"))
+        offset += stride * ((k - 1) / 2 - p)
+        stride *= s
+
+    for child in backbone.children():
+        if isinstance(child, (torch.nn.Conv2d, torch.nn.MaxPool2d, torch.nn.AvgPool2d)):
+            step(child)
+        elif isinstance(child, torch.nn.Sequential):  # a stage: the blocks' own convolutions
+            for block in child:
+                for name in ("conv1", "conv2", "conv3"):
+                    if isinstance(getattr(block, name, None), torch.nn.Conv2d):
+                        step(getattr(block, name))
+    return stride, offset
+
+
+def _first(value: int | tuple[int, ...]) -> int:
+    return value[0] if isinstance(value, tuple) else value
+
+
+def _interpolation(cells: int, pixels: int, stride: int, offset: float) -> np.ndarray:
+    """``(pixels, cells)`` linear interpolation weights: pixel ``x`` between the cells
+    centred around it, the border cell's value beyond the outermost centres."""
+    where = np.clip((np.arange(pixels) - offset) / stride, 0, cells - 1)
+    low = np.floor(where).astype(int)
+    high = np.minimum(low + 1, cells - 1)
+    weights = np.zeros((pixels, cells))
+    np.add.at(weights, (np.arange(pixels), low), 1 - (where - low))
+    np.add.at(weights, (np.arange(pixels), high), where - low)
+    return weights
+
+
+def upsample_aligned(
+    maps: np.ndarray, size: tuple[int, int], stride: int, offset: float = 0.0
+) -> np.ndarray:
+    """``(N, h, w)`` cell maps -> ``(N, H, W)`` pixel maps, bilinear between cell centres
+    (cell ``j`` at pixel ``offset + stride * j``)."""
+    rows = _interpolation(maps.shape[1], size[0], stride, offset)
+    cols = _interpolation(maps.shape[2], size[1], stride, offset)
+    return np.einsum("yh,nhw,xw->nyx", rows, maps, cols).astype(np.float32)
 
 
 def compute_cams(
     net: torch.nn.Module, batch: torch.Tensor, classes: Sequence[int], method: str = "gradcam"
 ) -> np.ndarray:
-    """``(N, H, W)`` maps in [0, 1] of ``classes[i]`` for each normalized input ``batch[i]``."""
+    """``(N, H, W)`` maps in [0, 1] of ``classes[i]`` for each normalized input ``batch[i]``,
+    aligned with the pixels each cell of the target layer is centred on."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     cam = _cam_class(method)(net, [target_layer(net)])
@@ -176,7 +240,9 @@ def compute_cams(
     finally:
         cam.activations_and_grads.release()  # remove its hooks from the network
         net.zero_grad(set_to_none=True)
-    return np.nan_to_num(np.asarray(maps, dtype=np.float32), nan=0.0)
+    maps = np.nan_to_num(np.asarray(maps, dtype=np.float64), nan=0.0)
+    stride, offset = cell_centres(net.get_submodule("backbone"))
+    return upsample_aligned(maps, tuple(batch.shape[-2:]), stride, offset)
 
 
 def _classes_for(
