@@ -3,6 +3,7 @@ definition and the trunk's geometry, --class, --force, unreadable images, usage 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -17,9 +18,15 @@ from fgvc.commands.explain import main as explain_main
 from fgvc.commands.main import main as fgvc_main
 from fgvc.commands.predict import main as predict_main
 from fgvc.deploy.bundle import load
-from fgvc.deploy.explain import cell_centres, explain_images
+from fgvc.deploy.explain import Explanation, cell_centres, explain_images
 from fgvc.deploy.export import export_checkpoint
-from fgvc.deploy.overlays import CONTACT_SHEET, SUMMARY, explain_bundle
+from fgvc.deploy.overlays import (
+    CONTACT_SHEET,
+    SUMMARY,
+    contact_sheet,
+    explain_bundle,
+    overlay_names,
+)
 from fgvc.errors import FgvcError
 from fgvc.models import NetSpec, build_model
 from tests.tiny import CLASS_NAMES, IMAGE_SIZE
@@ -309,3 +316,19 @@ def test_registered_command(capsys):
     assert "explain" in capsys.readouterr().out
     assert fgvc_main(["explain", "--help"]) == 0
     assert "--class" in capsys.readouterr().out
+
+
+def test_captions_overlay_and_sheet_layout():
+    crop = np.zeros((32, 32, 3), np.uint8)
+    cam = np.zeros((32, 32), np.float32)
+    cam[:16, :16] = 1
+    e = Explanation("a/x\ny.png", crop, cam, 1, "line\nbreak", 0.25, 0, "=top", 0.5, "gradcam")
+    assert e.caption_lines == ["line\\nbreak  p=0.250", "top-1: =top  p=0.500", "x\\ny.png"]
+    empty = dataclasses.replace(e, cam=np.zeros_like(cam), class_index=0, position=1)
+    assert empty.caption_lines[1] == "gradcam: no positive evidence"
+    overlay = e.overlay()  # JET: red where the map is 1, blue where it is 0
+    assert overlay[4, 4, 0] > 200 > overlay[4, 4, 2]
+    assert overlay[28, 28, 2] > 200 > overlay[28, 28, 0]
+    sheet = contact_sheet([e, e, empty], tile=100)
+    assert sheet.width == 200 and sheet.height > 200  # 2 columns, 2 rows
+    assert overlay_names([e, empty]) == ["001-x_y.png", "002-x_y.png"]

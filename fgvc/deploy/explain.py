@@ -11,12 +11,20 @@ the layers after it are the head's 1x1 reduction, BatchNorm and ReLU, then covar
 Grad-CAM weighs each channel by the spatial mean of the class score's gradient, and on the
 reduced features ``Y`` that mean is identically zero: the score is a function of the centred
 covariance, so ``ds/dY_i = (2/M) G (Y_i - mu)`` (``G = ds/dSigma``, symmetric), whose sum over
-the M positions vanishes (see :func:`fgvc.ops.covariance.covariance_backward`). Grad-CAM there
-is noise (27% of the map in the quadrant that holds the evidence in the test model, 25% by
-chance). Before the reduction, the ReLU's per-position mask breaks the cancellation and
-layer4 keeps the trunk's spatial resolution and channels (78% in the same test; see
-``tests/test_explain_quadrant.py``). Only the trunk is looked at: the map says where the
-features the covariance was built from came from, not which pairs of them the classifier used.
+the M positions vanishes (see :func:`fgvc.ops.covariance.covariance_backward`). There the
+weights are rounding error (1e-7 of the gradients' size) and the map is arbitrary: in the
+quadrant test it holds 0% of its mass in the quadrant with the evidence for some images, 62%
+on average. Before the reduction, the ReLU's per-position mask breaks the cancellation, and
+layer4 keeps the trunk's full channels at its finest stride (16 with iSQRT-COV's last stride
+1): 82% there on average, 25% being chance (``tests/test_explain_quadrant.py``). The map says
+where the features the covariance was built from came from, not which pairs of them the
+classifier weighed.
+
+Geometry: the library upsamples with a plain resize, which puts cell ``j`` at the middle of
+pixels ``[16 j, 16 j + 16)``; the trunk's cell ``j`` is centred on pixel ``16 j``
+(:func:`cell_centres`), so its maps sit 7.5 px (15.5 px at stride 32) down and right of the
+evidence (72% in that test instead of 82%). Maps here are taken at the layer's resolution and
+upsampled between the true centres (:func:`upsample_aligned`).
 
 Probabilities are computed as ``fgvc predict`` computes them (flip TTA as the bundle says
 unless told otherwise), so captions agree with it; the map itself is of the unmirrored view.
@@ -39,6 +47,7 @@ import torch
 from fgvc.data.files import display_path
 from fgvc.data.preprocessing import EvalPreprocessing
 from fgvc.data.transforms import hflip_tta
+from fgvc.deploy.outputs import escape_controls
 from fgvc.deploy.predict import _try_load
 from fgvc.errors import UsageError
 
@@ -90,14 +99,15 @@ class Explanation:
 
     @property
     def caption_lines(self) -> list[str]:
-        """The class and its probability; the prediction if it differs; the file name."""
+        """The class and its probability; the prediction if it differs; the file name
+        (control characters escaped: one line each)."""
         lines = [f"{self.class_name}  p={self.probability:.3f}"]
         if self.top1_index != self.class_index:
             lines.append(f"top-1: {self.top1_name}  p={self.top1_probability:.3f}")
         if not self.cam.any():
             lines.append(f"{self.method}: no positive evidence")
         lines.append(display_path(Path(self.image).name))
-        return lines
+        return [escape_controls(line) for line in lines]
 
     @property
     def caption(self) -> str:
@@ -109,17 +119,6 @@ class Explanation:
 
         crop = self.crop.astype(np.float32) / 255.0
         return show_cam_on_image(crop, self.cam, use_rgb=True, image_weight=image_weight)
-
-    def quadrant_fractions(self) -> np.ndarray:
-        """The map's mass in its ``[[top-left, top-right], [bottom-left, bottom-right]]``
-        quadrants, as fractions (all 0 for an empty map)."""
-        h, w = self.cam.shape
-        cam = self.cam.astype(np.float64)
-        total = cam.sum()
-        halves = [[cam[: h // 2, : w // 2], cam[: h // 2, w // 2 :]]]
-        halves.append([cam[h // 2 :, : w // 2], cam[h // 2 :, w // 2 :]])
-        sums = np.array([[part.sum() for part in row] for row in halves])
-        return sums / total if total > 0 else sums * 0.0
 
 
 def resolve_class(value: str | int, class_names: Sequence[str]) -> int:
