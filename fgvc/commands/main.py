@@ -4,6 +4,7 @@
     fgvc data download|check|synth ...                                    datasets
     fgvc export --ckpt <path|best> --out DIR [--formats ...]              deployment bundle
     fgvc predict IMAGES_OR_FOLDERS --model <bundle|ckpt|best> ...         inference
+    fgvc explain IMAGES_OR_FOLDERS --model <bundle|ckpt|best> --out DIR   Grad-CAM heat maps
 
 Subcommands import only what they need (``fgvc data`` starts without Lightning). Exit codes
 and error lines: :mod:`fgvc.commands.runner`.
@@ -24,12 +25,14 @@ commands:
   data                    download | check | synth datasets (fgvc data --help)
   export                  checkpoint -> safetensors + ONNX bundle (fgvc export --help)
   predict                 classify image files or folders (fgvc predict --help)
+  explain                 Grad-CAM heat maps of images (fgvc explain --help)
 
 exit codes: 0 success, 1 failure, 2 usage error (one line: fgvc <command>: error: ...)
 start with: fgvc fit --config configs/demo.yaml"""
 
 _MODULES = {
     "data": "fgvc.commands.data",
+    "explain": "fgvc.commands.explain",
     "export": "fgvc.commands.export",
     "predict": "fgvc.commands.predict",
 }
