@@ -48,7 +48,7 @@ from fgvc.data.files import display_path
 from fgvc.data.preprocessing import EvalPreprocessing
 from fgvc.data.transforms import hflip_tta
 from fgvc.deploy.outputs import escape_controls
-from fgvc.deploy.predict import _try_load
+from fgvc.deploy.predict import load_or_reason
 from fgvc.errors import UsageError
 
 #: ``--method`` names and the ``pytorch_grad_cam`` class each one uses.
@@ -302,7 +302,7 @@ def explain_images(
             good: list[tuple[int, Path, torch.Tensor, int | None]] = []
             for i in range(start, min(start + batch_size, len(paths))):
                 path = paths[i]
-                loaded = _try_load(prep, path)
+                loaded = load_or_reason(prep, path)
                 if isinstance(loaded, torch.Tensor):
                     good.append((i, path, loaded, classes[i]))
                     continue

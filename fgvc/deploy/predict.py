@@ -177,7 +177,8 @@ def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
         yield items[start : start + size]
 
 
-def _try_load(prep: EvalPreprocessing, path: Path) -> torch.Tensor | str:
+def load_or_reason(prep: EvalPreprocessing, path: Path) -> torch.Tensor | str:
+    """The image as evaluation prepares it, or why it cannot be read (one line naming it)."""
     try:
         return prep.load(path)
     except (ImageDecodeError, OSError, ValueError, RuntimeError, cv2.error) as err:
@@ -240,7 +241,7 @@ def predict_files(
             def submit(chunk: Sequence[Path] | None) -> tuple[Sequence[Path], list[Future]] | None:
                 if chunk is None:
                     return None
-                return chunk, [pool.submit(_try_load, prep, path) for path in chunk]
+                return chunk, [pool.submit(load_or_reason, prep, path) for path in chunk]
 
             chunks = _chunks(images, max(1, batch_size))
             pending = submit(next(chunks, None))
