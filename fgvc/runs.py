@@ -8,6 +8,7 @@ One run, one folder (the CSVLogger's ``<save_dir>/<name>/version_<n>``, never re
         checkpoints/best-epoch<e>-top1_<v>.ckpt    the best on val/top1
         checkpoints/last.ckpt        rewritten (atomically) after every epoch: the resume point
         export/                      the best checkpoint as a bundle (export-<k>/ after a resume)
+        explain/                     Grad-CAM of validation images from that bundle
         val_split.json  val_per_class.csv  test_per_class.csv
         wandb_run_id                 the W&B run a resumed run continues
 
@@ -42,6 +43,7 @@ CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
 BEST_PREFIX = "best"
 EXPORT = "export"
+EXPLAIN = "explain"
 WANDB_ID = "wandb_run_id"
 
 
@@ -300,11 +302,11 @@ def default_export_dir(ckpt: str | os.PathLike) -> Path:
     return ckpt.with_name(f"{ckpt.stem}-export")
 
 
-def new_export_dir(run: str | os.PathLike) -> Path:
-    """The first of ``<run>/export``, ``export-1``, ... that does not exist (a resumed run
-    exports beside its earlier bundle)."""
-    out, n = Path(run) / EXPORT, 1
+def new_output_dir(run: str | os.PathLike, name: str = EXPORT) -> Path:
+    """The first of ``<run>/<name>``, ``<name>-1``, ... that does not exist (a resumed run
+    writes its export and explanations beside the earlier ones)."""
+    out, n = Path(run) / name, 1
     while out.exists():
-        out = Path(run) / f"{EXPORT}-{n}"
+        out = Path(run) / f"{name}-{n}"
         n += 1
     return out

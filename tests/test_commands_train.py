@@ -152,6 +152,8 @@ def test_fit_then_test_round_trip(workdir, capsys, monkeypatch):
         "val/per_class_accuracy/_type",
         "val/samples/_type",
         "val/most_confused/_type",
+        "val/explain/_type",
+        "val/explain_sheet/_type",
     ):
         assert key in keys, key
     assert {"arch", "lr", "num_classes", "batch_size"} <= config_keys(run_file)
@@ -162,6 +164,9 @@ def test_fit_then_test_round_trip(workdir, capsys, monkeypatch):
     bundle = yaml.safe_load((run / "export" / "model.json").read_text())
     assert bundle["class_names"] == names and bundle["checkpoint"]["file"].startswith("best-")
     assert (run / "export" / "model.onnx").is_file() and "export" in summary
+    # and Grad-CAM of validation images from that bundle: one per class, plus pairs
+    explained = sorted(p.name for p in (run / "explain").glob("*.png"))
+    assert "contact_sheet.png" in explained and len(explained) >= NUM_CLASSES + 1
     for path in (workdir / "runs").rglob("*"):  # the key is in no log, config or export
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path

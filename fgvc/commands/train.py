@@ -14,7 +14,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from fgvc.commands.runner import report, run
 from fgvc.errors import ExportError, FgvcError, UsageError, one_line
-from fgvc.runs import MONITOR, new_export_dir
+from fgvc.runs import EXPLAIN, MONITOR, new_output_dir
 from fgvc.train.cli import build_cli
 from fgvc.train.loggers import active_wandb_loggers, finish_wandb
 
@@ -28,7 +28,7 @@ def export_best(trainer: pl.Trainer, log_dir: str | None) -> Path | None:
     if not trainer.is_global_zero or not best or not log_dir:
         return None
     try:
-        bundle = export_checkpoint(best, new_export_dir(log_dir))
+        bundle = export_checkpoint(best, new_output_dir(log_dir))
     except (FgvcError, ValueError, OSError) as err:
         kind = "verification" if isinstance(err, ExportError) else "export"
         print(
@@ -42,7 +42,48 @@ def export_best(trainer: pl.Trainer, log_dir: str | None) -> Path | None:
     return bundle
 
 
-def fit_summary(trainer: pl.Trainer, log_dir: str | None, export_dir: Path | None) -> str:
+def explain_best(trainer: pl.Trainer, bundle: Path | None, log_dir: str | None) -> Path | None:
+    """Grad-CAM of the exported network on validation images - the first image of each of
+    the first 8 classes, and for the two most-confused pairs an image of the true class
+    explained as itself and as the class it was taken for - into ``<run>/explain``, logged
+    to W&B as an image panel (rank 0). A failure is reported and changes nothing else."""
+    from fgvc.deploy.overlays import explain_bundle
+    from fgvc.train.reports import EvalReports
+
+    val_set = getattr(trainer.datamodule, "val_set", None)
+    if not trainer.is_global_zero or bundle is None or not log_dir or val_set is None:
+        return None
+    first: dict[int, str] = {}
+    for path, label in val_set.samples:
+        first.setdefault(label, path)
+    images: list[str] = [first[c] for c in sorted(first)[:8]]
+    targets: list[int | None] = [None] * len(images)
+    reports = next((c for c in trainer.callbacks if isinstance(c, EvalReports)), None)
+    for true, predicted, _ in (reports.pairs.get("val", []) if reports else [])[:2]:
+        if true in first:
+            images += [first[true], first[true]]
+            targets += [true, predicted]
+    try:
+        outputs = explain_bundle(bundle, images, new_output_dir(log_dir, EXPLAIN), target=targets)
+    except (FgvcError, ValueError, OSError, RuntimeError) as err:
+        print(f"fgvc fit: warning: Grad-CAM of the validation images failed ({one_line(err)})")
+        return None
+    for logger in active_wandb_loggers(trainer):
+        import wandb
+
+        panel = [
+            wandb.Image(str(path), caption=explanation.caption)
+            for path, explanation in zip(outputs.overlays, outputs.explanations)
+        ]
+        logger.experiment.log(
+            {"val/explain": panel, "val/explain_sheet": wandb.Image(str(outputs.contact_sheet))}
+        )
+    return outputs.folder
+
+
+def fit_summary(
+    trainer: pl.Trainer, log_dir: str | None, export_dir: Path | None, explain_dir: Path | None
+) -> str:
     """Where the run's results are (printed last, rank 0)."""
     if not trainer.is_global_zero:
         return ""
@@ -56,6 +97,8 @@ def fit_summary(trainer: pl.Trainer, log_dir: str | None, export_dir: Path | Non
         lines.append(f"  last checkpoint: {last.best_model_path}")
     if export_dir is not None:
         lines.append(f"  export (safetensors, ONNX, model.json): {export_dir}")
+    if explain_dir is not None:
+        lines.append(f"  Grad-CAM of validation images: {explain_dir}")
     if log_dir:
         lines.append(f"  run folder (config, metrics, per-class CSV): {log_dir}")
     for logger in active_wandb_loggers(trainer):
@@ -87,7 +130,9 @@ def main(argv: list[str] | None) -> int:
         summary = ""
         if cli.subcommand == "fit":
             log_dir = cli.trainer.log_dir  # every rank: a collective under DDP
-            summary = fit_summary(cli.trainer, log_dir, export_best(cli.trainer, log_dir))
+            bundle = export_best(cli.trainer, log_dir)
+            explained = explain_best(cli.trainer, bundle, log_dir)
+            summary = fit_summary(cli.trainer, log_dir, bundle, explained)
         finish_wandb(cli.trainer)  # first, so that its own report does not bury the summary
         if summary:
             print(summary, flush=True)

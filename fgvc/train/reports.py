@@ -56,6 +56,8 @@ class EvalReports(pl.Callback):
         self.num_samples = num_samples
         self.confusion_matrix_max_classes = confusion_matrix_max_classes
         self._samples: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        #: the latest most-confused pairs (true, predicted, count) per stage, on rank 0
+        self.pairs: dict[str, list[tuple[int, int, int]]] = {}
 
     def _keep_samples(
         self, stage: str, trainer: pl.Trainer, outputs: Any, batch: Any, batch_idx: int
@@ -107,6 +109,7 @@ class EvalReports(pl.Callback):
         names = pl_module.class_names
         support, accuracy = per_class_accuracy(confmat)
         pairs = most_confused(confmat)
+        self.pairs[stage] = pairs
         if log_dir:
             out = Path(log_dir) / f"{stage}_per_class.csv"
             out.parent.mkdir(parents=True, exist_ok=True)
