@@ -18,13 +18,12 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from fgvc.commands.runner import CommandParser, report, run
+from fgvc.commands.runner import CommandParser, add_images_and_model, report, run
 from fgvc.data.files import collect_images, display_path
 from fgvc.deploy.explain import METHODS, explain_images, resolve_class
 from fgvc.deploy.overlays import write_explanations
 from fgvc.deploy.predict import load_predictor
 from fgvc.errors import FgvcError, UsageError
-from fgvc.runs import RUNS_ROOT
 
 PROG = "fgvc explain"
 
@@ -37,14 +36,7 @@ def build_parser() -> CommandParser:
         epilog="Exit codes: 0 all images explained; 1 some images could not be read "
         "(reported on stderr, the others written); 2 usage errors.",
     )
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE", help="image files or folders")
-    parser.add_argument(
-        "--model",
-        default="best",
-        help="export folder (fgvc export), .ckpt file, run folder, or 'best' (default: the "
-        "best checkpoint of the most recent run under --runs-root)",
-    )
-    parser.add_argument("--runs-root", default=RUNS_ROOT, help="where runs are, for 'best'")
+    add_images_and_model(parser)
     parser.add_argument("--out", "-o", required=True, help="output folder (empty or new)")
     parser.add_argument(
         "--force",

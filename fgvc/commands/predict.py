@@ -18,13 +18,12 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from fgvc.commands.runner import CommandParser, report, run
+from fgvc.commands.runner import CommandParser, add_images_and_model, report, run
 from fgvc.data.files import collect_images, display_path
 from fgvc.deploy.outputs import OUTPUT_FORMATS, format_predictions
 from fgvc.deploy.predict import BACKENDS, load_predictor, predict_files
 from fgvc.deploy.publish import atomic_write_text
 from fgvc.errors import UsageError
-from fgvc.runs import RUNS_ROOT
 
 PROG = "fgvc predict"
 
@@ -37,14 +36,7 @@ def build_parser() -> CommandParser:
         epilog="Exit codes: 0 all images predicted; 1 some images could not be read (reported "
         "on stderr, the others predicted); 2 usage errors.",
     )
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE", help="image files or folders")
-    parser.add_argument(
-        "--model",
-        default="best",
-        help="export folder (fgvc export), .ckpt file, run folder, or 'best' (default: the "
-        "best checkpoint of the most recent run under --runs-root)",
-    )
-    parser.add_argument("--runs-root", default=RUNS_ROOT, help="where runs are, for 'best'")
+    add_images_and_model(parser)
     parser.add_argument(
         "--backend",
         choices=BACKENDS,

@@ -26,6 +26,20 @@ class CommandParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
+def add_images_and_model(parser: argparse.ArgumentParser) -> None:
+    """The arguments of the commands that run a trained network on image files."""
+    from fgvc.runs import RUNS_ROOT
+
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE", help="image files or folders")
+    parser.add_argument(
+        "--model",
+        default="best",
+        help="export folder (fgvc export), .ckpt file, run folder, or 'best' (default: the "
+        "best checkpoint of the most recent run under --runs-root)",
+    )
+    parser.add_argument("--runs-root", default=RUNS_ROOT, help="where runs are, for 'best'")
+
+
 def report(prog: str, message: str, stderr: TextIO | None = None) -> None:
     """Print ``<prog>: error: <message>`` on stderr."""
     print(f"{prog}: error: {message}", file=stderr or sys.stderr, flush=True)
