@@ -153,7 +153,7 @@ class FGVCCLI(LightningCLI):
         # cluster log), no learning-rate monitor without a logger to write to
         config = self.config[self.subcommand] if self.subcommand else self.config
         _check_logger_folders(config.trainer.get("logger"))
-        callbacks = [cb for cb in self.trainer_defaults["callbacks"] if not _optional(cb)]
+        callbacks = [cb for cb in self.trainer_defaults.get("callbacks", []) if not _optional(cb)]
         if config.trainer.get("enable_progress_bar") is not False:
             callbacks.append(progress_bar())
         if config.trainer.get("logger") is not False:
