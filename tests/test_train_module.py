@@ -7,6 +7,7 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from fgvc.train.module import FGVCClassifier
@@ -226,3 +227,132 @@ def test_bf16_mixed_cpu_training_step_is_finite():
 def test_bad_recipe_values_raise_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         FGVCClassifier(**{**TINY, **kwargs})
+
+
+# -- the recipe's settings reach the optimizer, the loss and the evaluation -----------------------
+def fitted_optimizer(**recipe) -> torch.optim.Optimizer:
+    module = FGVCClassifier(**TINY, lr=0.02, weight_decay=3e-4, scheduler="constant", **recipe)
+    trainer = make_trainer(max_steps=1)
+    trainer.fit(module, make_loader(n=8))
+    (optimizer,) = trainer.optimizers
+    return optimizer
+
+
+def test_sgd_carries_the_recipes_momentum():
+    optimizer = fitted_optimizer(optimizer="sgd", momentum=0.8)
+    assert type(optimizer) is torch.optim.SGD
+    assert len(optimizer.param_groups) == 6
+    for group in optimizer.param_groups:
+        assert group["momentum"] == 0.8, group["name"]
+        assert (group["dampening"], group["nesterov"]) == (0, False), group["name"]
+        assert group["weight_decay"] == (0.0 if group["name"].endswith("_no_decay") else 3e-4)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.02)  # backbone x 1
+    assert optimizer.defaults["momentum"] == 0.8
+    # the buffers the momentum keeps: SGD without momentum has none
+    state = optimizer.state[optimizer.param_groups[0]["params"][0]]
+    assert state.get("momentum_buffer") is not None
+
+
+def test_adamw_is_adamw_with_the_groups_rates_and_decay():
+    optimizer = fitted_optimizer(optimizer="adamw", lr_mult_head=3.0)
+    assert type(optimizer) is torch.optim.AdamW
+    lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    assert lrs == pytest.approx(
+        {
+            "backbone": 0.02,
+            "backbone_no_decay": 0.02,
+            "head": 0.06,
+            "head_no_decay": 0.06,
+            "classifier": 0.1,
+            "classifier_no_decay": 0.1,
+        }
+    )
+    for group in optimizer.param_groups:
+        assert group["weight_decay"] == (0.0 if group["name"].endswith("_no_decay") else 3e-4)
+        assert group["betas"] == (0.9, 0.999) and not group["amsgrad"]
+    state = optimizer.state[optimizer.param_groups[0]["params"][0]]
+    assert {"exp_avg", "exp_avg_sq"} <= set(state)  # Adam moments, not SGD buffers
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_training_loss_is_label_smoothed_cross_entropy(smoothing):
+    torch.manual_seed(3)
+    module = FGVCClassifier(**TINY, label_smoothing=smoothing).train()
+    images, labels = next(iter(make_loader(n=8, seed=4)))
+    loss = module.training_step((images, labels), 0).detach()
+    with torch.no_grad():
+        logits = module(images).double()  # train mode: the same batch statistics
+    log_p = logits.log_softmax(-1)
+    nll = -log_p.gather(1, labels[:, None])[:, 0]
+    by_hand = ((1 - smoothing) * nll - smoothing * log_p.mean(-1)).mean()
+    assert float(loss) == pytest.approx(float(by_hand), rel=1e-5)
+    reference = F.cross_entropy(logits, labels, label_smoothing=smoothing)
+    assert float(loss) == pytest.approx(float(reference), rel=1e-5)
+    if smoothing:
+        assert abs(float(by_hand) - float(nll.mean())) > 1e-3  # smoothing shows in the loss
+
+
+def _randomized_bn(module: FGVCClassifier) -> FGVCClassifier:
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    with torch.no_grad():  # spread the logits, so that predictions vary between images
+        module.model.classifier.weight.mul_(30)
+        module.model.classifier.bias.zero_()
+    return module
+
+
+def _confusion(pred: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.Tensor:
+    confmat = torch.zeros(classes, classes, dtype=torch.long)
+    for t, p in zip(labels.tolist(), pred.tolist()):
+        confmat[t, p] += 1
+    return confmat
+
+
+@pytest.mark.parametrize("tta", [True, False])
+def test_eval_tta_switches_the_tta_metrics_and_what_the_reports_count(tta):
+    torch.manual_seed(5)
+    module = _randomized_bn(FGVCClassifier(**TINY, val_tta=tta, test_tta=tta))
+    loader = make_loader(n=24, seed=6, batch=8)
+    trainer = make_trainer()
+    (val,) = trainer.validate(module, loader, verbose=False)
+    val_confmat = module.confmat["val"].compute().cpu()
+    (test,) = trainer.test(module, loader, verbose=False)
+    module.eval()
+    with torch.no_grad():
+        images = torch.cat([b[0] for b in loader])
+        labels = torch.cat([b[1] for b in loader])
+        plain = module(images)
+        both = (plain + module(images.flip(-1))) / 2
+    assert not torch.equal(plain.argmax(1), both.argmax(1))  # the two can be told apart
+    for result, stage in ((val, "val"), (test, "test")):
+        assert result[f"{stage}/top1"] == pytest.approx(
+            float((plain.argmax(1) == labels).float().mean()), abs=1e-6
+        )
+        assert (f"{stage}/top1_tta" in result) is tta
+        assert (f"{stage}/mean_class_acc_tta" in result) is tta
+    counted = both if tta else plain  # the reports follow the TTA figures when on
+    expected = _confusion(counted.argmax(1), labels, 4)
+    assert torch.equal(val_confmat, expected)
+    assert torch.equal(module.confmat["test"].compute().cpu(), expected)
+
+
+@pytest.mark.parametrize("tta", [True, False])
+def test_predict_step_gives_probabilities_with_the_test_tta_setting(tta):
+    torch.manual_seed(7)
+    module = _randomized_bn(FGVCClassifier(**TINY, test_tta=tta)).eval()
+    images, labels = next(iter(make_loader(n=6, seed=8)))
+    with torch.no_grad():
+        logits = module(images).double()
+        mirrored = module(images.flip(-1)).double()
+        from_tuple = module.predict_step((images, labels), 0)
+        from_list = module.predict_step([images, labels], 0)
+        from_tensor = module.predict_step(images, 0)
+    view = (logits + mirrored) / 2 if tta else logits
+    expected = view.exp() / view.exp().sum(-1, keepdim=True)
+    for probs in (from_tuple, from_list, from_tensor):
+        torch.testing.assert_close(probs.double(), expected, rtol=0, atol=1e-6)
+    other = (logits + mirrored) / 2 if not tta else logits
+    assert (other.softmax(-1) - expected).abs().max() > 1e-4  # TTA on and off differ here
