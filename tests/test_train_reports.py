@@ -59,3 +59,19 @@ def test_most_confused_maps_flat_indices_back_to_cells():
     confmat[0, 4] = 7  # flat index 4
     confmat[3, 1] = 5
     assert most_confused(confmat) == [(4, 0, 9), (0, 4, 7), (3, 1, 5)]
+
+
+def test_a_class_with_a_single_image():
+    support, accuracy = per_class_accuracy(torch.tensor([[1, 0, 0], [1, 0, 0], [0, 1, 2]]))
+    assert support.tolist() == [1, 1, 3]
+    assert accuracy.tolist() == pytest.approx([1.0, 0.0, 2 / 3])
+
+
+def test_most_confused_keeps_20_pairs_by_default():
+    n = 6  # 30 off-diagonal cells, all different
+    confmat = torch.arange(1, n * n + 1).reshape(n, n)
+    pairs = most_confused(confmat)
+    assert len(pairs) == 20
+    largest = sorted(int(confmat[t, p]) for t in range(n) for p in range(n) if t != p)[-20:]
+    assert [c for _, _, c in pairs] == largest[::-1]
+    assert all(confmat[t, p] == c for t, p, c in pairs)
