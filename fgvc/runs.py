@@ -83,12 +83,27 @@ class FitCheckpoint:
 
     def score(self, key: str) -> float | None:
         """A finite number from :attr:`monitor` (``current_score``, ``best_model_score``)."""
-        value = (self.monitor or {}).get(key)
-        if isinstance(value, torch.Tensor):
-            value = value.item() if value.numel() == 1 else None
-        if isinstance(value, (int, float)) and math.isfinite(float(value)):
-            return float(value)
+        return _finite((self.monitor or {}).get(key))
+
+    def own_score(self) -> float | None:
+        """The monitored value of these weights: what the ModelCheckpoint recorded for this
+        file among its best ones; None for any other file (``last.ckpt``, where the
+        callback's ``current_score`` is that of the last best saved, not of these weights)."""
+        saved = (self.monitor or {}).get("best_k_models")
+        if not isinstance(saved, Mapping):
+            return None
+        for path, value in saved.items():
+            if Path(str(path)).name == self.path.name:
+                return _finite(value)
         return None
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, torch.Tensor):
+        value = value.item() if value.numel() == 1 else None
+    if isinstance(value, (int, float)) and math.isfinite(float(value)):
+        return float(value)
+    return None
 
 
 def read_fit_checkpoint(path: str | os.PathLike) -> FitCheckpoint:

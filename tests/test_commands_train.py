@@ -14,7 +14,7 @@ import yaml
 
 from fgvc.commands.main import main
 from tests.cli_helpers import CodePayload
-from tests.wandb_records import artifacts, config_keys, history_keys
+from tests.wandb_records import artifacts, config_keys, history, history_keys, last_table
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 3
@@ -85,9 +85,59 @@ def last_value(rows: list[dict[str, str]], key: str) -> float:
     return float([r[key] for r in rows if r.get(key)][-1])
 
 
+def wandb_run_files(tmp: Path) -> list[Path]:
+    """The offline W&B runs' logs, oldest first (folders are named by start time)."""
+    return sorted((tmp / "runs" / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
 def wandb_run_file(tmp: Path) -> Path:
-    (run_file,) = sorted((tmp / "runs" / "wandb").glob("offline-run-*/run-*.wandb"))
+    (run_file,) = wandb_run_files(tmp)
     return run_file
+
+
+def check_per_class_reports(
+    folder: Path, run_file: Path, stage: str, rows: list[dict[str, str]], tta: bool
+) -> None:
+    """``<stage>_per_class.csv`` and the W&B tables against the logged metrics: the CSV's
+    accuracies average to mean_class_acc, its correct / support is top1 (the TTA figures
+    when TTA is on: the reports count what the run calls its accuracy), every class has its
+    2 images, and the most-confused pairs account for each class's errors."""
+    suffix = "_tta" if tta else ""
+    with open(folder / f"{stage}_per_class.csv") as f:
+        per_class = list(csv.DictReader(f))
+    names = [r["name"] for r in per_class]
+    support = [int(r["support"]) for r in per_class]
+    correct = [int(r["correct"]) for r in per_class]
+    accuracy = [float(r["accuracy"]) for r in per_class]
+    assert support == [2] * NUM_CLASSES  # stratified: 2 images of each class
+    for s, c, a in zip(support, correct, accuracy):
+        assert a == pytest.approx(c / s, abs=5e-5)
+    mean_class_acc = last_value(rows, f"{stage}/mean_class_acc{suffix}")
+    assert sum(accuracy) / len(accuracy) == pytest.approx(mean_class_acc, abs=1e-4)
+    assert sum(correct) / sum(support) == pytest.approx(
+        last_value(rows, f"{stage}/top1{suffix}"), abs=1e-6
+    )
+    # W&B: the same figures, as values
+    columns, table = last_table(run_file, f"{stage}/per_class_accuracy")
+    assert columns == ["class", "name", "support", "accuracy"]
+    assert [row[:3] for row in table] == [[i, n, s] for i, (n, s) in enumerate(zip(names, support))]
+    assert [row[3] for row in table] == pytest.approx(accuracy, abs=5e-5)
+    logged = [
+        row[f"{stage}/mean_class_acc{suffix}"]
+        for row in history(run_file)
+        if f"{stage}/mean_class_acc{suffix}" in row
+    ]
+    assert logged[-1] == pytest.approx(mean_class_acc, abs=1e-6)
+    columns, pairs = last_table(run_file, f"{stage}/most_confused")
+    assert columns == ["true", "predicted", "count", "fraction of true class"]
+    errors = {name: 0 for name in names}
+    for true, predicted, count, fraction in pairs:
+        assert true != predicted and count > 0
+        assert fraction == pytest.approx(count / support[names.index(true)])
+        errors[true] += count
+    assert errors == {n: s - c for n, s, c in zip(names, support, correct)}
+    counts = [count for _, _, count, _ in pairs]
+    assert counts == sorted(counts, reverse=True)
 
 
 @pytest.fixture
@@ -108,7 +158,8 @@ def test_fit_then_test_round_trip(workdir, capsys, monkeypatch):
     secret = "fgvc-test-secret-" + "7" * 23  # a W&B API key's length; no network: offline
     monkeypatch.setenv("WANDB_API_KEY", secret)
     cfg = write_config(workdir)
-    assert main(["fit", "--config", str(cfg)]) == 0
+    # validation with flip TTA (the default), the test without: both kinds of reports
+    assert main(["fit", "--config", str(cfg), "--model.test_tta", "false"]) == 0
     summary = capsys.readouterr().out
     run = workdir / "runs" / "tiny" / "version_0"
     assert "best val/top1" in summary and str(run) in summary
@@ -139,6 +190,7 @@ def test_fit_then_test_round_trip(workdir, capsys, monkeypatch):
     assert [r["name"] for r in per_class] == names
     assert sum(int(r["support"]) for r in per_class) == 6  # 25% of 24 training images
     assert (run / "val_split.json").is_file()
+    check_per_class_reports(run, wandb_run_file(workdir), "val", rows, tta=True)
 
     # W&B offline run: metrics, config, reports and the best checkpoint as an artifact
     run_file = wandb_run_file(workdir)
@@ -163,6 +215,7 @@ def test_fit_then_test_round_trip(workdir, capsys, monkeypatch):
     # fit exported its best checkpoint by itself
     bundle = yaml.safe_load((run / "export" / "model.json").read_text())
     assert bundle["class_names"] == names and bundle["checkpoint"]["file"].startswith("best-")
+    assert bundle["preprocessing"]["tta"] is False  # the run's test_tta
     assert (run / "export" / "model.onnx").is_file() and "export" in summary
     # and Grad-CAM of validation images from that bundle: one per class, plus pairs
     explained = sorted(p.name for p in (run / "explain").glob("*.png"))
@@ -178,10 +231,12 @@ def test_fit_then_test_round_trip(workdir, capsys, monkeypatch):
     test_run = workdir / "runs" / "tiny" / "version_1"
     assert (run / "config.yaml").read_bytes() == before
     rows = read_metrics(test_run)
-    for key in ("test/top1", "test/top1_tta", "test/mean_class_acc", "test/loss"):
+    for key in ("test/top1", "test/mean_class_acc", "test/loss"):
         assert any(r.get(key) for r in rows), key
+    assert not any(r.get("test/top1_tta") for r in rows)  # the run's test_tta: false
     with open(test_run / "test_per_class.csv") as f:
         assert sum(int(r["support"]) for r in csv.DictReader(f)) == NUM_CLASSES * 2
+    check_per_class_reports(test_run, wandb_run_files(workdir)[-1], "test", rows, tta=False)
 
 
 def test_unknown_config_key_fails_clearly(workdir, capsys):

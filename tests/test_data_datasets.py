@@ -14,6 +14,7 @@ import torchvision
 from PIL import Image
 
 from fgvc.data import CUB200, FGVCAircraft, FolderDataset, ImageDecodeError, StanfordCars
+from fgvc.data.base import read_lines, resolve_folder
 from tests.replicas import (
     AIRCRAFT_FAMILIES,
     AIRCRAFT_MAKERS,
@@ -115,8 +116,9 @@ def test_cub_corrupt_image_error_names_the_file(tmp_path):
 
 def test_cub_full_class_set_checks_published_counts(tmp_path):
     make_cub(tmp_path, num_classes=200, per_class=(1, 1), size=(8, 8))
-    with pytest.warns(UserWarning, match=r"train: 200 images, published 5994"):
+    with pytest.warns(UserWarning, match=r"train: 200 images, published 5994") as caught:
         dataset = CUB200(tmp_path, "train")
+    assert caught[0].filename == __file__  # the warning points at the caller's line
     assert dataset.count_problem is not None and "5994" in dataset.count_problem
     with pytest.warns(UserWarning, match=r"test: 200 images, published 5794"):
         CUB200(tmp_path, "test")
@@ -364,3 +366,46 @@ def test_aircraft_and_cars_full_class_sets_check_published_counts(tmp_path):
     with pytest.warns(UserWarning, match=r"test: 4 images, published 8041"):
         dataset = StanfordCars(tmp_path / "cars", "test")
     assert dataset.count_problem == "Stanford Cars count mismatch (test: 4 images, published 8041)"
+
+
+# -- what every dataset shares -----------------------------------------------------------------
+def test_read_lines_drops_line_ends_and_blank_lines_only(tmp_path):
+    path = tmp_path / "classes.txt"
+    path.write_bytes("1 Boeing 737X\r\n\r\n2 Café  \n   \n3 LAX\n".encode())
+    assert read_lines(path) == ["1 Boeing 737X", "2 Café  ", "3 LAX"]
+    with pytest.raises(FileNotFoundError, match="missing.txt is missing; the dataset folder"):
+        read_lines(tmp_path / "missing.txt")
+
+
+def test_resolve_folder_accepts_either_folder_and_says_where_it_looked(tmp_path):
+    (tmp_path / "data" / "birds").mkdir(parents=True)
+    (tmp_path / "data" / "birds" / "images.txt").write_text("")
+    assert (
+        resolve_folder(tmp_path / "data", "birds", ["x", "images.txt"])
+        == tmp_path / "data" / "birds"
+    )
+    assert (
+        resolve_folder(tmp_path / "data" / "birds", "birds", ["images.txt"])
+        == tmp_path / "data" / "birds"
+    )
+    with pytest.raises(FileNotFoundError) as caught:
+        resolve_folder(tmp_path, "cars", ["a.mat", "b/"])
+    assert str(caught.value) == (
+        f"no cars dataset under {tmp_path} (looked for a.mat, b/ in {tmp_path / 'cars'} and "
+        f"{tmp_path}); pass the folder that holds cars/"
+    )
+    with pytest.raises(FileNotFoundError, match=r"; run this first, pass the folder"):
+        resolve_folder(tmp_path, "cars", ["a.mat"], hint="run this first, ")
+
+
+def test_reduced_scale_decoding_of_a_dataset_and_its_subsets(tmp_path):
+    replica = make_cub(tmp_path)
+    path = replica.samples["train"][0][0]
+    write_jpeg(Path(path), pattern(300, 400, 5))
+    full = CUB200(tmp_path, "train")
+    assert repr(full) == "CUB200(split='train', samples=9, classes=3)"
+    assert full.load(0).shape == (300, 400, 3)
+    assert CUB200(tmp_path, "train", decode_min_size=(100, 100)).load(0).shape == (150, 200, 3)
+    assert CUB200(tmp_path, "train", decode_min_size=(70, 90)).load(0).shape == (75, 100, 3)
+    assert full.subset([0], decode_min_size=(100, 100)).load(0).shape == (150, 200, 3)
+    assert full.subset([0]).load(0).shape == (300, 400, 3)

@@ -20,12 +20,12 @@ import fgvc
 import fgvc.deploy.exporters as exporters
 import fgvc.deploy.verify as verify
 from fgvc.commands.export import main as export_main
-from fgvc.deploy.bundle import read_config
+from fgvc.deploy.bundle import read_config, summary
 from fgvc.deploy.export import export_checkpoint
 from fgvc.errors import CheckpointError, ExportError, UsageError
 from fgvc.export import load
 from fgvc.runs import model_checkpoint_state
-from tests.tiny import CLASS_NAMES, IMAGE_SIZE
+from tests.tiny import CLASS_NAMES, IMAGE_SIZE, make_two_epoch_run
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +192,31 @@ def test_not_an_fgvc_checkpoint(tmp_path):
         export_checkpoint(path, tmp_path / "b")
     assert export_main(["--ckpt", str(path), "--out", str(tmp_path / "b")]) == 2
     assert listing(tmp_path) == {"plain.ckpt"}
+
+
+@pytest.fixture(scope="module")
+def two_epochs(tmp_path_factory):
+    """(best checkpoint, last checkpoint) of a run whose first epoch (val/top1 1) beats its
+    last (val/top1 0), with ``test_tta: false``."""
+    return make_two_epoch_run(tmp_path_factory.mktemp("two-epochs"))
+
+
+@pytest.mark.parametrize("which, epoch, score", [("best", 0, 1.0), ("last", 1, None)])
+def test_model_json_score_is_the_exported_checkpoints_own(
+    two_epochs, tmp_path, which, epoch, score
+):
+    """``score`` is the monitored value of the exported weights, never the best epoch's
+    passed off as theirs: ``last.ckpt`` (val/top1 0 in its epoch) records none."""
+    best, last = two_epochs
+    ckpt = best if which == "best" else last
+    assert best.name == "best-epoch000-top1_1.0000.ckpt" and last.name == "last.ckpt"
+    out = export_checkpoint(ckpt, tmp_path / "bundle", formats=("safetensors",))
+    config = read_config(out)
+    meta = config["checkpoint"]
+    assert (meta["file"], meta["epoch"], meta["monitor"]) == (ckpt.name, epoch, "val/top1")
+    assert meta["score"] == score
+    assert meta["best_score"] == 1.0  # the run's best when they were saved
+    assert config["preprocessing"]["tta"] is False  # the run's test_tta
+    assert load(out).preprocessing.tta is False
+    shown = "val/top1 1.0000" if score is not None else "val/top1 n/a"
+    assert f"checkpoint: {ckpt.name}, epoch {epoch}, {shown}" in summary(out)

@@ -16,9 +16,10 @@ from PIL import Image
 
 from fgvc.commands.predict import main as predict_main
 from fgvc.data.io import load_rgb
+from fgvc.data.preprocessing import EvalPreprocessing
 from fgvc.data.transforms import PRESETS, build_transforms
 from fgvc.deploy.export import export_checkpoint
-from fgvc.deploy.predict import load_predictor, predict_files
+from fgvc.deploy.predict import load_predictor, predict_files, top_k
 from fgvc.export import load
 from tests.tiny import CLASS_NAMES, IMAGE_SIZE
 
@@ -242,3 +243,46 @@ def test_bundle_predictions_equal_the_validation_step(tmp_path, preset):
             for index, _, prob in pred.top:
                 got[row, index] = prob
         torch.testing.assert_close(got, expected, rtol=0, atol=2e-5, msg=f"{preset} {backend}")
+
+
+def test_top_k_pairs_each_class_with_its_own_probability():
+    probs = torch.tensor([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3], [0.25, 0.15, 0.6]], dtype=torch.float64)
+    names = ["a", "b", "c"]
+    assert top_k(probs, 2, names) == [
+        [(1, "b", 0.6), (2, "c", 0.3)],
+        [(0, "a", 0.5), (2, "c", 0.3)],
+        [(2, "c", 0.6), (0, "a", 0.25)],
+    ]
+    assert top_k(probs[:1], 1, names) == [[(1, "b", 0.6)]]
+    assert [e[0] for e in top_k(probs[2:], 3, names)[0]] == [2, 0, 1]
+
+
+@pytest.mark.parametrize("source", ["bundle-onnx", "bundle-torch", "checkpoint"])
+def test_each_backend_gives_the_softmax_of_the_networks_logits(setup, tiny_run, source):
+    """Against the trained LightningModule itself (not the bundle's network), in float64:
+    the top-2 (of 3) classes, in order, each with its own probability."""
+    bundle, ckpt, folder = setup
+    _, module, _, _ = tiny_run
+    model, backend = {
+        "bundle-onnx": (bundle, "onnx"),
+        "bundle-torch": (bundle, "torch"),
+        "checkpoint": (ckpt, "torch"),
+    }[source]
+    predictor = load_predictor(model, backend=backend, device="cpu")
+    assert predictor.backend == backend
+    paths = [folder / "a.png", folder / "sub" / "b café.JPG", folder / "sym.png"]
+    predictions, errors = predict_files(predictor, paths, topk=2, tta=False, progress=False)
+    assert errors == [] and [p.image for p in predictions] == [str(p) for p in paths]
+
+    prep = EvalPreprocessing(IMAGE_SIZE, "cub")  # what the tiny run's DataModule records
+    with torch.no_grad():
+        logits = module(prep.batch([prep.load(p) for p in paths])).double()
+    expected = logits.exp() / logits.exp().sum(-1, keepdim=True)
+    for pred, row in zip(predictions, expected):
+        order = sorted(range(3), key=lambda c: -float(row[c]))[:2]
+        assert [index for index, _, _ in pred.top] == order, pred
+        assert [name for _, name, _ in pred.top] == [CLASS_NAMES[c] for c in order]
+        for index, _, prob in pred.top:
+            assert prob == pytest.approx(float(row[index]), abs=2e-6), (pred.image, index)
+    gaps = expected.sort(-1).values.diff(dim=-1)
+    assert gaps.min() > 1e-4  # distinct probabilities: a mix-up would show

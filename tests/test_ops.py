@@ -301,3 +301,89 @@ def test_workspace_give_back_is_reentrant():
     worker.join(10)
     assert not worker.is_alive(), "give_back deadlocked"
     assert sorted(key[0] for key in ws._free) == [(4,), (8,), (16,)]
+
+
+def test_errors_name_the_function_and_the_shape():
+    cases = [
+        (lambda: covariance_pool(torch.zeros(2, 4, 0, 3)), "covariance_pool got an empty spatial"),
+        (
+            lambda: isqrt_cov(torch.zeros(2, 4, 3, 0)),
+            r"isqrt_cov got an empty spatial map \(2, 4, 3, 0\)",
+        ),
+        (lambda: isqrt_cov(torch.zeros(2, 8, 16)), r"isqrt_cov expects a feature map"),
+        (
+            lambda: sqrtm_newton_schulz(torch.zeros(2, 3, 4)),
+            r"sqrtm_newton_schulz expects \(B, d, d\)",
+        ),
+        (
+            lambda: triu_vec(torch.zeros(3, 4)),
+            r"triu_vec expects \(B, d, d\) matrices, got \(3, 4\)",
+        ),
+        (
+            lambda: isqrt_cov(torch.zeros(1, 4, 2, 2), 0),
+            "^iterations must be an integer >= 1, got 0$",
+        ),
+        (
+            lambda: triu_vec(torch.zeros(2, 4, 4), torch.arange(9)),
+            r"^triu_vec: index has 9 entries but d=4 needs 10$",
+        ),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+def test_a_single_location_is_a_valid_feature_map():
+    x = torch.rand(2, 4, 1, 1, requires_grad=True)
+    assert torch.equal(covariance_pool(x), torch.zeros(2, 4, 4))  # one sample: no spread
+    out = isqrt_cov(x)
+    out.sum().backward()
+    assert out.shape == (2, 10) and torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+
+
+def test_sqrtm_runs_five_iterations_by_default():
+    cov = covariance_pool(torch.rand(2, 6, 4, 4, generator=torch.Generator().manual_seed(3)))
+    assert torch.equal(sqrtm_newton_schulz(cov), sqrtm_newton_schulz(cov, 5))
+    assert not torch.equal(sqrtm_newton_schulz(cov), sqrtm_newton_schulz(cov, 6))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated")
+def test_custom_backward_only_when_differentiating_outside_tracers():
+    from fgvc.ops._precision import tracing, use_custom_backward
+
+    x = torch.zeros(3, requires_grad=True)
+    assert use_custom_backward(x) and not tracing()
+    assert not use_custom_backward(torch.zeros(3))
+    with torch.no_grad():
+        assert not use_custom_backward(x)
+    seen = []
+
+    def probe(t):
+        seen.append((tracing(), use_custom_backward(t)))
+        return t * 2
+
+    torch.jit.trace(probe, torch.zeros(3, requires_grad=True), check_trace=False)
+    assert seen == [(True, False)]
+
+
+def test_workspace_reuses_returned_buffers_within_its_cap():
+    from fgvc.ops._workspace import Workspace
+
+    ws = Workspace(max_bytes=1000)
+    like = torch.zeros(1, dtype=torch.float64)
+    a = ws.take((10,), like)  # 80 bytes
+    assert (a.shape, a.dtype, ws._bytes) == ((10,), torch.float64, 0)
+    ws.give_back([None, a, torch.zeros(4, 5, dtype=torch.float64).t()])  # skips non-contiguous
+    assert ws._bytes == 80
+    assert ws.take((10,), like) is a and ws._bytes == 0  # the very buffer comes back
+    fresh = ws.take((10,), like)
+    assert fresh is not a
+    c = ws.take((20,), like)  # 160 bytes
+    ws.give_back([a, c])
+    assert ws._bytes == 240
+    assert ws.take((20,), like) is c and ws._bytes == 80
+    ws.give_back([c, torch.empty(95, dtype=torch.float64)])  # 80 + 160 + 760 = 1000: kept
+    assert ws._bytes == 1000
+    ws.give_back([fresh])  # over the cap: the pool starts over with just this one
+    assert ws._bytes == 80
+    assert ws.take((10,), like) is fresh and ws.take((10,), like) is not a

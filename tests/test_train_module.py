@@ -7,9 +7,10 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from fgvc.train.module import FGVCClassifier
+from fgvc.train.module import FGVCClassifier, _check_recipe
 from fgvc.train.optim import Schedule
 
 TINY = dict(arch="resnet18", num_classes=4, reduce_dim=8, iterations=3, pretrained=None)
@@ -144,6 +145,28 @@ def test_cosine_schedule_with_warmup():
     assert s(100) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_schedule_edges():
+    # one step per epoch: the milestone epoch is the milestone step
+    assert Schedule("step", 1, 10, [2], 0.1, 0)(2) == pytest.approx(0.1)
+    # cosine reaches 0 at the last step, and stays there past it
+    assert Schedule("cosine", 1, 1, [], 0.1, 0)(1) == pytest.approx(0.0, abs=1e-12)
+    assert Schedule("cosine", 1, 2, [], 0.1, 1.0)(2) == pytest.approx(0.0, abs=1e-12)
+    assert Schedule("cosine", 10, 100, [], 0.1, 2)(150) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_frozen_parameters_stay_out_of_the_groups():
+    from fgvc.train.optim import parameter_groups
+
+    net = FGVCClassifier(**TINY).model
+    net.head.bn.weight.requires_grad_(False)  # the first of the BatchNorm's parameters
+    groups = {
+        g["name"]: g["params"]
+        for g in parameter_groups(net, 0.1, 1e-4, {"backbone": 1.0, "head": 1.0, "classifier": 1.0})
+    }
+    ids = {id(p) for p in groups["head_no_decay"]}
+    assert id(net.head.bn.bias) in ids and id(net.head.bn.weight) not in ids
+
+
 def test_frozen_epochs_gate_every_schedule():
     for kind in ("step", "cosine", "constant"):
         s = Schedule(kind, 5, 50, [8], 0.1, 1.0, frozen_epochs=2)
@@ -275,3 +298,221 @@ def test_bf16_mixed_cpu_training_step_is_finite():
 def test_bad_recipe_values_raise_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         FGVCClassifier(**{**TINY, **kwargs})
+
+
+# -- the recipe's settings reach the optimizer, the loss and the evaluation -----------------------
+def fitted_optimizer(**recipe) -> torch.optim.Optimizer:
+    module = FGVCClassifier(**TINY, lr=0.02, weight_decay=3e-4, scheduler="constant", **recipe)
+    trainer = make_trainer(max_steps=1)
+    trainer.fit(module, make_loader(n=8))
+    (optimizer,) = trainer.optimizers
+    (config,) = trainer.lr_scheduler_configs
+    assert all(s.steps_per_epoch == 1 for s in config.scheduler.lr_lambdas)  # 1 batch
+    return optimizer
+
+
+def test_schedule_and_logging_follow_the_run():
+    """3 batches in 1 epoch: the schedule counts 3 steps per epoch and gets the
+    milestones; the loss is logged per step and per epoch, accuracies per epoch."""
+    module = FGVCClassifier(**TINY, scheduler="step", milestones=[2], gamma=0.5)
+    trainer = make_trainer(max_epochs=1, log_every_n_steps=1)
+    trainer.fit(module, make_loader(n=24))
+    (config,) = trainer.lr_scheduler_configs
+    assert (config.interval, config.frequency) == ("step", 1)
+    schedules = config.scheduler.lr_lambdas
+    assert len(schedules) == 6
+    for schedule in schedules:
+        assert (schedule.kind, schedule.steps_per_epoch, schedule.total_steps) == ("step", 3, 3)
+        assert (schedule.milestones, schedule.gamma) == ([2], 0.5)
+    logged = set(trainer.callback_metrics)
+    assert {"train/loss_step", "train/loss_epoch", "train/top1", "train/mean_class_acc"} <= logged
+    assert not {"train/top1_step", "train/top1_epoch"} & logged
+    assert {"train/loss_step", "train/loss_epoch"} <= set(trainer.progress_bar_metrics)
+    assert "train/top1" not in trainer.progress_bar_metrics
+
+
+def test_accuracy_metrics_are_micro_top1_and_top5_and_macro_mean():
+    from fgvc.train.module import _accuracy_metrics
+
+    assert set(_accuracy_metrics(4, "val/")) == {"val/top1", "val/mean_class_acc"}
+    assert set(_accuracy_metrics(5, "val/", "_tta")) == {
+        "val/top1_tta",
+        "val/mean_class_acc_tta",
+        "val/top5_tta",
+    }
+    # unbalanced: 6 of class 0 (all right), 1 of each other class (all wrong)
+    labels = torch.tensor([0] * 6 + [1, 2, 3, 4, 5])
+    logits = torch.zeros(11, 6)
+    logits[:6, 0] = 1.0
+    for row, label in enumerate([1, 2, 3, 4, 5], start=6):
+        logits[row, (label + 1) % 6] = 3.0  # wrong top-1
+        logits[row, label] = 1.0  # ... but in the top 5
+    logits[10, 5] = -1.0  # class 5's own image: its class is last, out of the top 5
+    metrics = _accuracy_metrics(6, "val/")
+    metrics.update(logits, labels)
+    result = {k: float(v) for k, v in metrics.compute().items()}
+    assert result["val/top1"] == pytest.approx(6 / 11)  # micro
+    assert result["val/mean_class_acc"] == pytest.approx(1 / 6)  # macro: class 0 only
+    assert result["val/top5"] == pytest.approx(10 / 11)  # micro top-5
+
+
+def test_recipe_boundaries():
+    hp = dict(FGVCClassifier(**TINY).hparams)
+    fine = [
+        {"momentum": 0.0},
+        {"weight_decay": 0.0},
+        {"lr_mult_backbone": 0.0, "lr_mult_head": 0.0, "lr_mult_classifier": 0.0},
+        {"gamma": 1.0},
+        {"freeze_backbone_epochs": 0},
+    ]
+    for values in fine:
+        _check_recipe({**hp, **values})
+    refused = [
+        ({"lr": 0.0}, "model.lr must be > 0, got 0.0"),
+        ({"momentum": 1.0}, r"model.momentum must be in \[0, 1\), got 1.0"),
+        ({"weight_decay": -1e-4}, "model.weight_decay must be >= 0"),
+        ({"lr_mult_head": -1.0}, r"model.lr_mult_\* must be >= 0"),
+        ({"gamma": 0.0}, r"model.gamma must be in \(0, 1\], got 0.0"),
+        ({"gamma": 1.5}, r"model.gamma must be in \(0, 1\], got 1.5"),
+        ({"freeze_backbone_epochs": -1}, "^model.freeze_backbone_epochs must be >= 0$"),
+    ]
+    for values, message in refused:
+        with pytest.raises(ValueError, match=message):
+            _check_recipe({**hp, **values})
+
+
+def test_sgd_carries_the_recipes_momentum():
+    optimizer = fitted_optimizer(optimizer="sgd", momentum=0.8)
+    assert type(optimizer) is torch.optim.SGD
+    assert len(optimizer.param_groups) == 6
+    for group in optimizer.param_groups:
+        assert group["momentum"] == 0.8, group["name"]
+        assert (group["dampening"], group["nesterov"]) == (0, False), group["name"]
+        assert group["weight_decay"] == (0.0 if group["name"].endswith("_no_decay") else 3e-4)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.02)  # backbone x 1
+    assert optimizer.defaults["momentum"] == 0.8
+    # the buffers the momentum keeps: SGD without momentum has none
+    state = optimizer.state[optimizer.param_groups[0]["params"][0]]
+    assert state.get("momentum_buffer") is not None
+
+
+def test_adamw_is_adamw_with_the_groups_rates_and_decay():
+    optimizer = fitted_optimizer(optimizer="adamw", lr_mult_head=3.0)
+    assert type(optimizer) is torch.optim.AdamW
+    lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    assert lrs == pytest.approx(
+        {
+            "backbone": 0.02,
+            "backbone_no_decay": 0.02,
+            "head": 0.06,
+            "head_no_decay": 0.06,
+            "classifier": 0.1,
+            "classifier_no_decay": 0.1,
+        }
+    )
+    for group in optimizer.param_groups:
+        assert group["weight_decay"] == (0.0 if group["name"].endswith("_no_decay") else 3e-4)
+        assert group["betas"] == (0.9, 0.999) and not group["amsgrad"]
+    state = optimizer.state[optimizer.param_groups[0]["params"][0]]
+    assert {"exp_avg", "exp_avg_sq"} <= set(state)  # Adam moments, not SGD buffers
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_training_loss_is_label_smoothed_cross_entropy(smoothing):
+    torch.manual_seed(3)
+    module = FGVCClassifier(**TINY, label_smoothing=smoothing).train()
+    images, labels = next(iter(make_loader(n=8, seed=4)))
+    loss = module.training_step((images, labels), 0).detach()
+    with torch.no_grad():
+        logits = module(images).double()  # train mode: the same batch statistics
+    log_p = logits.log_softmax(-1)
+    nll = -log_p.gather(1, labels[:, None])[:, 0]
+    by_hand = ((1 - smoothing) * nll - smoothing * log_p.mean(-1)).mean()
+    assert float(loss) == pytest.approx(float(by_hand), rel=1e-5)
+    reference = F.cross_entropy(logits, labels, label_smoothing=smoothing)
+    assert float(loss) == pytest.approx(float(reference), rel=1e-5)
+    if smoothing:
+        assert abs(float(by_hand) - float(nll.mean())) > 1e-3  # smoothing shows in the loss
+
+
+def _randomized_bn(module: FGVCClassifier) -> FGVCClassifier:
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    with torch.no_grad():  # spread the logits, so that predictions vary between images
+        module.model.classifier.weight.mul_(30)
+        module.model.classifier.bias.zero_()
+    return module
+
+
+def _confusion(pred: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.Tensor:
+    confmat = torch.zeros(classes, classes, dtype=torch.long)
+    for t, p in zip(labels.tolist(), pred.tolist()):
+        confmat[t, p] += 1
+    return confmat
+
+
+class _Returned(pl.Callback):
+    """The logits each validation step returns (what the reports' samples show)."""
+
+    def __init__(self):
+        self.logits = []
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *_):
+        self.logits.append(outputs["logits"])
+
+
+@pytest.mark.parametrize("tta", [True, False])
+def test_eval_tta_switches_the_tta_metrics_and_what_the_reports_count(tta):
+    torch.manual_seed(5)
+    module = _randomized_bn(FGVCClassifier(**TINY, val_tta=tta, test_tta=tta))
+    loader = make_loader(n=24, seed=6, batch=8)
+    returned = _Returned()
+    trainer = make_trainer(callbacks=[returned])
+    (val,) = trainer.validate(module, loader, verbose=False)
+    val_confmat = module.confmat["val"].compute().cpu()
+    val_bar = set(trainer.progress_bar_metrics)
+    (test,) = trainer.test(module, loader, verbose=False)
+    test_bar = set(trainer.progress_bar_metrics)
+    module.eval()
+    with torch.no_grad():
+        images = torch.cat([b[0] for b in loader])
+        labels = torch.cat([b[1] for b in loader])
+        plain = module(images)
+        both = (plain + module(images.flip(-1))) / 2
+    assert not torch.equal(plain.argmax(1), both.argmax(1))  # the two can be told apart
+    for result, stage in ((val, "val"), (test, "test")):
+        assert result[f"{stage}/top1"] == pytest.approx(
+            float((plain.argmax(1) == labels).float().mean()), abs=1e-6
+        )
+        assert (f"{stage}/top1_tta" in result) is tta
+        assert (f"{stage}/mean_class_acc_tta" in result) is tta
+    counted = both if tta else plain  # the reports follow the TTA figures when on
+    torch.testing.assert_close(torch.cat(returned.logits), counted, rtol=0, atol=1e-6)
+    assert {"val/loss", "val/top1", "val/mean_class_acc"} <= val_bar  # the progress bar
+    assert "test/loss" in test_bar and "test/top1" not in test_bar
+    expected = _confusion(counted.argmax(1), labels, 4)
+    assert torch.equal(val_confmat, expected)
+    assert torch.equal(module.confmat["test"].compute().cpu(), expected)
+
+
+@pytest.mark.parametrize("tta", [True, False])
+def test_predict_step_gives_probabilities_with_the_test_tta_setting(tta):
+    torch.manual_seed(7)
+    module = _randomized_bn(FGVCClassifier(**TINY, test_tta=tta)).eval()
+    images, labels = next(iter(make_loader(n=6, seed=8)))
+    with torch.no_grad():
+        logits = module(images).double()
+        mirrored = module(images.flip(-1)).double()
+        from_tuple = module.predict_step((images, labels), 0)
+        from_list = module.predict_step([images, labels], 0)
+        from_tensor = module.predict_step(images, 0)
+    view = (logits + mirrored) / 2 if tta else logits
+    expected = view.exp() / view.exp().sum(-1, keepdim=True)
+    assert torch.equal(module.predict_logits(images), module(images))  # no TTA by default
+    for probs in (from_tuple, from_list, from_tensor):
+        torch.testing.assert_close(probs.double(), expected, rtol=0, atol=1e-6)
+    other = (logits + mirrored) / 2 if not tta else logits
+    assert (other.softmax(-1) - expected).abs().max() > 1e-4  # TTA on and off differ here

@@ -8,9 +8,11 @@ record is one FULL chunk or FIRST, MIDDLE..., LAST. Each record is a ``wandb.pro
 
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from wandb.proto import wandb_internal_pb2 as pb
 
@@ -57,6 +59,30 @@ def _keys(path: str | Path, kind: str) -> set[str]:
 
 def history_keys(path: str | Path) -> set[str]:
     return _keys(path, "history")
+
+
+def history(path: str | Path) -> list[dict[str, Any]]:
+    """The logged rows in order, each ``{key: value}`` (values JSON-decoded; a nested key's
+    parts joined with ``/``, e.g. ``val/most_confused/path``)."""
+    rows = []
+    for record in records(path):
+        if record.WhichOneof("record_type") == "history":
+            rows.append(
+                {
+                    item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                    for item in record.history.item
+                }
+            )
+    return rows
+
+
+def last_table(path: str | Path, key: str) -> tuple[list[str], list[list[Any]]]:
+    """(columns, rows) of the last ``wandb.Table`` logged under ``key``, read from the file
+    the run wrote beside its ``.wandb`` log (``files/media/table/...``)."""
+    logged = [row[f"{key}/path"] for row in history(path) if f"{key}/path" in row]
+    assert logged, f"no table {key} in {path}"
+    table = json.loads((Path(path).parent / "files" / logged[-1]).read_text(encoding="utf-8"))
+    return table["columns"], table["data"]
 
 
 def artifacts(path: str | Path) -> list[tuple[str, str, list[str]]]:

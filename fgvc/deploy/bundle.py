@@ -90,8 +90,9 @@ def describe(
             "epoch": ckpt.epoch,
             "global_step": ckpt.global_step,
             "monitor": monitor.get("monitor"),
-            # the monitored value of these weights, and the run's best when it was saved
-            "score": ckpt.score("current_score"),
+            # the monitored value of these weights (None: not recorded, e.g. last.ckpt),
+            # and the run's best when it was saved
+            "score": ckpt.own_score(),
             "best_score": ckpt.score("best_model_score"),
         }
     return config
