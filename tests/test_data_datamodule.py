@@ -303,3 +303,39 @@ def test_lightning_cli_links_num_classes_into_the_model(tmp_path, monkeypatch):
     cli = FGVCCLI(Model, run=False, subclass_mode_data=True, args=args)
     assert isinstance(cli.datamodule, SyntheticDataModule) and cli.model.num_classes == 5
     assert not (tmp_path / "synthetic").exists()  # nothing generated before prepare_data
+
+
+def test_workers_do_not_deadlock_after_opencv_ran_threads_here(tmp_path):
+    """A process that used OpenCV's thread pool (e.g. writing a dataset) and then forks
+    DataLoader workers that call OpenCV used to hang forever (seen in benchmarks/gpu_check)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.replicas import make_folders
+
+    make_folders(tmp_path / "data", {"train": {"a": 4, "b": 4}, "val": {"a": 2, "b": 2}})
+    code = f"""
+import numpy as np, cv2
+from fgvc.data import FolderDataModule
+big = np.random.default_rng(0).integers(0, 255, (853, 1280, 3), dtype=np.uint8)
+for _ in range(20):  # large enough for OpenCV to run these on its thread pool
+    cv2.resize(big, (640, 427)); cv2.GaussianBlur(big, (5, 5), 0)
+dm = FolderDataModule({str(tmp_path / "data")!r}, image_size=32, batch_size=4, num_workers=2,
+                      persistent_workers=False)
+dm.setup("fit")
+for _ in range(3):
+    for images, labels in dm.train_dataloader():
+        assert images.shape[1:] == (3, 32, 32)
+print("done")
+"""
+    repo = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": repo},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and "done" in proc.stdout, proc.stderr[-2000:]

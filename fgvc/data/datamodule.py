@@ -33,6 +33,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import cv2
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
@@ -349,6 +350,10 @@ class FGVCDataModule(pl.LightningDataModule):
             except ValueError as err:
                 raise ValueError(f"{type(self).__name__}: {err}") from err
         workers = self._workers(local)
+        if workers:
+            # OpenCV's thread pool, once this process has used it, deadlocks the forked
+            # workers' own OpenCV calls; setting the thread count here takes the pool down
+            cv2.setNumThreads(1)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
