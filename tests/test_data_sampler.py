@@ -76,7 +76,8 @@ def datamodule(root, num_workers: int = 0, epoch: int = 0) -> FolderDataModule:
         persistent_workers=False,
     )
     dm.setup("fit")
-    dm.trainer = SimpleNamespace(current_epoch=epoch)  # what the loader reads the epoch from
+    # what the loader reads: the epoch, and where this process stands among the processes
+    dm.trainer = SimpleNamespace(current_epoch=epoch, global_rank=0, world_size=1, num_nodes=1)
     return dm
 
 

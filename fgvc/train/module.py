@@ -237,7 +237,8 @@ class FGVCClassifier(pl.LightningModule):
         if self.hparams[f"{stage}_tta"]:
             values.update(self.eval_acc_tta[stage].compute())
         # already over all processes' images: logged as they are (sync_dist would re-reduce)
-        shown = {"val/loss", "val/top1"}
+        # the progress bar: the loss, and for validation the single-view accuracies
+        shown = {k for k in values if k.endswith("/loss") or (stage == "val" and "_tta" not in k)}
         self.log_dict({k: v for k, v in values.items() if k in shown}, prog_bar=True)
         self.log_dict({k: v for k, v in values.items() if k not in shown})
 
