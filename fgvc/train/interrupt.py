@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from types import FrameType
 from typing import Any
 
@@ -52,6 +53,7 @@ class GracefulStop(pl.Callback):
     def __init__(self, timeout: float = 25.0) -> None:
         self.timeout = timeout
         self.requested: int | None = None
+        self._at = 0.0
         self._group: Any = None
         self._previous: dict[int, Any] = {}
 
@@ -70,13 +72,18 @@ class GracefulStop(pl.Callback):
 
     def _make_handler(self, trainer: pl.Trainer) -> Any:
         def handler(signum: int, frame: FrameType | None) -> None:
-            if self.requested is not None and signum == signal.SIGINT:
-                raise KeyboardInterrupt  # second Ctrl-C: at once
+            now = time.monotonic()
+            # a second Ctrl-C stops at once; one arriving with the first is the same keypress
+            # reaching this process twice (the terminal's, and a launcher's forwarding)
+            if self.requested is not None and signum == signal.SIGINT and now - self._at > 1:
+                raise KeyboardInterrupt
             first = self.requested is None
-            self.requested = signum
+            if first:
+                self.requested, self._at = signum, now
             launcher = trainer.strategy.launcher
-            if launcher is not None and hasattr(launcher, "kill"):
-                launcher.kill(signum)  # the processes this one started learn it too
+            if first and signum == signal.SIGTERM and hasattr(launcher, "kill"):
+                # a scheduler may signal only the launcher; Ctrl-C reaches the whole group
+                launcher.kill(signum)
             if first:
                 if trainer.is_global_zero:
                     name = signal.Signals(signum).name
