@@ -81,6 +81,29 @@ class FitCheckpoint:
         load_state_dict_checked(net, extract_state_dict(self.raw, str(self.path)), str(self.path))
         return net.eval()
 
+    def eval_preprocessing(
+        self, image_size: int | None = None, preset: str | None = None
+    ) -> EvalPreprocessing:
+        """The preprocessing to replay: the recorded one with ``image_size`` / ``preset``
+        overriding it (both needed where the DataModule recorded none).
+
+        Raises:
+            UsageError: nothing recorded and no override, or a bad override.
+        """
+        overrides = {k: v for k, v in (("image_size", image_size), ("preset", preset)) if v}
+        try:
+            if self.preprocessing is not None:
+                return dataclasses.replace(self.preprocessing, **overrides)
+            if len(overrides) == 2:
+                tta = bool(self.hparams.get("test_tta", False))
+                return EvalPreprocessing(tta=tta, **overrides)
+        except ValueError as err:
+            raise UsageError(str(err)) from err
+        raise UsageError(
+            f"{self.path} does not record its evaluation preprocessing (its DataModule is not "
+            f"an fgvc one); give the image size and preset (fgvc export --image-size --preset)"
+        )
+
     def score(self, key: str) -> float | None:
         """A finite number from :attr:`monitor` (``current_score``, ``best_model_score``)."""
         return _finite((self.monitor or {}).get(key))
@@ -116,10 +139,7 @@ def read_fit_checkpoint(path: str | os.PathLike) -> FitCheckpoint:
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        raw = read_checkpoint(path, mmap=True)  # mapped: the optimizer state is never read
-    except FileNotFoundError as err:
-        raise CheckpointError(str(err)) from err
+    raw = read_checkpoint(path, mmap=True)  # mapped: the optimizer state is never read
     hparams = raw.get("hyper_parameters")
     state = raw.get("state_dict")
     if (

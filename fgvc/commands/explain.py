@@ -23,6 +23,7 @@ from fgvc.data.files import collect_images, display_path
 from fgvc.deploy.explain import METHODS, explain_images, resolve_class
 from fgvc.deploy.overlays import write_explanations
 from fgvc.deploy.predict import load_predictor
+from fgvc.deploy.publish import check_destination
 from fgvc.errors import FgvcError, UsageError
 
 PROG = "fgvc explain"
@@ -69,16 +70,6 @@ def build_parser() -> CommandParser:
     return parser
 
 
-def _check_out(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise UsageError(
-            f"--out {out} exists and is not empty; choose another folder or pass --force "
-            f"(which replaces files of the same names and keeps the others)"
-        )
-
-
 def main(argv: list[str], stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """``fgvc explain``: returns the exit code (0 all explained, 1 some failed, 2 usage)."""
     out_stream = stdout or sys.stdout
@@ -89,7 +80,7 @@ def main(argv: list[str], stdout: TextIO | None = None, stderr: TextIO | None = 
         if args.batch_size < 1:
             raise UsageError("--batch-size must be >= 1")
         out = Path(args.out).expanduser().absolute()
-        _check_out(out, args.force)  # before any work
+        check_destination(out, args.force, "files of the same names")  # before any work
         images, missing = collect_images(args.inputs)
         if not images:
             listing = "; ".join(display_path(message) for _, message in missing)

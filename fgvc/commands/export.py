@@ -16,7 +16,6 @@ from fgvc.commands.runner import CommandParser, log_to_stderr, run
 from fgvc.data.transforms import PRESETS
 from fgvc.deploy.bundle import summary
 from fgvc.deploy.export import DEFAULT_FORMATS, FORMATS, export_checkpoint
-from fgvc.deploy.publish import check_destination
 from fgvc.errors import ExportError, one_line
 from fgvc.runs import RUNS_ROOT, default_export_dir, resolve_checkpoint
 
@@ -75,7 +74,6 @@ def main(argv: list[str]) -> int:
         log_to_stderr()
         ckpt = resolve_checkpoint(args.ckpt, args.run, args.runs_root)
         out = Path(args.out) if args.out else default_export_dir(ckpt)
-        check_destination(out.expanduser().absolute(), args.force)
         print(f"exporting {ckpt} -> {out}", file=sys.stderr, flush=True)
         try:
             bundle = export_checkpoint(

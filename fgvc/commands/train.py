@@ -9,14 +9,20 @@ import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from fgvc.commands.runner import report, run
-from fgvc.errors import ExportError, FgvcError, UsageError, one_line
+from fgvc.errors import FgvcError, UsageError, one_line
 from fgvc.runs import EXPLAIN, MONITOR, new_output_dir
 from fgvc.train.cli import build_cli
 from fgvc.train.loggers import active_wandb_loggers, finish_wandb
+
+
+def best_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
+    """The run's ModelCheckpoint on ``val/top1`` (a config may add others)."""
+    return next((c for c in trainer.checkpoint_callbacks if c.monitor == MONITOR), None)
 
 
 def export_best(trainer: pl.Trainer, log_dir: str | None) -> Path | None:
@@ -24,16 +30,16 @@ def export_best(trainer: pl.Trainer, log_dir: str | None) -> Path | None:
     a failure is reported and leaves the checkpoint as it is."""
     from fgvc.deploy.export import export_checkpoint
 
-    best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+    callback = best_callback(trainer)
+    best = callback.best_model_path if callback is not None else ""
     if not trainer.is_global_zero or not best or not log_dir:
         return None
     try:
         bundle = export_checkpoint(best, new_output_dir(log_dir))
     except (FgvcError, ValueError, OSError) as err:
-        kind = "verification" if isinstance(err, ExportError) else "export"
         print(
-            f"fgvc fit: warning: {kind} of {best} failed ({one_line(err)}); the checkpoint "
-            f"is intact - retry with fgvc export --ckpt {best}",
+            f"fgvc fit: warning: export of {best} failed ({one_line(err)}); the checkpoint is "
+            f"intact - retry with fgvc export --ckpt {best}",
             flush=True,
         )
         return None
@@ -87,7 +93,7 @@ def fit_summary(
     """Where the run's results are (printed last, rank 0)."""
     if not trainer.is_global_zero:
         return ""
-    ckpt = next((c for c in trainer.checkpoint_callbacks if c.monitor == MONITOR), None)
+    ckpt = best_callback(trainer)
     lines = ["", "fgvc fit finished"]
     if ckpt is not None and ckpt.best_model_score is not None:
         lines.append(f"  best {MONITOR}: {float(ckpt.best_model_score):.4f}")
@@ -113,20 +119,21 @@ def main(argv: list[str] | None) -> int:
     """``fgvc fit|validate|test ...`` (``argv`` None: read ``sys.argv``, as the console
     script does); returns the exit code."""
 
+    prog = f"fgvc {_subcommand(argv)}"
+
     def body() -> int:
         check_config_files(sys.argv[1:] if argv is None else argv)
         try:
             cli = build_cli(argv)
         except SIGTERMException as stop:
             signame = getattr(stop, "signame", "SIGTERM")
-            _finish_open_wandb_run(128 + getattr(signal, signame, signal.SIGTERM))
+            code = 128 + getattr(signal, signame, signal.SIGTERM)
+            _finish_open_wandb_run(code)
             if rank_zero_only.rank == 0:
-                report(
-                    "fgvc fit",
-                    f"{stop or 'stopped by SIGTERM'}; continue from the last completed epoch "
-                    f"with the same command and --ckpt_path last",
-                )
-            return 128 + getattr(signal, signame, signal.SIGTERM)
+                resume = "; continue from the last completed epoch with the same command and "
+                resume += "--ckpt_path last"
+                report(prog, f"{stop or 'stopped by SIGTERM'}{resume if 'fit' in prog else ''}")
+            return code
         summary = ""
         if cli.subcommand == "fit":
             log_dir = cli.trainer.log_dir  # every rank: a collective under DDP
@@ -138,7 +145,7 @@ def main(argv: list[str] | None) -> int:
             print(summary, flush=True)
         return 0
 
-    return run(f"fgvc {_subcommand(argv)}", body)
+    return run(prog, body)
 
 
 def check_config_files(words: list[str]) -> None:

@@ -4,6 +4,7 @@ them back, and predict image files.
     export.py     checkpoint -> bundle (verify.py, exporters.py, publish.py)
     bundle.py     model.json, Bundle, load
     predict.py    predictors (ONNX Runtime / PyTorch) and predict_files; outputs.py
+    explain.py    Grad-CAM maps of a bundle's predictions; overlays.py draws and writes them
 """
 
 from fgvc.deploy.bundle import Bundle, load

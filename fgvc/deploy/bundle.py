@@ -193,12 +193,6 @@ def load(folder: str | os.PathLike) -> Bundle:
     return Bundle(net.eval(), names, prep, config, folder)
 
 
-def from_checkpoint(ckpt: FitCheckpoint, preprocessing: EvalPreprocessing) -> Bundle:
-    """A :class:`Bundle` in memory from a checkpoint of ``fgvc fit``."""
-    config = describe(ckpt.spec, ckpt.class_names, preprocessing, ckpt)
-    return Bundle(ckpt.build_net(), ckpt.class_names, preprocessing, config, ckpt.path)
-
-
 def summary(folder: str | os.PathLike) -> str:
     """A few lines describing an export folder (what ``fgvc export`` prints)."""
     folder = Path(folder)

@@ -7,7 +7,6 @@ against eager PyTorch (:mod:`fgvc.deploy.verify`) before anything is published
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -15,7 +14,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from fgvc.data.preprocessing import EvalPreprocessing
 from fgvc.deploy.bundle import (
     BUNDLE_FILES,
     CONFIG_FILE,
@@ -88,24 +86,12 @@ def export_checkpoint(
     check_destination(out, force)
     started = time.perf_counter()
     ckpt = read_fit_checkpoint(ckpt_path)
-    prep = ckpt.preprocessing
-    if prep is None and (image_size is None or preset is None):
-        raise UsageError(
-            f"{ckpt.path} does not record its evaluation preprocessing (its DataModule is not "
-            f"an fgvc one); pass --image-size and --preset"
-        )
-    overrides = {"image_size": image_size, "preset": preset}
-    try:
-        if prep is None:
-            tta = bool(ckpt.hparams.get("test_tta", False))
-            prep = EvalPreprocessing(image_size, preset, tta=tta)  # type: ignore[arg-type]
-        prep = dataclasses.replace(prep, **{k: v for k, v in overrides.items() if v is not None})
-    except ValueError as err:
-        raise UsageError(str(err)) from err
+    prep = ckpt.eval_preprocessing(image_size, preset)
     net = ckpt.build_net()
     config = describe(ckpt.spec, ckpt.class_names, prep, ckpt)
 
-    with staged_folder(out, force, BUNDLE_FILES) as staging:
+    # model.json goes in last: a reader never sees a new description beside old weights
+    with staged_folder(out, force, BUNDLE_FILES, last=CONFIG_FILE) as staging:
         save_weights(net, staging / WEIGHTS_FILE)
         files = {"weights": WEIGHTS_FILE}
         if "onnx" in formats or "torchscript" in formats:

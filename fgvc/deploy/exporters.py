@@ -96,7 +96,7 @@ def export_onnx(net: nn.Module, path: str | os.PathLike, image_size: int) -> dic
     """Write ``net`` as ONNX (dynamic batch), trying :data:`ONNX_EXPORTERS` in order.
 
     Returns:
-        ``{"exporter": ..., "opset": ...}``.
+        ``{"exporter", "opset", "input", "output", "dynamic_axes"}`` for ``model.json``.
 
     Raises:
         ExportError: every exporter failed (all reasons in the message).
@@ -134,11 +134,18 @@ def export_onnx(net: nn.Module, path: str | os.PathLike, image_size: int) -> dic
 
 
 def export_torchscript(net: nn.Module, path: str | os.PathLike, image_size: int) -> None:
-    """Trace ``net`` and save it as TorchScript."""
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        traced = torch.jit.trace(net.eval(), (example_input(image_size),))
-        torch.jit.save(traced, str(path))
+    """Trace ``net`` and save it as TorchScript.
+
+    Raises:
+        ExportError: tracing or saving failed.
+    """
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(net.eval(), (example_input(image_size),))
+            torch.jit.save(traced, str(path))
+    except Exception as err:  # any tracer failure
+        raise ExportError(f"TorchScript export failed; {_first_line(err)}") from err
 
 
 def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:

@@ -25,13 +25,12 @@ from fgvc.deploy.bundle import (
     CONFIG_FILE,
     ONNX_FILE,
     bundle_file,
-    from_checkpoint,
     load,
     parse_config,
     read_config,
 )
 from fgvc.deploy.exporters import onnx_logits, onnx_session
-from fgvc.errors import ImageDecodeError, UsageError, one_line
+from fgvc.errors import CheckpointError, ImageDecodeError, UsageError, one_line
 from fgvc.runs import RUNS_ROOT, read_fit_checkpoint, resolve_checkpoint
 
 BACKENDS = ("auto", "onnx", "torch")
@@ -100,10 +99,21 @@ class OnnxPredictor(Predictor):
         device: str,
     ) -> None:
         super().__init__(class_names, preprocessing, str(path.parent))
-        self.session = onnx_session(path, device)
+        try:
+            self.session = onnx_session(path, device)
+        except Exception as err:  # ONNX Runtime's own errors: a truncated or foreign file
+            raise CheckpointError(
+                f"{path}: ONNX Runtime cannot load it ({one_line(err)}); export again, or use "
+                f"--backend torch"
+            ) from err
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(onnx_logits(self.session, images.numpy()))
+        try:
+            return torch.from_numpy(onnx_logits(self.session, images.numpy()))
+        except Exception as err:  # e.g. a model whose input size does not fit the bundle
+            raise CheckpointError(
+                f"{self.source}: ONNX Runtime failed ({one_line(err)}); use --backend torch"
+            ) from err
 
 
 def _device(device: str) -> str:
@@ -152,15 +162,8 @@ def load_predictor(
             f"checkpoints run with --backend torch"
         )
     ckpt = read_fit_checkpoint(resolve_checkpoint(source, runs_root=runs_root))
-    if ckpt.preprocessing is None:
-        raise UsageError(
-            f"{ckpt.path} does not record its evaluation preprocessing; export it with "
-            f"fgvc export --image-size ... --preset ... and predict from the bundle"
-        )
-    bundle = from_checkpoint(ckpt, ckpt.preprocessing)
-    return TorchPredictor(
-        bundle.net, bundle.class_names, bundle.preprocessing, str(ckpt.path), device
-    )
+    prep = ckpt.eval_preprocessing()
+    return TorchPredictor(ckpt.build_net(), ckpt.class_names, prep, str(ckpt.path), device)
 
 
 # ------------------------------------------------------------------------------ predicting

@@ -23,14 +23,15 @@ def _is_empty_dir(path: Path) -> bool:
     return path.is_dir() and not any(path.iterdir())
 
 
-def check_destination(out: Path, force: bool) -> None:
-    """Refuse a destination that is a file, or a non-empty folder without ``force``."""
+def check_destination(out: Path, force: bool, replaced: str = "the bundle's files") -> None:
+    """Refuse a destination that is a file, or a non-empty folder without ``force``
+    (``replaced``: what ``--force`` would replace there, for the message)."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
     if out.is_dir() and not _is_empty_dir(out) and not force:
         raise UsageError(
             f"--out {out} exists and is not empty; choose another folder or pass --force "
-            f"(which replaces the bundle's files and keeps any other file there)"
+            f"(which replaces {replaced} and keeps any other file there)"
         )
 
 
@@ -40,14 +41,13 @@ def _default_mode(folder: bool) -> int:
     return (0o777 if folder else 0o666) & ~umask
 
 
-def _make_parents(folder: Path) -> list[Path]:
-    """Create ``folder``'s missing ancestors; returns those created (outermost first)."""
-    created = []
+def _make_parents(folder: Path, created: list[Path]) -> None:
+    """Create ``folder``'s missing ancestors, recording each in ``created`` as it is made
+    (outermost first), so that a failure half-way still knows what to remove."""
     for parent in reversed(folder.parents):
         if not parent.exists():
             parent.mkdir()
             created.append(parent)
-    return created
 
 
 def _writable(folder: Path) -> None:
@@ -64,13 +64,17 @@ def _writable(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_folder(out: Path, force: bool, files: Sequence[str]) -> Iterator[Path]:
+def staged_folder(
+    out: Path, force: bool, files: Sequence[str], last: str | None = None
+) -> Iterator[Path]:
     """Yield an empty folder to write into; publish it at ``out`` when the block succeeds.
 
     Args:
         out: the destination folder.
         force: replace ``files`` in a non-empty ``out`` (any other file there is kept).
         files: every name the staged folder may hold (what ``force`` replaces).
+        last: the file to move into an existing ``out`` last (the one that describes the
+            others, so that a reader never sees it beside old files).
 
     On any error the staged folder, and any parent folder created for it, are removed and
     ``out`` is as it was.
@@ -82,7 +86,7 @@ def staged_folder(out: Path, force: bool, files: Sequence[str]) -> Iterator[Path
     check_destination(out, force)
     created: list[Path] = []
     try:
-        created = _make_parents(out)
+        _make_parents(out, created)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     except OSError as err:
         _remove_empty(created)
@@ -95,7 +99,7 @@ def staged_folder(out: Path, force: bool, files: Sequence[str]) -> Iterator[Path
         yield staging
         for entry in staging.iterdir():
             os.chmod(entry, _default_mode(folder=False))
-        _publish(staging, out, files)
+        _publish(staging, out, files, last)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         _remove_empty(created)
@@ -108,7 +112,7 @@ def _remove_empty(folders: list[Path]) -> None:
             folder.rmdir()
 
 
-def _publish(staging: Path, out: Path, files: Sequence[str]) -> None:
+def _publish(staging: Path, out: Path, files: Sequence[str], last: str | None) -> None:
     if not out.exists():
         os.replace(staging, out)  # one rename: the bundle appears whole
         return
@@ -123,8 +127,7 @@ def _publish(staging: Path, out: Path, files: Sequence[str]) -> None:
             if (out / name).exists():
                 os.replace(out / name, backup / name)
                 moved_out.append(name)
-        # model.json last: a reader never sees a new description beside old weights
-        names = sorted((p.name for p in staging.iterdir()), key=lambda n: n == "model.json")
+        names = sorted((p.name for p in staging.iterdir()), key=lambda n: n == last)
         for name in names:
             os.replace(staging / name, out / name)
             moved_in.append(name)

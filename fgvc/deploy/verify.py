@@ -20,7 +20,7 @@ from fgvc.data.files import collect_images
 from fgvc.data.preprocessing import EvalPreprocessing
 from fgvc.data.transforms import normalize_images
 from fgvc.deploy.exporters import load_torchscript, onnx_logits, onnx_session
-from fgvc.errors import ExportError, UsageError
+from fgvc.errors import ExportError, UsageError, one_line
 
 #: Largest |logit difference| accepted between an exported model and eager PyTorch.
 TOLERANCE = 1e-3
@@ -43,7 +43,7 @@ def verification_images(
     if files:
         paths, missing = collect_images(files)
         if missing or not paths:
-            bad = ", ".join(str(p) for p, _ in missing) or "no image files"
+            bad = "; ".join(message for _, message in missing) or "no image files"
             raise UsageError(f"--verify-images: {bad}")
         batch = preprocessing.batch([preprocessing.load(p) for p in paths])
         return batch, f"{len(paths)} image files"
@@ -99,7 +99,10 @@ def verify_runner(
     batches = [images, images[:1]] if len(images) > 1 else [images]
     worst = 0.0
     for batch in batches:
-        out = np.asarray(run(batch))
+        try:
+            out = np.asarray(run(batch))
+        except Exception as err:  # the runtime's own error types
+            raise ExportError(f"{what} failed to run ({one_line(err)})") from err
         worst = max(worst, compare_logits(reference[: len(batch)], out, what, tolerance))
     return {
         "batch_sizes": [len(b) for b in batches],
@@ -116,7 +119,10 @@ def verify_onnx(
     tolerance: float = TOLERANCE,
 ) -> dict[str, Any]:
     """ONNX Runtime on ``images`` against the eager logits ``reference``."""
-    session = onnx_session(path)
+    try:
+        session = onnx_session(path)
+    except Exception as err:  # ONNX Runtime's own error types
+        raise ExportError(f"ONNX Runtime cannot load {Path(path).name} ({one_line(err)})") from err
     return verify_runner(
         reference,
         lambda batch: onnx_logits(session, batch.numpy()),
@@ -133,7 +139,10 @@ def verify_torchscript(
     tolerance: float = TOLERANCE,
 ) -> dict[str, Any]:
     """The saved TorchScript module against the eager logits ``reference``."""
-    scripted = load_torchscript(path)
+    try:
+        scripted = load_torchscript(path)
+    except Exception as err:
+        raise ExportError(f"cannot load {Path(path).name} ({one_line(err)})") from err
 
     def run(batch: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
