@@ -363,3 +363,19 @@ def test_images_under_the_limit_decode_as_before(tmp_path, monkeypatch):
     assert factor == 1 and (image == reference).all()
     reduced, factor = read_rgb(tmp_path / "a.jpg", min_size=(24, 32))
     assert factor == 2 and reduced.shape == (24, 32, 3)
+
+
+def test_a_jpeg_hiding_its_size_behind_junk_bytes_is_still_measured():
+    """FF 00 after SOI is junk to libjpeg, which reads on and finds the real frame header;
+    a parser that jumps over it as a segment would check a fake small size instead."""
+    import io as _io
+
+    real = _io.BytesIO()
+    Image.fromarray(np.zeros((400, 400, 3), np.uint8)).save(real, format="JPEG")
+    body = real.getvalue()[2:-2]
+    fake_sof = b"\xff\xc0\x00\x11\x08\x00\x08\x00\x08\x03" + bytes(9)
+    crafted = b"\xff\xd8\xff\x00" + (len(body) + 2).to_bytes(2, "big") + body + fake_sof
+    crafted += b"\xff\xd9"
+    assert jpeg_header(crafted) is None  # not trusted: measured by the slower parser
+    with pytest.raises(ImageDecodeError):
+        decode_rgb(crafted, "crafted.jpg", max_pixels=1000)

@@ -630,3 +630,17 @@ def test_imagenet_from_the_hub_cache(hub_dir, no_network, representation):
     assert model.classifier.weight.shape == (3, model.feature_dim)
     if representation == "isqrt":  # the head keeps its fresh init
         assert torch.equal(model.head.bn.weight, torch.ones(8))
+
+
+class _SystemCall:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("true",))
+
+
+def test_a_pickle_calling_os_system_is_named_as_such(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"model": _SystemCall()}, path)
+    with pytest.raises(CheckpointError, match="refused to load .*weights_only=True"):
+        read_checkpoint(path)

@@ -283,3 +283,11 @@ def test_file_urls_download_from_a_shared_folder(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def test_mirror_variables_take_urls_or_absolute_paths(monkeypatch, tmp_path):
+    monkeypatch.setenv("FGVC_MIRROR", str(tmp_path) + "/")
+    assert resolve_url("cub", "https://x/y.tgz", "y.tgz") == (tmp_path / "y.tgz").as_uri()
+    monkeypatch.setenv("FGVC_MIRROR", "relative/folder")
+    with pytest.raises(DownloadError, match="FGVC_MIRROR='relative/folder' is neither"):
+        resolve_url("cub", "https://x/y.tgz", "y.tgz")

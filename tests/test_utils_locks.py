@@ -33,3 +33,20 @@ def test_file_lock_excludes_concurrent_holders(tmp_path):
     assert counter.read_text() == "90"
     assert len(set(holders)) == 6
     assert not lock.exists()
+
+
+def test_a_link_planted_at_the_lock_path_is_not_followed(tmp_path):
+    """In a shared cache, another user could point <dest>.lock at a file of yours; it must
+    not be opened, let alone made writable for everyone."""
+    import os
+
+    import pytest
+
+    mine = tmp_path / "bashrc"
+    mine.write_text("secrets\n")
+    mine.chmod(0o600)
+    lock = tmp_path / "weights.pth.lock"
+    os.symlink(mine, lock)
+    with pytest.raises(OSError), file_lock(lock):
+        pass
+    assert (mine.stat().st_mode & 0o777) == 0o600 and mine.read_text() == "secrets\n"

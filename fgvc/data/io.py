@@ -118,6 +118,10 @@ def jpeg_header(data: bytes) -> tuple[int, int, int] | None:
         if marker in (0x01, *range(0xD0, 0xD8)):  # standalone markers
             pos += 2
             continue
+        if marker < 0xC0:
+            # not a marker: libjpeg skips such bytes and reads on, so a size found after a
+            # "segment" skipped here need not be the one it decodes - let Pillow parse it
+            return None
         length = int.from_bytes(data[pos + 2 : pos + 4], "big")
         if marker in _SOF_MARKERS:
             if pos + 10 > end:

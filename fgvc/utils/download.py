@@ -52,13 +52,34 @@ MIRROR_ENV = "FGVC_MIRROR"
 def resolve_url(name: str, default: str, filename: str) -> str:
     """Where to download ``filename`` (the file of ``name``, e.g. ``"CUB"``) from:
     ``FGVC_<NAME>_URL`` if set, else ``FGVC_MIRROR`` + ``filename`` if set, else ``default``."""
-    own = os.environ.get(env_var(name), "").strip()
+    own = _as_url(env_var(name))
     if own:
         return own + urllib.parse.quote(filename) if own.endswith("/") else own
-    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    mirror = _as_url(MIRROR_ENV)
     if mirror:
         return mirror.rstrip("/") + "/" + urllib.parse.quote(filename)
     return default
+
+
+def _as_url(variable: str) -> str:
+    """The URL an environment variable gives: http(s) or file URLs as they are, an absolute
+    path as a file URL (keeping a trailing ``/``).
+
+    Raises:
+        DownloadError: anything else (named, with what to write instead).
+    """
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        return ""
+    scheme = urllib.parse.urlparse(value).scheme
+    if scheme in ("http", "https", "file"):
+        return value
+    if os.path.isabs(value):
+        return Path(value).as_uri() + ("/" if value.endswith("/") else "")
+    raise DownloadError(
+        f"{variable}={value!r} is neither an http(s)/file URL nor an absolute path; "
+        f"e.g. https://mirror.example.org/fgvc/ or /srv/fgvc-mirror/"
+    )
 
 
 def env_var(name: str) -> str:

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import logging
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,12 +47,21 @@ def file_lock(path: str | os.PathLike) -> Iterator[bool]:
 
 def _acquire(path: Path) -> int | None:
     while True:
+        # O_NOFOLLOW: a link planted at the lock's path is never opened (nor made writable)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
         except PermissionError:  # another user's lock file; reading is enough for flock
-            fd = os.open(path, os.O_RDONLY)
-        with contextlib.suppress(OSError):  # the umask would keep other users out
-            os.fchmod(fd, 0o666)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            except FileNotFoundError:  # its holder removed it meanwhile: start over
+                continue
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise OSError(f"{path} is not a regular file; remove it")
+        if info.st_uid == os.geteuid():
+            with contextlib.suppress(OSError):  # the umask would keep other users out
+                os.fchmod(fd, 0o666)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
