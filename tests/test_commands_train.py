@@ -661,3 +661,21 @@ def test_data_errors_reach_the_user_unwrapped(workdir, capsys, data, message):
     assert main(["fit", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+def test_the_csv_logger_names_the_run_folder_whatever_the_order(workdir):
+    """Lightning takes the run folder (log_dir, checkpoints) from the first logger: the CSV
+    logger is put first, so that `--ckpt_path last` finds what the run wrote."""
+    from fgvc.data.datamodule import FGVCDataModule
+    from fgvc.train.cli import FGVCCLI
+    from fgvc.train.loggers import CSVLogger
+    from fgvc.train.module import FGVCClassifier
+
+    cfg = write_config(workdir)
+    config = yaml.safe_load(cfg.read_text())
+    config["trainer"]["logger"].reverse()  # W&B first
+    config["trainer"]["logger"][0]["init_args"]["mode"] = "disabled"
+    cfg.write_text(yaml.safe_dump(config))
+    args = ["--config", str(cfg)]
+    cli = FGVCCLI(FGVCClassifier, FGVCDataModule, subclass_mode_data=True, run=False, args=args)
+    assert isinstance(cli.trainer.loggers[0], CSVLogger) and len(cli.trainer.loggers) == 2

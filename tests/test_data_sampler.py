@@ -148,3 +148,14 @@ def test_workers_draw_distinct_streams_without_sample_seeds(folder):
     torch.manual_seed(0)
     again = [images for images, _ in loader]
     assert torch.equal(again[0], first) and torch.equal(again[1], second)
+
+
+def test_every_training_shard_is_full_even_with_fewer_images_than_processes():
+    """Unequal shards would give the processes different step counts: DDP would hang."""
+    from fgvc.data.sampler import EpochSeededSampler
+
+    for length, world in ((1, 4), (3, 8), (10, 4)):
+        shards = [list(EpochSeededSampler(length, 0, lambda: 0, r, world)) for r in range(world)]
+        assert all(len(shard) == len(shards[0]) == -(-length // world) for shard in shards)
+        seen = {index for shard in shards for index, _ in shard}
+        assert seen == set(range(length))  # every image is in some shard

@@ -71,7 +71,8 @@ class EpochSeededSampler(DistributedSampler):
         seeds = sample_seed.generate_state(max(1, self.length))
         order = torch.randperm(self.length, generator=gen).tolist()
         padded = len(self) * self.num_replicas
-        order += order[: padded - len(order)]
+        # repeated as often as needed (fewer images than processes too): every shard is full
+        order = (order * math.ceil(padded / max(1, len(order))))[:padded]
         for index in order[self.rank :: self.num_replicas]:
             yield index, int(seeds[index])
 

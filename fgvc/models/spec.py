@@ -82,7 +82,7 @@ class NetSpec:
         return dataclasses.asdict(self)
 
     def differences(self, other: NetSpec) -> list[str]:
-        """``"field=mine (other theirs)"`` for each field that differs from ``other``."""
+        """``"field=mine (now theirs)"`` for each field that differs from ``other``."""
         return [
             f"{f.name}={getattr(self, f.name)!r} (now {getattr(other, f.name)!r})"
             for f in dataclasses.fields(self)

@@ -152,6 +152,7 @@ class FGVCCLI(LightningCLI):
         # what the run's own settings allow: no progress bar when it is switched off (a
         # cluster log), no learning-rate monitor without a logger to write to
         config = self.config[self.subcommand] if self.subcommand else self.config
+        _csv_logger_first(config.trainer)
         _check_logger_folders(config.trainer.get("logger"))
         callbacks = [cb for cb in self.trainer_defaults.get("callbacks", []) if not _optional(cb)]
         if config.trainer.get("enable_progress_bar") is not False:
@@ -176,6 +177,15 @@ class FGVCCLI(LightningCLI):
                 self.datamodule.check_splits(self.subcommand)
             except (ValueError, OSError, FgvcError) as err:
                 raise ConfigError(user_message(err)) from err
+
+
+def _csv_logger_first(trainer: Any) -> None:
+    """The first logger names the run folder (``trainer.log_dir``, the checkpoints): it must
+    be the CSV logger, whose ``version_<n>`` folders ``--ckpt_path last`` searches."""
+    loggers = trainer.get("logger")
+    if isinstance(loggers, list):
+        csv = [lg for lg in loggers if str(getattr(lg, "class_path", "")).endswith("CSVLogger")]
+        trainer.logger = csv[:1] + [lg for lg in loggers if lg is not (csv[:1] or [None])[0]]
 
 
 def _check_logger_folders(loggers: Any) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time
 from types import FrameType
@@ -55,20 +54,28 @@ class GracefulStop(pl.Callback):
         self.requested: int | None = None
         self._at = 0.0
         self._group: Any = None
-        self._previous: dict[int, Any] = {}
+        self._installed = False
+        self._watchdog: threading.Timer | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit" and trainer.world_size > 1 and dist.is_initialized():
             self._group = dist.new_group(backend="gloo")  # collective: every rank is here
 
+    # Installed once Lightning has put in its own SIGTERM handler (which synchronizes inside
+    # the handler and can deadlock): from the sanity check on, or at the start of training.
+    # Lightning's teardown puts back the handlers from before the fit.
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._install(trainer)
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # after Lightning installed its own SIGTERM handler, which synchronizes inside the
-        # handler and can deadlock; it is restored when training ends
-        if threading.current_thread() is not threading.main_thread():
+        self._install(trainer)
+
+    def _install(self, trainer: pl.Trainer) -> None:
+        if self._installed or threading.current_thread() is not threading.main_thread():
             return
-        self.requested = None
+        self._installed, self.requested = True, None
         for signum in _SIGNALS:
-            self._previous[signum] = signal.signal(signum, self._make_handler(trainer))
+            signal.signal(signum, self._make_handler(trainer))
 
     def _make_handler(self, trainer: pl.Trainer) -> Any:
         def handler(signum: int, frame: FrameType | None) -> None:
@@ -77,39 +84,42 @@ class GracefulStop(pl.Callback):
             # reaching this process twice (the terminal's, and a launcher's forwarding)
             if self.requested is not None and signum == signal.SIGINT and now - self._at > 1:
                 raise KeyboardInterrupt
-            first = self.requested is None
-            if first:
-                self.requested, self._at = signum, now
+            if self.requested is not None:
+                return
+            self.requested, self._at = signum, now
+            self._start_watchdog(signum)
             launcher = trainer.strategy.launcher
-            if first and signum == signal.SIGTERM and hasattr(launcher, "kill"):
+            if signum == signal.SIGTERM and hasattr(launcher, "kill"):
                 # a scheduler may signal only the launcher; Ctrl-C reaches the whole group
                 launcher.kill(signum)
-            if first:
-                if trainer.is_global_zero:
-                    name = signal.Signals(signum).name
-                    print(
-                        f"\nfgvc: {name} received; stopping every process at the next training "
-                        f"step (Ctrl-C again to stop at once)",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                self._start_watchdog(signum)
+            if trainer.is_global_zero:  # os.write: print() may be mid-write on this thread
+                name = signal.Signals(signum).name
+                os.write(
+                    2,
+                    f"\nfgvc: {name} received; stopping every process at the next training step "
+                    f"(Ctrl-C again to stop at once)\n".encode(),
+                )
 
         return handler
 
     def _start_watchdog(self, signum: int) -> None:
         def expire() -> None:
-            print(
+            os.write(
+                2,
                 f"fgvc: still running {self.timeout:.0f} s after {signal.Signals(signum).name}; "
-                f"exiting (resume from last.ckpt with --ckpt_path last)",
-                file=sys.stderr,
-                flush=True,
+                f"exiting (resume from last.ckpt with --ckpt_path last)\n".encode(),
             )
             os._exit(128 + signum)
 
-        timer = threading.Timer(self.timeout, expire)
-        timer.daemon = True
-        timer.start()
+        self._watchdog = threading.Timer(self.timeout, expire)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def _stand_down(self) -> None:
+        # every process agreed (or training ended): nothing is left that could hang
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -118,12 +128,15 @@ class GracefulStop(pl.Callback):
         if self._group is not None:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
         if flag.item():
+            self._stand_down()
             raise Stopped(int(flag.item()), trainer.current_epoch, trainer.global_step)
 
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._stand_down()
+
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        for signum, previous in self._previous.items():
-            if previous is not None:
-                signal.signal(signum, previous)
-        self._previous = {}
+        self._stand_down()
+        self._installed = False
         if self._group is not None:
+            dist.destroy_process_group(self._group)
             self._group = None

@@ -37,19 +37,18 @@ from fgvc.models import NetSpec, build_model
 from fgvc.train.optim import Schedule, parameter_groups, scaled_lr
 
 
-def _accuracy_metrics(num_classes: int, prefix: str, suffix: str = "") -> MetricCollection:
+def _accuracy_metrics(
+    num_classes: int, prefix: str, suffix: str = "", per_class: bool = True
+) -> MetricCollection:
     # validate_args=False: the argument checks read values on the host, a GPU sync per step
-    kwargs = {"validate_args": False}
-    metrics = {
-        f"top1{suffix}": MulticlassAccuracy(num_classes, top_k=1, average="micro", **kwargs),
-        f"mean_class_acc{suffix}": MulticlassAccuracy(
-            num_classes, top_k=1, average="macro", **kwargs
-        ),
-    }
+    def accuracy(top_k: int, average: str) -> MulticlassAccuracy:
+        return MulticlassAccuracy(num_classes, top_k=top_k, average=average, validate_args=False)
+
+    metrics = {f"top1{suffix}": accuracy(1, "micro")}
+    if per_class:  # its bincount reads a count on the host: a GPU sync, kept out of the step
+        metrics[f"mean_class_acc{suffix}"] = accuracy(1, "macro")
     if num_classes >= 5:
-        metrics[f"top5{suffix}"] = MulticlassAccuracy(
-            num_classes, top_k=5, average="micro", **kwargs
-        )
+        metrics[f"top5{suffix}"] = accuracy(5, "micro")
     return MetricCollection(metrics, prefix=prefix)
 
 
@@ -141,7 +140,7 @@ class FGVCClassifier(pl.LightningModule):
         )
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.train_loss = _mean()
-        self.train_acc = _accuracy_metrics(num_classes, "train/")
+        self.train_acc = _accuracy_metrics(num_classes, "train/", per_class=False)
         self.eval_loss = nn.ModuleDict({s: _mean() for s in ("val", "test")})
         self.eval_acc = nn.ModuleDict(
             {s: _accuracy_metrics(num_classes, f"{s}/") for s in ("val", "test")}
@@ -149,7 +148,7 @@ class FGVCClassifier(pl.LightningModule):
         self.eval_acc_tta = nn.ModuleDict(
             {s: _accuracy_metrics(num_classes, f"{s}/", "_tta") for s in ("val", "test")}
         )
-        # for the per-class reports (fgvc.callbacks.EvalReports); TTA logits when enabled
+        # for the per-class reports (fgvc.train.reports.EvalReports); TTA logits when enabled
         self.confmat = nn.ModuleDict(
             {
                 s: MulticlassConfusionMatrix(num_classes, validate_args=False)
@@ -236,11 +235,14 @@ class FGVCClassifier(pl.LightningModule):
         values.update(self.eval_acc[stage].compute())
         if self.hparams[f"{stage}_tta"]:
             values.update(self.eval_acc_tta[stage].compute())
-        # already over all processes' images: logged as they are (sync_dist would re-reduce)
+        # already over all processes' images, the same on every process: sync_dist averages
+        # equal values (and keeps Lightning from warning about unsynced epoch values)
         # the progress bar: the loss, and for validation the single-view accuracies
         shown = {k for k in values if k.endswith("/loss") or (stage == "val" and "_tta" not in k)}
-        self.log_dict({k: v for k, v in values.items() if k in shown}, prog_bar=True)
-        self.log_dict({k: v for k, v in values.items() if k not in shown})
+        self.log_dict(
+            {k: v for k, v in values.items() if k in shown}, prog_bar=True, sync_dist=True
+        )
+        self.log_dict({k: v for k, v in values.items() if k not in shown}, sync_dist=True)
 
     def on_validation_epoch_start(self) -> None:
         self._start_eval("val")
