@@ -11,6 +11,7 @@ One run, one folder (the CSVLogger's ``<save_dir>/<name>/version_<n>``, never re
         explain/                     Grad-CAM of validation images from that bundle
         val_split.json  val_per_class.csv  test_per_class.csv
         wandb_run_id                 the W&B run a resumed run continues
+        run.json                     the command that created the folder (fit, validate, test)
 
 :func:`read_fit_checkpoint` is the one definition of "a checkpoint of ``fgvc fit``": a
 Lightning checkpoint whose hyperparameters hold a :class:`~fgvc.models.NetSpec` and whose
@@ -20,6 +21,7 @@ state dict holds the network under ``model.``; it is read with ``weights_only=Tr
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -45,6 +47,7 @@ BEST_PREFIX = "best"
 EXPORT = "export"
 EXPLAIN = "explain"
 WANDB_ID = "wandb_run_id"
+RUN_RECORD = "run.json"
 
 
 # --------------------------------------------------------------------- reading checkpoints
@@ -301,20 +304,77 @@ def resolve_checkpoint(
     raise UsageError(f"checkpoint not found: {path} (give a .ckpt file, a run folder or 'best')")
 
 
-def find_resume_checkpoint(save_dir: str | os.PathLike, name: str) -> tuple[Path, int] | None:
-    """Newest ``last.ckpt`` under ``<save_dir>/<name>/version_*``, with its version number."""
-    candidates = []
-    for run in Path(save_dir, name).glob("version_*"):
+def run_folders(save_dir: str | os.PathLike, name: str) -> list[Path]:
+    """The run folders ``<save_dir>/<name>/version_<n>``, oldest first (by ``n``: the order
+    in which runs claimed them)."""
+    found = []
+    for run in Path(save_dir, name).expanduser().glob("version_*"):
         version = run.name.split("_", 1)[1]
-        if not version.isdigit():
-            continue
-        file = run / CHECKPOINTS / LAST
-        if file.is_file():
-            candidates.append((file.stat().st_mtime, file, int(version)))
-    if not candidates:
+        if version.isdigit() and run.is_dir():
+            found.append((int(version), run))
+    return [run for _, run in sorted(found)]
+
+
+def run_command(run: Path) -> str | None:
+    """The command that created a run folder, from its :data:`RUN_RECORD` (None: not
+    recorded, as in folders of fgvc before 0.5 or runs stopped before set-up)."""
+    try:
+        record = json.loads((run / RUN_RECORD).read_text())
+    except (OSError, ValueError):
         return None
-    _, file, version = max(candidates)
-    return file, version
+    return record.get("command") if isinstance(record, dict) else None
+
+
+def run_of_checkpoint(ckpt: str | os.PathLike) -> Path | None:
+    """The run folder holding ``<run>/checkpoints/<file>``, or None for a loose file."""
+    ckpt = Path(ckpt).expanduser()
+    return ckpt.parent.parent if ckpt.parent.name == CHECKPOINTS else None
+
+
+def resume_point(target: str, save_dir: str | os.PathLike, name: str) -> tuple[Path, Path | None]:
+    """What ``fgvc fit --ckpt_path <target>`` continues: ``(checkpoint, run folder)``.
+
+    ``target`` is ``last`` (the newest run of ``<save_dir>/<name>`` started by ``fit``), a
+    run folder (its ``checkpoints/last.ckpt``) or a checkpoint file (its run folder when it
+    sits in one's ``checkpoints/``, else None).
+
+    Raises:
+        UsageError: the run meant has no ``last.ckpt`` (the message names the run and the
+            alternatives), or ``target`` does not exist.
+    """
+    if target != "last":
+        path = Path(target).expanduser()
+        if path.is_dir():
+            ckpt = _checkpoint_dir(path) / LAST
+            if not ckpt.is_file():
+                raise UsageError(
+                    f"--ckpt_path {target}: no {CHECKPOINTS}/{LAST} in this run folder (it "
+                    f"stopped before its first epoch ended, or is not a run folder); nothing "
+                    f"to resume there"
+                )
+            return ckpt, path
+        if not path.is_file():
+            raise UsageError(
+                f"--ckpt_path {target}: no such file or folder; give a checkpoint, a run "
+                f"folder or last"
+            )
+        return path, run_of_checkpoint(path)
+    root = Path(save_dir, name).expanduser()
+    runs = [run for run in run_folders(save_dir, name) if run_command(run) in (None, "fit")]
+    if not runs:
+        raise UsageError(
+            f"--ckpt_path last: no run of this config under {root}/version_*; nothing to resume"
+        )
+    newest = runs[-1]
+    if (newest / CHECKPOINTS / LAST).is_file():
+        return newest / CHECKPOINTS / LAST, newest
+    earlier = [run for run in runs[:-1] if (run / CHECKPOINTS / LAST).is_file()]
+    other = f", or continue an earlier run: --ckpt_path {earlier[-1]}" if earlier else ""
+    raise UsageError(
+        f"--ckpt_path last: the newest run of this config, {newest}, has no "
+        f"{CHECKPOINTS}/{LAST} (it stopped before its first epoch ended); nothing to resume "
+        f"there - start afresh without --ckpt_path{other}"
+    )
 
 
 def hpc_checkpoint(root_dir: str | os.PathLike) -> Path | None:

@@ -23,6 +23,18 @@ class SigtermAtEpochEnd(pl.Callback):
             os.kill(os.getpid(), self.signum)
 
 
+class SigtermAtStep(pl.Callback):
+    """Sends SIGTERM to this process after training batch ``batch`` of the first epoch: a run
+    stopped before it saved any checkpoint."""
+
+    def __init__(self, batch: int = 0) -> None:
+        self.batch = batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.current_epoch == 0 and batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 class CodePayload:
     """Pickles to a call that writes "pwned" to ``marker``: proof that loading ran code."""
 

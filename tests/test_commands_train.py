@@ -365,7 +365,8 @@ def test_cluster_style_runs_without_logger_or_progress_bar(workdir, capsys):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "epoch 1/1 done in" in proc.stdout and "val/top1" in proc.stdout
     assert "\r" not in proc.stdout and "\x1b[" not in proc.stdout
-    assert (workdir / "runs" / "checkpoints" / "last.ckpt").is_file()  # no logger: runs/
+    # no logger: still a folder of its own (tests/test_commands_train_resume.py)
+    assert (workdir / "runs" / "fgvc" / "version_0" / "checkpoints" / "last.ckpt").is_file()
     capsys.readouterr()
     quiet = ["--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", "quiet"]
     assert main(["fit", "--config", str(cfg), *quiet]) == 0

@@ -13,10 +13,11 @@ from fgvc.runs import (
     best_checkpoint_in_run,
     default_export_dir,
     find_latest_run,
-    find_resume_checkpoint,
     new_output_dir,
     read_fit_checkpoint,
     resolve_checkpoint,
+    resume_point,
+    run_folders,
 )
 from tests.cli_helpers import CodePayload
 from tests.tiny import CLASS_NAMES, IMAGE_SIZE
@@ -100,17 +101,44 @@ def test_read_fit_checkpoint_refuses_what_is_not_one(tmp_path):
     assert not marker.exists()
 
 
-def test_resume_and_export_folders(tmp_path):
+def test_resume_point_is_the_newest_run_or_a_named_one(tmp_path):
     root = tmp_path / "runs"
-    assert find_resume_checkpoint(root, "demo") is None
-    for version, name, mtime in ((0, "last.ckpt", 10), (1, "last.ckpt", 20), (2, "x.ckpt", 30)):
+    with pytest.raises(UsageError, match="no run of this config .* nothing to resume"):
+        resume_point("last", root, "demo")
+    # version_1 trained an epoch; version_2 (newer, by claim order, whatever the mtimes)
+    # stopped before its first epoch ended: last means version_2, which has nothing
+    for version, files in ((0, ["last.ckpt"]), (1, ["last.ckpt"]), (2, []), (10, [])):
         folder = root / "demo" / f"version_{version}" / "checkpoints"
         folder.mkdir(parents=True)
-        (folder / name).write_bytes(b"")
-        os.utime(folder / name, (mtime, mtime))
-    path, version = find_resume_checkpoint(root, "demo")
-    assert (path.name, version) == ("last.ckpt", 1)  # the newest last.ckpt
+        for name in files:
+            (folder / name).write_bytes(b"")
+            os.utime(folder / name, (99, 99))
+    (root / "demo" / "version_10" / "run.json").write_text('{"command": "test"}')
+    with pytest.raises(UsageError) as err:
+        resume_point("last", root, "demo")
+    message = str(err.value)
+    assert str(root / "demo" / "version_2") in message and "nothing to resume" in message
+    assert f"--ckpt_path {root / 'demo' / 'version_1'}" in message  # the way to name another
+    # a run folder, or a file in one, names its run
+    run1 = root / "demo" / "version_1"
+    assert resume_point(str(run1), root, "other") == (run1 / "checkpoints" / "last.ckpt", run1)
+    assert resume_point(str(run1 / "checkpoints" / "last.ckpt"), root, "x")[1] == run1
+    loose = tmp_path / "w.ckpt"
+    loose.write_bytes(b"")
+    assert resume_point(str(loose), root, "demo") == (loose, None)
+    with pytest.raises(UsageError, match="no checkpoints/last.ckpt in this run folder"):
+        resume_point(str(root / "demo" / "version_2"), root, "demo")
+    with pytest.raises(UsageError, match="no such file or folder"):
+        resume_point(str(tmp_path / "nope"), root, "demo")
+    # a folder made by `fgvc test` is not a run to resume
+    (root / "demo" / "version_2" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert resume_point("last", root, "demo")[1] == root / "demo" / "version_2"
+    assert run_folders(root, "demo")[-1].name == "version_10"
 
+
+def test_export_folders(tmp_path):
+    root = tmp_path / "runs"
+    (root / "demo" / "version_0").mkdir(parents=True)
     run = root / "demo" / "version_0"
     assert default_export_dir(run / "checkpoints" / "best.ckpt") == run / "export"
     assert default_export_dir(tmp_path / "w.ckpt") == tmp_path / "w-export"

@@ -3,13 +3,14 @@ needs in every run folder."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import SaveConfigCallback
 
-from fgvc.runs import BEST_PREFIX, LAST, MONITOR, WANDB_ID
+from fgvc.runs import BEST_PREFIX, LAST, MONITOR, RUN_RECORD, WANDB_ID
 
 
 def checkpoint_callbacks() -> list[ModelCheckpoint]:
@@ -31,15 +32,25 @@ def checkpoint_callbacks() -> list[ModelCheckpoint]:
 
 class ResumableSaveConfig(SaveConfigCallback):
     """Saves the resolved config as ``config.yaml``; a resumed run that writes into the
-    same folder adds ``config.resume-<n>.yaml`` instead of replacing the original."""
+    same folder adds ``config.resume-<n>.yaml`` (``config.test-<n>.yaml`` for a test of the
+    run's checkpoint) instead of replacing the original. Also records the command that
+    created the folder (:data:`fgvc.runs.RUN_RECORD`: ``--ckpt_path last`` resumes only
+    runs of ``fit``)."""
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        log_dir = trainer.log_dir
+        log_dir = trainer.log_dir  # every rank: a collective under DDP
+        stage = str(getattr(stage, "value", stage))  # Lightning passes a TrainerFn
         if log_dir is not None and self.config_filename == "config.yaml":
             n = 1
+            kind = "resume" if stage == "fit" else stage
             while (Path(log_dir) / self.config_filename).exists():
-                self.config_filename = f"config.resume-{n}.yaml"
+                self.config_filename = f"config.{kind}-{n}.yaml"
                 n += 1
+        if log_dir is not None and trainer.is_global_zero:
+            record = Path(log_dir) / RUN_RECORD
+            if not record.exists():
+                Path(log_dir).mkdir(parents=True, exist_ok=True)
+                record.write_text(json.dumps({"command": stage}) + "\n")
         super().setup(trainer, pl_module, stage)
 
 

@@ -23,13 +23,14 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from fgvc.data.datamodule import FGVCDataModule
 from fgvc.errors import ConfigError, FgvcError, user_message
-from fgvc.runs import RUNS_ROOT, WANDB_ID, FitCheckpoint, find_resume_checkpoint, hpc_checkpoint
+from fgvc.runs import RUNS_ROOT, FitCheckpoint, hpc_checkpoint
 from fgvc.runs import read_fit_checkpoint as _read_fit_checkpoint
 from fgvc.train.callbacks import ResumableSaveConfig, RunRecord, checkpoint_callbacks
 from fgvc.train.interrupt import GracefulStop
 from fgvc.train.module import FGVCClassifier
 from fgvc.train.progress import progress_bar
 from fgvc.train.reports import EvalReports
+from fgvc.train.run_folder import continue_run, give_run_a_folder
 
 
 class ArgumentParser(LightningArgumentParser):
@@ -47,6 +48,18 @@ def read_fit_checkpoint(path: str) -> FitCheckpoint:
         return _read_fit_checkpoint(path)
     except FgvcError as err:
         raise ConfigError(str(err)) from err
+
+
+def recipe_changes(ckpt: FitCheckpoint, model: FGVCClassifier) -> list[str]:
+    """The recipe settings in which the config differs from the checkpoint's run (the
+    network's are :func:`check_compatible`'s; ``pretrained`` does not matter once the
+    checkpoint's weights are loaded)."""
+    changed = []
+    for key, value in model.hparams.items():
+        old = ckpt.hparams.get(key, value)
+        if key not in ("class_names", "pretrained") and old != value:
+            changed.append(f"{key} {old!r} -> {value!r}")
+    return changed
 
 
 def check_compatible(ckpt: FitCheckpoint, model: FGVCClassifier) -> None:
@@ -92,14 +105,13 @@ class FGVCCLI(LightningCLI):
                 "which never runs code from the file, and its own checkpoints need nothing else"
             )
         config.weights_only = True
+        give_run_a_folder(config)
         ckpt_path = config.get("ckpt_path")
         if isinstance(ckpt_path, str) and ckpt_path.startswith("registry"):
             raise ConfigError(
                 f"--ckpt_path {ckpt_path}: model registries are not supported; give a file or last"
             )
-        if subcommand == "fit" and ckpt_path == "last":
-            self._resolve_last(config)
-        elif ckpt_path == "hpc" or (ckpt_path is None and SLURMEnvironment.detect()):
+        if ckpt_path == "hpc" or (ckpt_path is None and SLURMEnvironment.detect()):
             # resolved here, so that the file goes through the same checks as any other
             found = hpc_checkpoint(config.trainer.default_root_dir or RUNS_ROOT)
             if found is None and ckpt_path == "hpc":
@@ -109,44 +121,17 @@ class FGVCCLI(LightningCLI):
                 )
             if found is not None:
                 config.ckpt_path = str(found)
+        elif ckpt_path and ckpt_path != "best":
+            continue_run(config, subcommand)
         ckpt_path = config.get("ckpt_path")
         if ckpt_path and ckpt_path != "best":
             self.fit_checkpoint = read_fit_checkpoint(ckpt_path)
 
-    def _resolve_last(self, config: Any) -> None:
-        """``fit --ckpt_path last``: continue the newest run of this config in its folder."""
-        loggers = config.trainer.logger
-        loggers = loggers if isinstance(loggers, list) else [loggers]
-        csv = next(
-            (
-                lg
-                for lg in loggers
-                if hasattr(lg, "class_path") and lg.class_path.endswith("CSVLogger")
-            ),
-            None,
-        )
-        if csv is None:
-            raise ConfigError(
-                "--ckpt_path last needs a CSVLogger in trainer.logger to find the run folder; "
-                "pass the checkpoint path instead"
-            )
-        args = csv.init_args
-        found = find_resume_checkpoint(args.save_dir, args.name)
-        if found is None:
-            raise ConfigError(
-                f"--ckpt_path last: no last.ckpt under "
-                f"{Path(args.save_dir, args.name)}/version_*/checkpoints; nothing to resume"
-            )
-        path, version = found
-        args.version = version
-        config.ckpt_path = str(path)
-        wandb_id = path.parent.parent / WANDB_ID
-        if wandb_id.is_file():  # continue the same W&B run, not a new unrelated one
-            for logger in loggers:
-                if getattr(logger, "class_path", "").endswith("WandbLogger"):
-                    logger.init_args.id = wandb_id.read_text().strip()
-                    logger.init_args.resume = "allow"
-        rank_zero_info(f"resuming {path} in {Path(args.save_dir, args.name, f'version_{version}')}")
+    def _parse_ckpt_path(self) -> None:
+        """Lightning would parse the checkpoint's hyperparameters over the config here, so
+        that a received checkpoint chose what is built and read (``pretrained:`` a file, a
+        download). In fgvc the config decides; :meth:`after_instantiate_classes` compares the
+        checkpoint's network with it and :func:`recipe_changes` reports what differs."""
 
     def before_instantiate_classes(self) -> None:
         # what the run's own settings allow: no progress bar when it is switched off (a
@@ -171,6 +156,20 @@ class FGVCCLI(LightningCLI):
         # the model as configured must be able to take the checkpoint's weights
         if self.fit_checkpoint is not None:
             check_compatible(self.fit_checkpoint, self.model)
+            old = self.fit_checkpoint.hparams.get("optimizer", self.model.hparams.optimizer)
+            if self.subcommand == "fit" and old != self.model.hparams.optimizer:
+                raise ConfigError(
+                    f"{self.fit_checkpoint.path} was trained with optimizer {old}, the config "
+                    f"says {self.model.hparams.optimizer}: the optimizer state cannot continue "
+                    f"under another optimizer; resume with model.optimizer {old}, or fine-tune "
+                    f"from it with --model.pretrained {self.fit_checkpoint.path}"
+                )
+            changes = recipe_changes(self.fit_checkpoint, self.model)
+            if changes and self.subcommand == "fit":
+                rank_zero_info(
+                    f"the config's recipe differs from the checkpoint's (the config's is used): "
+                    f"{', '.join(changes)}"
+                )
         # every split the command reads, parsed now: a bad one ends here, in one line
         if isinstance(self.datamodule, FGVCDataModule) and self.subcommand:
             try:

@@ -13,9 +13,11 @@ weight decay)::
 
 The learning rate follows one ``LambdaLR`` per optimizer step: a schedule factor (step,
 cosine with linear warmup, or constant) times a gate that is 0 for the backbone groups during
-the first ``freeze_backbone_epochs`` epochs. Gating by learning rate (instead of
-``requires_grad``) keeps the set of trainable parameters fixed, so DDP and every scheduler
-keep working; frozen BatchNorm layers also stay in eval mode, so their statistics do not move.
+the first ``freeze_backbone_epochs`` epochs. A resumed run follows the schedule of its own
+config from the point of training reached (:class:`fgvc.train.optim.RecipeLR`). Gating by
+learning rate (instead of ``requires_grad``) keeps the set of trainable parameters fixed, so
+DDP and every scheduler keep working; frozen BatchNorm layers also stay in eval mode, so their
+statistics do not move.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from fgvc.data.transforms import hflip_tta
 from fgvc.models import NetSpec, build_model
-from fgvc.train.optim import Schedule, parameter_groups, scaled_lr
+from fgvc.train.optim import RecipeLR, Schedule, parameter_groups, scaled_lr
 
 
 def _accuracy_metrics(
@@ -194,6 +196,26 @@ class FGVCClassifier(pl.LightningModule):
         self.log_dict(self.train_acc, on_step=False, on_epoch=True)
         return loss
 
+    def on_train_start(self) -> None:
+        scheduler = self.lr_schedulers()
+        resumed = getattr(scheduler, "resumed_from", None)
+        if resumed is None:
+            return
+        old_step, old_per_epoch = resumed
+        per_epoch = scheduler.steps_per_epoch
+        moved = ""
+        if old_per_epoch != per_epoch:  # another global batch
+            moved = (
+                f"; {old_per_epoch} steps an epoch before, {per_epoch} now: step {old_step} "
+                f"of the old schedule is step {scheduler.last_epoch} of this one"
+            )
+        rates = {g["group"]: g["lr"] for g in scheduler.optimizer.param_groups}
+        rates = ", ".join(f"{name} {lr:.4g}" for name, lr in rates.items())
+        rank_zero_info(
+            f"continuing with epoch {self.current_epoch + 1} of {self.trainer.max_epochs} on "
+            f"this config's {self.hparams.scheduler} schedule{moved}; learning rates: {rates}"
+        )
+
     def on_train_epoch_start(self) -> None:
         # Frozen backbone: its BatchNorm statistics stay put too. Set both ways each epoch:
         # Lightning restores per-module modes, so an eval set here would otherwise stick.
@@ -329,7 +351,7 @@ class FGVCClassifier(pl.LightningModule):
         lambdas = [
             schedule(hp.freeze_backbone_epochs if g["group"] == "backbone" else 0) for g in groups
         ]
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+        scheduler = RecipeLR(optimizer, lambdas)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},

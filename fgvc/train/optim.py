@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
 #: The network's parts, each with its own learning-rate multiplier.
@@ -96,3 +97,63 @@ class Schedule:
         span = max(1, self.total_steps - self.warmup_steps)
         progress = min(1.0, (step - self.warmup_steps) / span)
         return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class RecipeLR(torch.optim.lr_scheduler.LambdaLR):
+    """``LambdaLR`` over :class:`Schedule` s whose checkpoint holds only its position.
+
+    A resumed run must follow the schedule its *current* config describes (more epochs, a
+    new global batch and so a new rate, another weight decay), not the one pickled into the
+    checkpoint: Lightning restores the optimizer's groups and ``LambdaLR`` its lambdas and
+    base rates, which made the added epochs of a longer run train at rate 0. Here the state
+    is the step reached and the steps per epoch it was counted in; loading it keeps this
+    run's schedules and base rates, converts the position to this run's steps per epoch
+    (same epoch, same fraction of it), and puts the configured settings (rate at that step,
+    weight decay, momentum, ...) back into the optimizer's groups.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, schedules: list[Schedule]) -> None:
+        # the groups as configured: the optimizer's own state, once loaded, is the old run's
+        self.configured = [
+            {k: v for k, v in group.items() if k not in ("params", "lr", "initial_lr")}
+            for group in optimizer.param_groups
+        ]
+        self.steps_per_epoch = schedules[0].steps_per_epoch
+        self.resumed_from: tuple[int, int] | None = None  # (old step, old steps per epoch)
+        super().__init__(optimizer, schedules)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "last_epoch": self.last_epoch,
+            "_step_count": self._step_count,
+            "steps_per_epoch": self.steps_per_epoch,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        step = int(state_dict["last_epoch"])
+        # a LambdaLR's full state (fgvc before 0.5): its lambdas know their steps per epoch
+        lambdas = state_dict.get("lr_lambdas") or [{}]
+        old_per_epoch = int(
+            state_dict.get("steps_per_epoch")
+            or (lambdas[0] or {}).get("steps_per_epoch")
+            or self.steps_per_epoch
+        )
+        self.resumed_from = (step, old_per_epoch)
+        self.last_epoch = convert_step(step, old_per_epoch, self.steps_per_epoch)
+        self._step_count = self.last_epoch + 1
+        for group, configured, base, schedule in zip(
+            self.optimizer.param_groups, self.configured, self.base_lrs, self.lr_lambdas
+        ):
+            group.update(configured)
+            group["initial_lr"] = base
+            group["lr"] = base * schedule(self.last_epoch)
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+
+def convert_step(step: int, old_per_epoch: int, new_per_epoch: int) -> int:
+    """The step of a schedule with ``new_per_epoch`` steps an epoch at the same point of
+    training (epoch and fraction of it) as ``step`` of one with ``old_per_epoch``."""
+    if old_per_epoch == new_per_epoch:
+        return step
+    epoch, within = divmod(step, max(1, old_per_epoch))
+    return epoch * new_per_epoch + round(within * new_per_epoch / max(1, old_per_epoch))
