@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 
 
 class SigtermAtEpochEnd(pl.Callback):
@@ -33,6 +34,19 @@ class SigtermAtStep(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.current_epoch == 0 and batch_idx == self.batch:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class PoisonWeightsAtEpochEnd(pl.Callback):
+    """After the last training step of epoch ``epoch``, puts a NaN into the first conv's
+    weights: a step that blew the weights up while its own loss was still finite."""
+
+    def __init__(self, epoch: int = 1) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == trainer.num_training_batches - 1:
+            with torch.no_grad():
+                next(pl_module.parameters()).view(-1)[0] = float("nan")
 
 
 class CodePayload:

@@ -224,12 +224,13 @@ def test_fit_then_test_round_trip(workdir, capsys, monkeypatch):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
 
-    # a second run gets its own folder; nothing of the first is overwritten
+    # the test of the run's checkpoint adds to that run; nothing of it is overwritten
     before = (run / "config.yaml").read_bytes()
     best = next((run / "checkpoints").glob("best-*.ckpt"))
     assert main(["test", "--config", str(run / "config.yaml"), "--ckpt_path", str(best)]) == 0
-    test_run = workdir / "runs" / "tiny" / "version_1"
-    assert (run / "config.yaml").read_bytes() == before
+    test_run = run
+    assert not (workdir / "runs" / "tiny" / "version_1").exists()
+    assert (run / "config.yaml").read_bytes() == before and (run / "config.test-1.yaml").is_file()
     rows = read_metrics(test_run)
     for key in ("test/top1", "test/mean_class_acc", "test/loss"):
         assert any(r.get(key) for r in rows), key

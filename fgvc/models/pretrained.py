@@ -233,7 +233,8 @@ def load_state_dict_checked(
     from PyTorch < 0.4 lack them and they do not affect the outputs.
 
     Raises:
-        CheckpointError: missing or unexpected keys, or shape mismatches (all listed).
+        CheckpointError: missing or unexpected keys, or shape mismatches (all listed), or
+            non-finite weights.
     """
     own = model.state_dict()
     expected = {k: v for k, v in own.items() if scope is None or k.startswith(scope)}
@@ -278,6 +279,12 @@ def load_state_dict_checked(
         raise CheckpointError(
             f"{origin} does not match the model ({model.spec.describe()}, "
             f"feature_dim={model.feature_dim}); " + "; ".join(parts)
+        )
+    broken = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+    if broken:  # a diverged run's weights: every output would be NaN
+        raise CheckpointError(
+            f"{origin} holds non-finite weights (NaN or inf) in {len(broken)} tensor(s): "
+            f"{_listing(broken)}; its training diverged - use an earlier checkpoint"
         )
     # Keys and shapes are checked above; strict=False only lets scope and the skipped
     # classifier/counters keep their current values.

@@ -1,4 +1,5 @@
-"""Ctrl-C and SIGTERM during ``fit``: every process stops at the same step, nothing hangs.
+"""Ctrl-C, SIGTERM and a diverged loss during ``fit``: every process stops at the same
+step, nothing hangs, nothing broken is saved.
 
 A signal may reach each process at a different moment (a scheduler preempting the job, a
 terminal's Ctrl-C, Lightning's launcher forwarding it to its children). A process that acts
@@ -13,6 +14,11 @@ completed epoch (``fgvc fit --ckpt_path last``), which Lightning writes atomical
 intact whatever happens. A process that has not reached a training step ``timeout`` seconds
 after the signal (stuck, or in a long evaluation) exits by itself. A second Ctrl-C stops at
 once.
+
+A loss that is not finite (NaN, inf) stops the fit the same way, with :class:`Diverged`
+(exit code 1): each step's finiteness is read one step later (so the check does not wait
+for the GPU), and once more before validation and before the epoch's checkpoints are
+written, so weights that went bad are never saved, exported or called best.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import torch
 import torch.distributed as dist
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from fgvc.errors import FgvcError
+
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -39,6 +47,10 @@ class Stopped(SIGTERMException):
         self.signame = signal.Signals(signum).name
         self.epoch = epoch
         super().__init__(f"stopped by {self.signame} in epoch {epoch} (step {step})")
+
+
+class Diverged(FgvcError, RuntimeError):
+    """The training loss stopped being finite (in any process)."""
 
 
 class GracefulStop(pl.Callback):
@@ -56,6 +68,10 @@ class GracefulStop(pl.Callback):
         self._group: Any = None
         self._installed = False
         self._watchdog: threading.Timer | None = None
+        # the last training step's loss finiteness (a device tensor, read a step later),
+        # and that step's number, epoch and learning rates
+        self._finite: torch.Tensor | None = None
+        self._last: tuple[int, int, list[float]] | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit" and trainer.world_size > 1 and dist.is_initialized():
@@ -121,15 +137,57 @@ class GracefulStop(pl.Callback):
             self._watchdog.cancel()
             self._watchdog = None
 
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            lrs = [g["lr"] for opt in trainer.optimizers for g in opt.param_groups]
+            self._finite = torch.isfinite(loss.detach()).all()
+            # global_step counts the step just taken; report it 0-based like Lightning's logs
+            self._last = (trainer.global_step - 1, trainer.current_epoch, lrs)
+
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        flag = torch.tensor([self.requested or 0], dtype=torch.int64)
+        signum = self._agree(trainer)
+        if signum:
+            self._stand_down()
+            raise Stopped(signum, trainer.current_epoch, trainer.global_step)
+
+    # before anything is evaluated or saved with weights that may have gone bad
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._agree(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._agree(trainer, pl_module)
+
+    def _agree(self, trainer: pl.Trainer, weights: pl.LightningModule | None = None) -> int:
+        """One all-reduce over every process: the signal any of them received (0: none).
+
+        Raises :class:`Diverged` when any process's last loss was not finite, or (with
+        ``weights``, once an epoch: a full scan) any of its parameters is not: a step can
+        blow the weights up while its own loss was still finite.
+        """
+        finite, self._finite = self._finite, None
+        bad = finite is not None and not bool(finite.item())
+        if weights is not None and not bad:
+            tensors = [*weights.parameters(), *weights.buffers()]  # BatchNorm statistics too
+            params = [t.detach().isfinite().all() for t in tensors if t.is_floating_point()]
+            bad = bool(params) and not bool(torch.stack(params).all().item())
+        flag = torch.tensor([self.requested or 0, int(bad)], dtype=torch.int64)
         if self._group is not None:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
-        if flag.item():
+        if flag[1].item():
             self._stand_down()
-            raise Stopped(int(flag.item()), trainer.current_epoch, trainer.global_step)
+            raise Diverged(_diverged_message(trainer, self._last if bad else None))
+        return int(flag[0].item())
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._stand_down()
@@ -140,3 +198,19 @@ class GracefulStop(pl.Callback):
         if self._group is not None:
             dist.destroy_process_group(self._group)
             self._group = None
+
+
+def _diverged_message(trainer: pl.Trainer, last: tuple[int, int, list[float]] | None) -> str:
+    where = "in another process"
+    if last is not None:
+        step, epoch, lrs = last
+        rate = f" with learning rates up to {max(lrs):.3g}" if lrs else ""
+        where = f"at step {step} (epoch {epoch}){rate}"
+    last = next((c for c in trainer.checkpoint_callbacks if c.monitor is None), None)
+    saved = getattr(last, "last_model_path", "") or getattr(last, "best_model_path", "")
+    keep = f"; {saved} holds the last completed epoch" if saved else ""
+    return (
+        f"training diverged: the loss or the weights stopped being finite {where}; stopped "
+        f"without saving the broken weights"
+        f"{keep} - lower model.lr (e.g. 10x) and train again"
+    )

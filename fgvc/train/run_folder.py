@@ -3,8 +3,8 @@
 * ``fit`` without ``--ckpt_path`` claims a new ``<save_dir>/<name>/version_<n>``.
 * ``fit --ckpt_path last | <run folder> | <run>/checkpoints/<file>`` continues that run in
   its own folder (:func:`fgvc.runs.resume_point`), and its W&B run.
-* ``validate`` / ``test --ckpt_path <run>/checkpoints/<file>`` add their figures to the run
-  that trained the checkpoint.
+* ``test --ckpt_path <run>/checkpoints/<file>`` adds its figures to the run that trained the
+  checkpoint (``validate``, for checking any checkpoint, gets a folder of its own).
 * ``--trainer.logger false`` turns W&B off, but the run still gets its own folder (a CSV
   logger: ``<default_root_dir>/fgvc/version_<n>``), never ``runs/`` itself, which every such
   run would share.
@@ -22,7 +22,7 @@ from jsonargparse import Namespace
 from pytorch_lightning.utilities import rank_zero_info
 
 from fgvc.errors import ConfigError, FgvcError
-from fgvc.runs import RUNS_ROOT, WANDB_ID, resume_point
+from fgvc.runs import RUNS_ROOT, WANDB_ID, resume_point, run_of_checkpoint
 
 #: the CSV logger's ``name`` for runs configured with ``trainer.logger: false``
 UNNAMED = "fgvc"
@@ -71,10 +71,10 @@ def continue_run(config: Any, subcommand: str) -> None:
         except FgvcError as err:
             raise ConfigError(str(err)) from err
         config.ckpt_path = str(ckpt)
-    else:
-        from fgvc.runs import run_of_checkpoint
-
+    elif subcommand == "test":
         run = run_of_checkpoint(config.ckpt_path) if Path(config.ckpt_path).is_file() else None
+    else:  # validate: figures of any checkpoint, in a folder of their own
+        return
     if run is None or csv is None or not _is_version_folder(run):
         if subcommand == "fit":
             rank_zero_info(f"resuming {config.ckpt_path} in a new run folder")
