@@ -101,8 +101,14 @@ def check_per_class_reports(
     """``<stage>_per_class.csv`` and the W&B tables against the logged metrics: the CSV's
     accuracies average to mean_class_acc, its correct / support is top1 (the TTA figures
     when TTA is on: the reports count what the run calls its accuracy), every class has its
-    2 images, and the most-confused pairs account for each class's errors."""
+    2 images, and the most-confused pairs account for each class's errors. The validation
+    CSV is the best epoch's (the first with the highest val/top1, as the best checkpoint),
+    the test CSV the test's."""
     suffix = "_tta" if tta else ""
+    evals = [r for r in rows if r.get(f"{stage}/top1")]
+    scores = [float(r[f"{stage}/top1"]) for r in evals]
+    index = scores.index(max(scores)) if stage == "val" else len(evals) - 1
+    chosen = evals[index]
     with open(folder / f"{stage}_per_class.csv") as f:
         per_class = list(csv.DictReader(f))
     names = [r["name"] for r in per_class]
@@ -112,13 +118,13 @@ def check_per_class_reports(
     assert support == [2] * NUM_CLASSES  # stratified: 2 images of each class
     for s, c, a in zip(support, correct, accuracy):
         assert a == pytest.approx(c / s, abs=5e-5)
-    mean_class_acc = last_value(rows, f"{stage}/mean_class_acc{suffix}")
+    mean_class_acc = float(chosen[f"{stage}/mean_class_acc{suffix}"])
     assert sum(accuracy) / len(accuracy) == pytest.approx(mean_class_acc, abs=1e-4)
     assert sum(correct) / sum(support) == pytest.approx(
-        last_value(rows, f"{stage}/top1{suffix}"), abs=1e-6
+        float(chosen[f"{stage}/top1{suffix}"]), abs=1e-6
     )
-    # W&B: the same figures, as values
-    columns, table = last_table(run_file, f"{stage}/per_class_accuracy")
+    # W&B: the same figures, as values (a table for every evaluation)
+    columns, table = last_table(run_file, f"{stage}/per_class_accuracy", index)
     assert columns == ["class", "name", "support", "accuracy"]
     assert [row[:3] for row in table] == [[i, n, s] for i, (n, s) in enumerate(zip(names, support))]
     assert [row[3] for row in table] == pytest.approx(accuracy, abs=5e-5)
@@ -127,8 +133,8 @@ def check_per_class_reports(
         for row in history(run_file)
         if f"{stage}/mean_class_acc{suffix}" in row
     ]
-    assert logged[-1] == pytest.approx(mean_class_acc, abs=1e-6)
-    columns, pairs = last_table(run_file, f"{stage}/most_confused")
+    assert logged[index] == pytest.approx(mean_class_acc, abs=1e-6)
+    columns, pairs = last_table(run_file, f"{stage}/most_confused", index)
     assert columns == ["true", "predicted", "count", "fraction of true class"]
     errors = {name: 0 for name in names}
     for true, predicted, count, fraction in pairs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from fgvc.train.reports import most_confused, per_class_accuracy
@@ -75,3 +76,68 @@ def test_most_confused_keeps_20_pairs_by_default():
     largest = sorted(int(confmat[t, p]) for t in range(n) for p in range(n) if t != p)[-20:]
     assert [c for _, _, c in pairs] == largest[::-1]
     assert all(confmat[t, p] == c for t, p, c in pairs)
+
+
+class _ScriptedScores(pl.LightningModule):
+    """Validation epochs whose top-1 follows ``SCORES``; epoch e's confusion matrix has e+1
+    correct images of class 0 (so each epoch's CSV is recognisable)."""
+
+    SCORES = (0.5, 0.9, 0.7)  # the best epoch is the middle one, not the last
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torchmetrics.classification import MulticlassConfusionMatrix
+
+        self.layer = torch.nn.Linear(1, 1)
+        self.class_names = ["a", "b"]
+        self.confmat = torch.nn.ModuleDict({"val": MulticlassConfusionMatrix(2)})
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).sum()
+
+    def validation_step(self, batch, batch_idx):
+        epoch = self.current_epoch
+        labels = torch.tensor([0] * (epoch + 1) + [1])
+        self.confmat["val"].update(torch.zeros_like(labels), labels)
+
+    def on_validation_epoch_end(self):
+        self.log("val/top1", self.SCORES[self.current_epoch])
+        self.confmat["val"].reset()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.zeros(2, 1), batch_size=2)
+
+    def val_dataloader(self):
+        return torch.utils.data.DataLoader(torch.zeros(1, 1), batch_size=1)
+
+
+def test_validation_csv_is_the_best_epochs(tmp_path):
+    """During fit, val_per_class.csv belongs to the best checkpoint (epoch 1 of 3), not to
+    the last validation; a plain validation writes its own."""
+    import csv
+
+    from fgvc.train.callbacks import checkpoint_callbacks
+    from fgvc.train.loggers import CSVLogger
+    from fgvc.train.reports import EvalReports
+
+    trainer = pl.Trainer(
+        max_epochs=3,
+        logger=CSVLogger(str(tmp_path), name="r"),
+        callbacks=[EvalReports(), *checkpoint_callbacks()],
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    module = _ScriptedScores()
+    trainer.fit(module)
+    best = trainer.checkpoint_callbacks[0].best_model_path
+    assert "epoch001" in best
+    with open(tmp_path / "r" / "version_0" / "val_per_class.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["name"], r["support"], r["correct"]) for r in rows] == [
+        ("a", "2", "2"),  # epoch 1: two images of class a, both right
+        ("b", "1", "0"),
+    ]

@@ -76,12 +76,13 @@ def history(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def last_table(path: str | Path, key: str) -> tuple[list[str], list[list[Any]]]:
-    """(columns, rows) of the last ``wandb.Table`` logged under ``key``, read from the file
-    the run wrote beside its ``.wandb`` log (``files/media/table/...``)."""
+def last_table(path: str | Path, key: str, index: int = -1) -> tuple[list[str], list[list[Any]]]:
+    """(columns, rows) of the last (or the ``index``-th) ``wandb.Table`` logged under
+    ``key``, read from the file the run wrote beside its ``.wandb`` log
+    (``files/media/table/...``)."""
     logged = [row[f"{key}/path"] for row in history(path) if f"{key}/path" in row]
     assert logged, f"no table {key} in {path}"
-    table = json.loads((Path(path).parent / "files" / logged[-1]).read_text(encoding="utf-8"))
+    table = json.loads((Path(path).parent / "files" / logged[index]).read_text(encoding="utf-8"))
     return table["columns"], table["data"]
 
 

@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 
 from fgvc.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from fgvc.runs import MONITOR
 from fgvc.train.loggers import WandbLogger, active_wandb_loggers
 
 
@@ -58,6 +59,8 @@ class EvalReports(pl.Callback):
         self._samples: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         #: the latest most-confused pairs (true, predicted, count) per stage, on rank 0
         self.pairs: dict[str, list[tuple[int, int, int]]] = {}
+        # the per-class CSV of the latest evaluation, until it is written (rank 0)
+        self._table: dict[str, tuple[Path, list[list[Any]]]] = {}
 
     def _keep_samples(
         self, stage: str, trainer: pl.Trainer, outputs: Any, batch: Any, batch_idx: int
@@ -100,6 +103,28 @@ class EvalReports(pl.Callback):
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._report("test", trainer, pl_module)
 
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # During fit, val_per_class.csv is the best checkpoint's: written when this epoch's
+        # score beats the best one so far, as the ModelCheckpoint on it will decide after
+        # this (the module logs the score after the callbacks' epoch-end hooks, so here).
+        if trainer.state.fn != "fit" or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        score = trainer.callback_metrics.get(MONITOR)
+        best = next((c for c in trainer.checkpoint_callbacks if c.monitor == MONITOR), None)
+        previous = best.best_model_score if best is not None else None
+        if score is not None and (previous is None or float(score) > float(previous)):
+            self._write("val")
+
+    def _write(self, stage: str) -> None:
+        path, rows = self._table.pop(stage, (None, []))
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["class", "name", "support", "correct", "accuracy"])
+            writer.writerows(rows)
+
     def _report(self, stage: str, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metric = pl_module.confmat[stage]
         confmat = metric.compute().long().cpu()  # every rank: compute() syncs (reset: module)
@@ -111,15 +136,13 @@ class EvalReports(pl.Callback):
         pairs = most_confused(confmat)
         self.pairs[stage] = pairs
         if log_dir:
-            out = Path(log_dir) / f"{stage}_per_class.csv"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with open(out, "w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(["class", "name", "support", "correct", "accuracy"])
-                for i, name in enumerate(names):
-                    writer.writerow(
-                        [i, name, int(support[i]), int(confmat[i, i]), f"{float(accuracy[i]):.4f}"]
-                    )
+            rows = [
+                [i, name, int(support[i]), int(confmat[i, i]), f"{float(accuracy[i]):.4f}"]
+                for i, name in enumerate(names)
+            ]
+            self._table[stage] = (Path(log_dir) / f"{stage}_per_class.csv", rows)
+            if stage == "test" or trainer.state.fn != "fit":
+                self._write(stage)
         for logger in active_wandb_loggers(trainer):
             self._to_wandb(logger, stage, names, confmat, support, accuracy, pairs, trainer)
 
