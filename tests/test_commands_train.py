@@ -86,8 +86,10 @@ def last_value(rows: list[dict[str, str]], key: str) -> float:
 
 
 def wandb_run_files(tmp: Path) -> list[Path]:
-    """The offline W&B runs' logs, oldest first (folders are named by start time)."""
-    return sorted((tmp / "runs" / "wandb").glob("offline-run-*/run-*.wandb"))
+    """The offline W&B runs' logs, the last written last (folder names hold the start time
+    to the second only, and a continued run's may repeat the first one's)."""
+    files = (tmp / "runs" / "wandb").glob("offline-run-*/run-*.wandb")
+    return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
 
 
 def wandb_run_file(tmp: Path) -> Path:

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
+from jsonargparse import Namespace
 from pytorch_lightning.callbacks import LearningRateMonitor, ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.plugins.environments import SLURMEnvironment
@@ -137,6 +138,7 @@ class FGVCCLI(LightningCLI):
         # what the run's own settings allow: no progress bar when it is switched off (a
         # cluster log), no learning-rate monitor without a logger to write to
         config = self.config[self.subcommand] if self.subcommand else self.config
+        _one_job_for_interactive_srun(config.trainer)
         _csv_logger_first(config.trainer)
         _check_logger_folders(config.trainer.get("logger"))
         callbacks = [cb for cb in self.trainer_defaults.get("callbacks", []) if not _optional(cb)]
@@ -176,6 +178,36 @@ class FGVCCLI(LightningCLI):
                 self.datamodule.check_splits(self.subcommand)
             except (ValueError, OSError, FgvcError) as err:
                 raise ConfigError(user_message(err)) from err
+
+
+def slurm_interactive_tasks() -> int:
+    """How many tasks an ``srun`` started in SLURM's interactive mode (job name ``bash`` or
+    ``interactive``, where Lightning does not take SLURM as the launcher); 0 otherwise."""
+    if os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
+        return 0
+    if "SLURM_PROCID" not in os.environ:  # a shell in the allocation, not an srun task
+        return 0
+    tasks = os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ.get("SLURM_NTASKS") or "1"
+    return int(tasks) if tasks.isdigit() else 1
+
+
+def _one_job_for_interactive_srun(trainer: Any) -> None:
+    """Several ``srun`` tasks in an interactive allocation would each launch a job of their
+    own (two run folders, the work done twice): make them the processes of one job, as
+    SLURM's environment does for batch jobs."""
+    tasks = slurm_interactive_tasks()
+    plugins = trainer.get("plugins")
+    plugins = [] if plugins is None else plugins if isinstance(plugins, list) else [plugins]
+    named = [str(getattr(p, "class_path", type(p).__name__)) for p in plugins]
+    if tasks < 2 or any(name.endswith("Environment") for name in named):
+        return
+    slurm = Namespace(class_path=f"{SLURMEnvironment.__module__}.SLURMEnvironment")
+    slurm.init_args = Namespace(auto_requeue=False)
+    trainer.plugins = [*plugins, slurm]
+    rank_zero_info(
+        f"SLURM interactive mode (job name {os.environ['SLURM_JOB_NAME']}) with {tasks} srun "
+        f"tasks: they run as the processes of one job"
+    )
 
 
 def _csv_logger_first(trainer: Any) -> None:
