@@ -10,6 +10,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import SaveConfigCallback
 
 from fgvc.runs import BEST_PREFIX, LAST, MONITOR, WANDB_ID
+from fgvc.utils.atomic import atomic_write_text
 
 
 def checkpoint_callbacks() -> list[ModelCheckpoint]:
@@ -58,4 +59,4 @@ class RunRecord(pl.Callback):
                     logger.drop_from(trainer.current_epoch, trainer.global_step)
         wandb = active_wandb_loggers(trainer)
         if trainer.is_global_zero and wandb and log_dir:
-            Path(log_dir, WANDB_ID).write_text(wandb[0].experiment.id + "\n")
+            atomic_write_text(Path(log_dir, WANDB_ID), wandb[0].experiment.id + "\n")

@@ -15,6 +15,7 @@ import torch
 
 from fgvc.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from fgvc.train.loggers import WandbLogger, active_wandb_loggers
+from fgvc.utils.atomic import atomic_file
 
 
 def per_class_accuracy(confmat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +114,7 @@ class EvalReports(pl.Callback):
         if log_dir:
             out = Path(log_dir) / f"{stage}_per_class.csv"
             out.parent.mkdir(parents=True, exist_ok=True)
-            with open(out, "w", newline="") as f:
+            with atomic_file(out, "w", newline="") as f:
                 writer = csv.writer(f)
                 writer.writerow(["class", "name", "support", "correct", "accuracy"])
                 for i, name in enumerate(names):
