@@ -14,7 +14,6 @@ from fgvc.runs import (
     default_export_dir,
     find_latest_run,
     find_resume_checkpoint,
-    new_output_dir,
     read_fit_checkpoint,
     resolve_checkpoint,
 )
@@ -114,7 +113,3 @@ def test_resume_and_export_folders(tmp_path):
     run = root / "demo" / "version_0"
     assert default_export_dir(run / "checkpoints" / "best.ckpt") == run / "export"
     assert default_export_dir(tmp_path / "w.ckpt") == tmp_path / "w-export"
-    assert new_output_dir(run) == run / "export"
-    (run / "export").mkdir()
-    assert new_output_dir(run) == run / "export-1"
-    assert new_output_dir(run, "explain") == run / "explain"
