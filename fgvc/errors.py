@@ -42,6 +42,11 @@ class ImageDecodeError(FgvcError, OSError):
     """An image file is missing, truncated, too large or not an image."""
 
 
+class DiskFullError(FgvcError, OSError):
+    """A write found its filesystem (or quota) full; the message names the file and the
+    filesystem, and what was kept."""
+
+
 def one_line(err: BaseException) -> str:
     """``err``'s text as one line (whitespace collapsed; its type name when it has none)."""
     return " ".join(str(err).split()) or type(err).__name__

@@ -6,12 +6,19 @@ One run, one folder (the CSVLogger's ``<save_dir>/<name>/version_<n>``, never re
         config.yaml                  the resolved config (config.resume-<k>.yaml per resume)
         hparams.yaml  metrics.csv
         checkpoints/best-epoch<e>-top1_<v>.ckpt    the best on val/top1
-        checkpoints/last.ckpt        rewritten (atomically) after every epoch: the resume point
-        export/                      the best checkpoint as a bundle (export-<k>/ after a resume)
+        checkpoints/last.ckpt        rewritten after every epoch: the resume point
+        export/                      the best checkpoint as a bundle
         explain/                     Grad-CAM of validation images from that bundle
         val_split.json  val_per_class.csv  test_per_class.csv
         wandb_run_id                 the W&B run a resumed run continues
         run.json                     the command that created the folder (fit, validate, test)
+
+Every file here is written whole (:mod:`fgvc.utils.atomic`: beside its place, fsynced,
+renamed): a kill or a full disk leaves the previous version, never a truncated file, and the
+hidden ``.<name>.tmp-<host>-<pid>-*`` a killed write leaves is never read (not ``*.ckpt``)
+and is removed by the next write in its folder. A resumed run keeps one ``export/`` and one
+``explain/``: the new ones replace them whole once complete (a failed export keeps the
+earlier pair; a failed Grad-CAM removes ``explain/``, which would no longer match).
 
 :func:`read_fit_checkpoint` is the one definition of "a checkpoint of ``fgvc fit``": a
 Lightning checkpoint whose hyperparameters hold a :class:`~fgvc.models.NetSpec` and whose
@@ -395,13 +402,3 @@ def default_export_dir(ckpt: str | os.PathLike) -> Path:
     if ckpt.parent.name == CHECKPOINTS:
         return ckpt.parent.parent / EXPORT
     return ckpt.with_name(f"{ckpt.stem}-export")
-
-
-def new_output_dir(run: str | os.PathLike, name: str = EXPORT) -> Path:
-    """The first of ``<run>/<name>``, ``<name>-1``, ... that does not exist (a resumed run
-    writes its export and explanations beside the earlier ones)."""
-    out, n = Path(run) / name, 1
-    while out.exists():
-        out = Path(run) / f"{name}-{n}"
-        n += 1
-    return out

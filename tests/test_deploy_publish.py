@@ -128,3 +128,76 @@ def test_atomic_write_replaces_whole_and_keeps_the_mode(tmp_path):
     assert target.read_text(encoding="utf-8") == "new ✓" and names(tmp_path) == {"preds.csv"}
     with pytest.raises(UsageError, match="does not exist"):
         atomic_write_text(tmp_path / "no" / "x.csv", "x")
+
+
+_KILLED_EXPORT = """
+import sys
+from pathlib import Path
+from fgvc.deploy.publish import staged_folder
+with staged_folder(Path(sys.argv[1]), True, ["model.json", "model.onnx"]) as staging:
+    (staging / "model.onnx").write_bytes(b"half of a new export")
+    print("paused", flush=True)
+    sys.stdin.readline()  # never answered: killed here
+"""
+
+
+def test_a_killed_export_force_leaves_its_staging_folder_to_the_next_export(tmp_path):
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "model.json").write_text("old")
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_EXPORT, str(out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert child.stdout.readline() == b"paused\n"
+    child.kill()
+    child.wait()
+    child.stdin.close()
+    child.stdout.close()
+    (left,) = names(tmp_path) - {"bundle"}
+    assert left.startswith(".bundle.tmp-") and f"-{child.pid}-" in left  # named by its owner
+    assert names(out) == {"model.json"} and (out / "model.json").read_text() == "old"
+    with staged_folder(out, True, FILES) as staging:
+        (staging / "model.json").write_text("new")
+    assert names(tmp_path) == {"bundle"} and names(out) == {"model.json"}
+
+
+def test_a_publish_killed_while_moving_files_is_rolled_back_first(tmp_path):
+    """Killed after the old files went to the backup and one new file came in: the old
+    bundle comes back before anything else is written there."""
+    from fgvc.utils.atomic import hidden_prefix
+    from tests.fs_helpers import dead_pid
+
+    out = tmp_path / "bundle"
+    backup = out / hidden_prefix("bundle", "bak").replace(str(os.getpid()), str(dead_pid()))
+    backup = backup.with_name(backup.name + "abcd1234")
+    backup.mkdir(parents=True)
+    (backup / "model.json").write_text("old")
+    (backup / "model.safetensors").write_text("old weights")
+    (out / "model.safetensors").write_text("new weights")
+    with pytest.raises(RuntimeError), staged_folder(out, True, FILES):
+        raise RuntimeError("this export fails too")
+    assert names(out) == {"model.json", "model.safetensors"}
+    assert (out / "model.safetensors").read_text() == "old weights"
+
+
+def test_a_replaced_folder_is_swapped_whole_or_not_at_all(tmp_path):
+    from fgvc.deploy.publish import replaced_folder
+
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "model.json").write_text("old")
+    (out / "model.onnx").write_text("old onnx")
+    with pytest.raises(RuntimeError), replaced_folder(out) as new:
+        new.mkdir()
+        (new / "model.json").write_text("new")
+        raise RuntimeError("export failed")
+    assert names(out) == {"model.json", "model.onnx"} and names(tmp_path) == {"export"}
+    with replaced_folder(out) as new:
+        with staged_folder(new, False, FILES) as staging:
+            (staging / "model.json").write_text("new")
+        assert (out / "model.json").read_text() == "old"  # until the block ends
+    assert names(out) == {"model.json"} and (out / "model.json").read_text() == "new"
+    assert names(tmp_path) == {"export"}

@@ -13,7 +13,6 @@ from fgvc.runs import (
     best_checkpoint_in_run,
     default_export_dir,
     find_latest_run,
-    new_output_dir,
     read_fit_checkpoint,
     resolve_checkpoint,
     resume_point,
@@ -142,7 +141,3 @@ def test_export_folders(tmp_path):
     run = root / "demo" / "version_0"
     assert default_export_dir(run / "checkpoints" / "best.ckpt") == run / "export"
     assert default_export_dir(tmp_path / "w.ckpt") == tmp_path / "w-export"
-    assert new_output_dir(run) == run / "export"
-    (run / "export").mkdir()
-    assert new_output_dir(run) == run / "export-1"
-    assert new_output_dir(run, "explain") == run / "explain"

@@ -70,6 +70,29 @@ def test_a_resumed_run_keeps_its_history_once(tmp_path):
     assert rows[2]["val/top1"] == "0.5" and rows[3]["val/top1"] == "0.6"
 
 
+def test_a_full_disk_while_saving_metrics_keeps_the_file_whole(tmp_path):
+    """Lightning truncates metrics.csv to rewrite its header when a new key appears: on a
+    full disk that lost the history. It is replaced whole now, or not at all."""
+    from fgvc.errors import DiskFullError
+    from tests.fs_helpers import fill, small_filesystem
+
+    with small_filesystem(tmp_path / "small", "64k") as small:
+        logger = CSVLogger(str(small), name="exp", version=0)
+        for step in range(300):
+            logger.log_metrics({"train/loss": 1.0 / (step + 1)}, step=step)
+        logger.save()
+        path = small / "exp" / "version_0" / "metrics.csv"
+        before = path.read_bytes()
+        assert len(before) > 4096  # more than a page: rewriting it in place needs more room
+        fill(small)
+        # new columns: every row gets longer
+        logger.log_metrics({f"val/class_{i}": 0.5 for i in range(20)}, step=300)
+        with pytest.raises(DiskFullError, match="metrics.csv is intact"):
+            logger.save()
+        assert path.read_bytes() == before
+        assert [p.name for p in path.parent.iterdir()] == ["metrics.csv"]
+
+
 def test_wandb_auto_mode_says_why(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)

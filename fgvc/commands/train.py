@@ -4,6 +4,8 @@ and a summary of where everything is."""
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -14,8 +16,9 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from fgvc.commands.runner import report, run
+from fgvc.deploy.publish import replaced_folder
 from fgvc.errors import FgvcError, UsageError, one_line
-from fgvc.runs import EXPLAIN, MONITOR, new_output_dir
+from fgvc.runs import EXPLAIN, EXPORT, MONITOR
 from fgvc.train.cli import build_cli
 from fgvc.train.loggers import active_wandb_loggers, finish_wandb
 
@@ -27,15 +30,18 @@ def best_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
 
 def export_best(trainer: pl.Trainer, log_dir: str | None) -> Path | None:
     """Export the best checkpoint into ``<run>/export`` and log the bundle to W&B (rank 0);
-    a failure is reported and leaves the checkpoint as it is."""
+    a resumed run's export replaces the folder whole once it is complete. A failure is
+    reported and leaves the checkpoint and any earlier export as they are."""
     from fgvc.deploy.export import export_checkpoint
 
     callback = best_callback(trainer)
     best = callback.best_model_path if callback is not None else ""
     if not trainer.is_global_zero or not best or not log_dir:
         return None
+    bundle = Path(log_dir, EXPORT)
     try:
-        bundle = export_checkpoint(best, new_output_dir(log_dir))
+        with replaced_folder(bundle) as new:
+            export_checkpoint(best, new)
     except (FgvcError, ValueError, OSError) as err:
         print(
             f"fgvc fit: warning: export of {best} failed ({one_line(err)}); the checkpoint is "
@@ -69,11 +75,22 @@ def explain_best(trainer: pl.Trainer, bundle: Path | None, log_dir: str | None) 
         if true in first:
             images += [first[true], first[true]]
             targets += [true, predicted]
+    out = Path(log_dir, EXPLAIN)
     try:
-        outputs = explain_bundle(bundle, images, new_output_dir(log_dir, EXPLAIN), target=targets)
+        with replaced_folder(out) as new:
+            outputs = explain_bundle(bundle, images, new, target=targets)
     except (FgvcError, ValueError, OSError, RuntimeError) as err:
+        # an earlier run's explanations would pass for those of this export
+        shutil.rmtree(out, ignore_errors=True)
         print(f"fgvc fit: warning: Grad-CAM of the validation images failed ({one_line(err)})")
         return None
+    outputs = dataclasses.replace(
+        outputs,
+        folder=out,
+        overlays=[out / p.name for p in outputs.overlays],
+        contact_sheet=out / outputs.contact_sheet.name,
+        summary=out / outputs.summary.name,
+    )
     for logger in active_wandb_loggers(trainer):
         import wandb
 

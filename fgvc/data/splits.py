@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from fgvc.utils.atomic import atomic_write_text
+
 
 def stratified_split(
     labels: Sequence[int], fraction: float, seed: int = 0
@@ -48,9 +50,7 @@ def write_split_file(path: str | os.PathLike, val_ids: Sequence[str], **meta: An
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {**meta, "num_val": len(val_ids), "val_ids": list(val_ids)}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload, indent=1) + "\n")
     return path
 
 

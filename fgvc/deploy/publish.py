@@ -4,19 +4,29 @@
   moved into place only when everything in it was written and verified. An existing non-empty
   destination is touched only with ``force``: then the bundle's own files are replaced (the
   old ones restored if anything fails) and every other file stays where it is.
+* :func:`replaced_folder`: a folder fgvc owns (a run's ``export/``, ``explain/``) is
+  replaced whole: the new one is written beside it and swapped in.
 * :func:`atomic_write_text`: a file is written beside its destination and renamed over it.
+
+Files are written and flushed to disk (fsync) before anything is renamed
+(:mod:`fgvc.utils.atomic`); a full disk is one :class:`~fgvc.errors.DiskFullError` line.
+Staging folders carry their owner's host and pid: the next write beside them removes those
+a killed process left (and puts back what it had moved aside).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from fgvc.errors import UsageError
+from fgvc.errors import DiskFullError, UsageError
+from fgvc.utils import atomic
 
 
 def _is_empty_dir(path: Path) -> bool:
@@ -87,9 +97,13 @@ def staged_folder(
     created: list[Path] = []
     try:
         _make_parents(out, created)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        atomic.remove_stale(out.parent)
+        _roll_back_stale(out)
+        staging = Path(tempfile.mkdtemp(prefix=atomic.hidden_prefix(out.name), dir=out.parent))
     except OSError as err:
         _remove_empty(created)
+        if atomic.is_full(err):
+            raise atomic.full_disk_error(out, out.exists()) from err
         raise UsageError(
             f"cannot create {out} ({err.strerror or err}); choose another --out or fix the "
             f"permissions of {out.parent}"
@@ -99,11 +113,15 @@ def staged_folder(
         yield staging
         for entry in staging.iterdir():
             os.chmod(entry, _default_mode(folder=False))
+        atomic.fsync_tree(staging)  # on disk before it is published
         _publish(staging, out, files, last)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
         _remove_empty(created)
+        if isinstance(err, Exception) and atomic.is_full(err):
+            raise atomic.full_disk_error(out, out.exists()) from err
         raise
+    atomic.fsync_dir(out.parent)
 
 
 def _remove_empty(folders: list[Path]) -> None:
@@ -119,7 +137,7 @@ def _publish(staging: Path, out: Path, files: Sequence[str], last: str | None) -
     # An existing folder keeps its identity and mode: files are moved into it. The old
     # bundle files go to a hidden folder inside it first and come back if anything fails.
     _writable(out)
-    backup = Path(tempfile.mkdtemp(prefix=".bundle.old-", dir=out))
+    backup = Path(tempfile.mkdtemp(prefix=atomic.hidden_prefix(out.name, "bak"), dir=out))
     moved_out: list[str] = []
     moved_in: list[str] = []
     try:
@@ -140,17 +158,58 @@ def _publish(staging: Path, out: Path, files: Sequence[str], last: str | None) -
     finally:
         shutil.rmtree(backup, ignore_errors=True)
     staging.rmdir()
+    atomic.fsync_dir(out)
+
+
+def _roll_back_stale(out: Path) -> None:
+    """Undo a publish into ``out`` that a kill interrupted: the old files its backup holds
+    go back in place (a kill while the files were moved in leaves a mix otherwise)."""
+    for backup, _ in atomic.stale_entries(out, "bak"):
+        with contextlib.suppress(OSError):
+            for entry in backup.iterdir():
+                os.replace(entry, out / entry.name)
+            shutil.rmtree(backup)
+
+
+@contextlib.contextmanager
+def replaced_folder(out: str | os.PathLike) -> Iterator[Path]:
+    """Yield a path (not yet existing) beside ``out`` to create the new folder at; when the
+    block succeeds it replaces ``out`` whole (every old file goes), else it is removed and
+    ``out`` stays as it was. For folders fgvc owns, such as a run's ``export/``: a reader
+    sees the old folder or the new one, never a mix. A kill between the two renames of the
+    swap leaves the old folder aside, put back by the next write in that folder."""
+    out = Path(out).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} exists and is not a folder")
+    atomic.remove_stale(out.parent)
+    new = out.parent / f"{atomic.hidden_prefix(out.name)}{secrets.token_hex(4)}"
+    try:
+        yield new
+        if not new.is_dir():
+            raise FileNotFoundError(f"nothing was written at {new}")
+        if not out.exists():
+            os.replace(new, out)
+        else:
+            old = out.parent / f"{atomic.hidden_prefix(out.name, 'old')}{secrets.token_hex(4)}"
+            os.replace(out, old)
+            os.replace(new, out)
+            shutil.rmtree(old, ignore_errors=True)
+        atomic.fsync_dir(out.parent)
+    except BaseException:
+        if new.exists():
+            shutil.rmtree(new, ignore_errors=True)
+        raise
 
 
 def atomic_write_text(
     path: str | os.PathLike, text: str, encoding: str = "utf-8", errors: str = "strict"
 ) -> None:
-    """Write ``text`` to ``path`` through a temporary file beside it and a rename, so that
-    ``path`` holds either its old content or all of the new (an existing file keeps its
-    permissions).
+    """:func:`fgvc.utils.atomic.atomic_write_text` for a path the user gave: ``path`` holds
+    either its old content or all of the new (an existing file keeps its permissions).
 
     Raises:
         UsageError: the folder is missing or not writable.
+        DiskFullError: no room on its filesystem (``path`` is left as it was).
     """
     path = Path(path).expanduser().absolute()
     if not path.parent.is_dir():
@@ -158,17 +217,12 @@ def atomic_write_text(
     if path.is_dir():
         raise UsageError(f"{path} is a folder; name a file")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+        atomic.atomic_write_text(path, text, encoding, errors)
+    except DiskFullError:
+        raise
     except OSError as err:
+        if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
         raise UsageError(
             f"cannot write in {path.parent} ({err.strerror or err}); choose another file"
         ) from err
-    try:
-        with os.fdopen(fd, "w", encoding=encoding, errors=errors, newline="") as handle:
-            handle.write(text)
-        mode = path.stat().st_mode & 0o7777 if path.exists() else _default_mode(folder=False)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

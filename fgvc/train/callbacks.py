@@ -11,6 +11,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import SaveConfigCallback
 
 from fgvc.runs import BEST_PREFIX, LAST, MONITOR, RUN_RECORD, WANDB_ID
+from fgvc.utils.atomic import atomic_write_text
 
 
 def checkpoint_callbacks() -> list[ModelCheckpoint]:
@@ -50,7 +51,7 @@ class ResumableSaveConfig(SaveConfigCallback):
             record = Path(log_dir) / RUN_RECORD
             if not record.exists():
                 Path(log_dir).mkdir(parents=True, exist_ok=True)
-                record.write_text(json.dumps({"command": stage}) + "\n")
+                atomic_write_text(record, json.dumps({"command": stage}) + "\n")
         super().setup(trainer, pl_module, stage)
 
 
@@ -69,4 +70,4 @@ class RunRecord(pl.Callback):
                     logger.drop_from(trainer.current_epoch, trainer.global_step)
         wandb = active_wandb_loggers(trainer)
         if trainer.is_global_zero and wandb and log_dir:
-            Path(log_dir, WANDB_ID).write_text(wandb[0].experiment.id + "\n")
+            atomic_write_text(Path(log_dir, WANDB_ID), wandb[0].experiment.id + "\n")

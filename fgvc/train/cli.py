@@ -246,6 +246,8 @@ def _optional(callback: Any) -> bool:
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> FGVCCLI:
     """The LightningCLI (``run=False``: parse and instantiate only, for tests and tools)."""
+    from fgvc.train.checkpoint_io import AtomicCheckpoints
+
     return FGVCCLI(
         FGVCClassifier,
         FGVCDataModule,
@@ -256,8 +258,11 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> FGVCCLI:
         trainer_defaults={
             "default_root_dir": RUNS_ROOT,
             "benchmark": True,  # fixed-size inputs: let cuDNN pick its fastest kernels
+            # checkpoints written whole, beside their place (a class path: saved configs name it)
+            "plugins": [{"class_path": "fgvc.train.checkpoint_io.AtomicCheckpointIO"}],
             "callbacks": [
                 *checkpoint_callbacks(),
+                AtomicCheckpoints(),  # ... even when --trainer.plugins replaces that list
                 GracefulStop(),
                 RunRecord(),
                 EvalReports(),

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
+from fsspec.implementations.local import LocalFileSystem
 from pytorch_lightning.loggers import CSVLogger as _CSVLogger
 from pytorch_lightning.loggers import WandbLogger as _WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
@@ -17,6 +18,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from fgvc.errors import ConfigError
 from fgvc.train.wandb_mode import resolve_wandb_mode
+from fgvc.utils.atomic import atomic_file
 
 
 def _make_dir(path: str | os.PathLike, what: str) -> None:
@@ -30,12 +32,39 @@ def _make_dir(path: str | os.PathLike, what: str) -> None:
 
 class _KeepingWriter(ExperimentWriter):
     """Lightning's CSV writer, except that it keeps an existing ``metrics.csv`` (a resumed
-    run appends to its own history instead of deleting it)."""
+    run appends to its own history instead of deleting it) and replaces the file whole on
+    every save (Lightning appends, or truncates it to rewrite the header: a kill or a full
+    disk then leaves a cut row or an empty file)."""
 
     def _check_log_dir_exists(self) -> None:
         if self._fs.isfile(self.metrics_file_path):
             with self._fs.open(self.metrics_file_path, "r", newline="") as file:
                 self.metrics_keys = list(csv.DictReader(file).fieldnames or [])
+
+    def save(self) -> None:
+        if not self.metrics or not isinstance(self._fs, LocalFileSystem):
+            super().save()
+            return
+        self._record_new_keys()
+        rows = _read_rows(Path(self.metrics_file_path))[1] + self.metrics
+        _write_rows(Path(self.metrics_file_path), self.metrics_keys, rows)
+        self.metrics = []
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and rows of a CSV file ([] and [] when there is none)."""
+    if not path.is_file():
+        return [], []
+    with open(path, newline="") as file:
+        reader = csv.DictReader(file)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _write_rows(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> None:
+    with atomic_file(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 class CSVLogger(_CSVLogger):
@@ -85,9 +114,7 @@ class CSVLogger(_CSVLogger):
         path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
         if not path.is_file():
             return
-        with open(path, newline="") as file:
-            reader = csv.DictReader(file)
-            fields, rows = reader.fieldnames or [], list(reader)
+        fields, rows = _read_rows(path)
 
         def done(row: dict[str, str]) -> bool:
             later_epoch = bool(row.get("epoch")) and float(row["epoch"]) >= epoch
@@ -95,14 +122,8 @@ class CSVLogger(_CSVLogger):
             return not (later_epoch or later_step)
 
         kept = [row for row in rows if done(row)]
-        if len(kept) == len(rows):
-            return
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(kept)
-        os.replace(tmp, path)
+        if len(kept) != len(rows):
+            _write_rows(path, fields, kept)
 
 
 class WandbLogger(_WandbLogger):

@@ -16,6 +16,7 @@ import torch
 from fgvc.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from fgvc.runs import MONITOR
 from fgvc.train.loggers import WandbLogger, active_wandb_loggers
+from fgvc.utils.atomic import atomic_file
 
 
 def per_class_accuracy(confmat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,7 +121,7 @@ class EvalReports(pl.Callback):
         if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as f:
+        with atomic_file(path, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["class", "name", "support", "correct", "accuracy"])
             writer.writerows(rows)
