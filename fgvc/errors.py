@@ -55,17 +55,12 @@ def user_message(err: BaseException) -> str:
     """The line to show for ``err``, whatever wrapped it.
 
     jsonargparse wraps constructor errors in messages about links and union types, and a
-    DataLoader worker re-raises with the worker's traceback in the text: the innermost fgvc
-    error of the cause chain is reported (else the innermost plain built-in one), by its last
+    DataLoader worker re-raises with the worker's traceback in the text: the outermost fgvc
+    error of the cause chain is reported (our own wrappers add what they know, such as the
+    other sources of a failed download), else the innermost plain built-in one; by its last
     line when it carries a traceback, without a leading ``module.Type:``.
     """
-    chain = [err]
-    while (nxt := _cause(chain[-1])) is not None and len(chain) < 20:
-        chain.append(nxt)
-    # our own errors carry the best messages; then the plain ones our code raises
-    ours = [e for e in chain if isinstance(e, FgvcError)]
-    plain = [e for e in chain if type(e) in _PLAIN]
-    chosen = (ours or plain or chain)[-1]
+    chosen = reported_error(err)
     lines = [line.strip().strip("'\"") for line in str(chosen).splitlines() if line.strip()]
     if not lines:
         return type(chosen).__name__
@@ -74,6 +69,35 @@ def user_message(err: BaseException) -> str:
     if text.startswith(qualified):
         text = text[len(qualified) :]
     return " ".join(text.split())
+
+
+def reported_error(err: BaseException) -> BaseException:
+    """The error of ``err``'s cause chain that :func:`user_message` reports."""
+    chain = _chain(err)
+    ours = [e for e in chain if isinstance(e, FgvcError)]
+    if ours:
+        return ours[0]
+    plain = [e for e in chain if type(e) in _PLAIN]
+    return (plain or chain)[-1]
+
+
+def is_usage_error(err: BaseException) -> bool:
+    """Whether ``err`` means "the request cannot be carried out as given" (exit code 2).
+
+    A failure of the work anywhere in the chain decides: a config error that re-words a
+    download which failed while the config's classes were built is still that failure.
+    """
+    chain = _chain(err)
+    if any(isinstance(e, FgvcError) and not isinstance(e, UsageError) for e in chain):
+        return False
+    return isinstance(reported_error(err), UsageError) or isinstance(err, UsageError)
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    chain = [err]
+    while (nxt := _cause(chain[-1])) is not None and len(chain) < 20:
+        chain.append(nxt)
+    return chain
 
 
 def _cause(err: BaseException) -> BaseException | None:

@@ -10,6 +10,7 @@ from fgvc.errors import (
     FgvcError,
     ImageDecodeError,
     UsageError,
+    is_usage_error,
     one_line,
     user_message,
 )
@@ -56,3 +57,38 @@ def test_raise_from_none_hides_the_context():
             raise ExportError("outer (nothing was written)") from None
     except ExportError as err:
         assert user_message(err) == "outer (nothing was written)"
+
+
+def test_user_message_keeps_what_an_own_wrapper_adds():
+    try:
+        try:
+            try:
+                raise DownloadError("could not download http://x/w.pth (refused)")
+            except DownloadError as inner:
+                raise DownloadError(f"{inner}. Other ways: a mirror") from inner
+        except DownloadError as outer:
+            raise RuntimeError("Problem with given class_path") from outer
+    except RuntimeError as err:
+        assert (
+            user_message(err) == "could not download http://x/w.pth (refused). Other ways: a mirror"
+        )
+
+
+def test_a_failure_reworded_as_a_config_error_is_still_a_failure():
+    try:
+        try:
+            raise DownloadError("could not download")
+        except DownloadError as inner:
+            raise ConfigError(user_message(inner)) from inner
+    except ConfigError as err:
+        assert not is_usage_error(err)
+    try:
+        try:
+            raise OSError(13, "Permission denied")
+        except OSError as inner:
+            raise ConfigError("save_dir /x: cannot write there") from inner
+    except ConfigError as err:
+        assert is_usage_error(err)
+    assert is_usage_error(CheckpointError("not a checkpoint"))
+    assert not is_usage_error(OSError(28, "No space left on device"))
+    assert not is_usage_error(ExportError("disagrees"))

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn, TextIO
 
-from fgvc.errors import FgvcError, UsageError, user_message
+from fgvc.errors import FgvcError, UsageError, is_usage_error, user_message
 
 OK, FAILURE, USAGE = 0, 1, 2
 
@@ -52,12 +52,9 @@ def run(prog: str, body: Callable[[], int | None], stderr: TextIO | None = None)
     except SystemExit as exit_:  # --help, --version, --print_config
         code = exit_.code
         return code if isinstance(code, int) else (OK if code is None else FAILURE)
-    except UsageError as err:
-        report(prog, user_message(err), stderr)
-        return USAGE
     except (FgvcError, OSError) as err:
         report(prog, user_message(err), stderr)
-        return FAILURE
+        return USAGE if is_usage_error(err) else FAILURE
     except KeyboardInterrupt:
         report(prog, "interrupted", stderr)
         return 130

@@ -1,0 +1,109 @@
+"""One line and the right exit code for what users meet, through the commands as they type
+them (fgvc.commands.runner: every command's error line and exit code)."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from fgvc.commands.main import main
+from fgvc.models.pretrained import AUTHORS_CHECKPOINTS, AUTHORS_REPO, AuthorsCheckpoint
+from tests.test_commands_train import write_config
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    for var in ("SLURM_NTASKS", "SLURM_JOB_NAME", "SLURM_JOB_ID", "FGVC_MAX_IMAGE_PIXELS"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+def error_lines(capsys: pytest.CaptureFixture, prog: str) -> list[str]:
+    """stderr's lines that are not blank, after checking that exactly one is the error."""
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(f"{prog}: error: ")]
+    assert len(errors) == 1 and "Traceback" not in "\n".join(lines), lines
+    return errors
+
+
+def tiny_config(workdir: Path, **model: object) -> Path:
+    """The tests' tiny fit config with the CSV logger only and ``model`` values changed."""
+    cfg = write_config(workdir, max_epochs=1)
+    config = yaml.safe_load(cfg.read_text())
+    config["trainer"]["logger"] = config["trainer"]["logger"][:1]
+    config["model"].update(model)
+    cfg.write_text(yaml.safe_dump(config))
+    return cfg
+
+
+def foreign_files(folder: Path) -> dict[str, Path]:
+    """Files users mistake for checkpoints: text, a RAR archive, a zip of other files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        "passwd": b"root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/usr/sbin:/usr/sbin/nologin\n",
+        "weights.rar": b"Rar!\x1a\x07\x01\x00" + bytes(range(256)) * 4,
+    }
+    paths = {}
+    for name, data in files.items():
+        paths[name] = folder / name
+        paths[name].write_bytes(data)
+    paths["weights.zip"] = folder / "weights.zip"
+    with zipfile.ZipFile(paths["weights.zip"], "w") as archive:
+        archive.writestr("readme.txt", "not a checkpoint")
+    return paths
+
+
+# -- item 10: a text file or an archive where a checkpoint is expected ----------------------------
+def test_text_files_and_archives_as_checkpoints_are_one_line(workdir, capsys):
+    image = workdir / "x.png"
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(image)
+    for name, path in foreign_files(workdir / "foreign").items():
+        assert main(["export", "--ckpt", str(path), "--out", str(workdir / "b")]) == 2, name
+        assert main(["predict", str(image), "--model", str(path)]) == 2, name
+        cfg = tiny_config(workdir, pretrained=str(path))
+        assert main(["fit", "--config", str(cfg)]) == 2, name
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if ": error: " in line]
+        assert [line.split(": error: ")[0] for line in lines] == [
+            "fgvc export",
+            "fgvc predict",
+            "fgvc fit",
+        ], err[-3000:]
+        assert "Traceback" not in err and "IndexError" not in err, name
+        for line in lines:
+            assert str(path) in line and "it is not a checkpoint" in line, line
+            assert "a .safetensors file" in line, line  # what is expected instead
+    assert not (workdir / "b").exists() and not (workdir / "runs" / "tiny").exists()
+
+
+# -- item 14: the ways forward of a failed download reach the user --------------------------------
+def test_failed_weights_download_prints_every_way_forward_and_exits_1(
+    workdir, capsys, monkeypatch, dead_url
+):
+    import torch
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(workdir / "hub"))
+    entry = AuthorsCheckpoint(dead_url, "mpncovresnet18-12345678.pth", "12345678", 10, 8)
+    monkeypatch.setitem(AUTHORS_CHECKPOINTS, "resnet18", entry)
+    cfg = tiny_config(workdir, pretrained="isqrt-imagenet")
+    assert main(["fit", "--config", str(cfg)]) == 1  # the work failed; the config is fine
+    (line,) = error_lines(capsys, "fgvc fit")
+    cached = workdir / "hub" / "checkpoints" / "mpncovresnet18-12345678.pth"
+    assert line == (
+        f"fgvc fit: error: could not download {dead_url} ([Errno 111] Connection refused); "
+        f"without network, fetch it elsewhere and put it at {cached}. Other ways to the "
+        f"authors' iSQRT-COV resnet18 ImageNet weights: download their Google Drive or Baidu "
+        f"copy (links in the README of {AUTHORS_REPO}) and set `pretrained: /path/to/that/file` "
+        f"(their .pth/.pth.tar files load as they are); set FGVC_ISQRT_IMAGENET_URL to a mirror "
+        f"folder URL holding mpncovresnet18-12345678.pth; or use `pretrained: imagenet` "
+        f"(torchvision's ImageNet backbone weights, head trained from scratch: expect accuracy "
+        f"a few points lower)"
+    )
