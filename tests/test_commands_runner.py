@@ -3,6 +3,7 @@ them (fgvc.commands.runner: every command's error line and exit code)."""
 
 from __future__ import annotations
 
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -107,3 +108,78 @@ def test_failed_weights_download_prints_every_way_forward_and_exits_1(
         f"(torchvision's ImageNet backbone weights, head trained from scratch: expect accuracy "
         f"a few points lower)"
     )
+
+
+# -- item 12: one rule for images no center crop can use, everywhere ---------------------------
+def test_a_strip_image_is_the_same_one_line_in_check_fit_validate_and_predict(
+    workdir, capsys, tiny_run
+):
+    from tests.test_commands_train import folder_config
+
+    _, _, ckpt, _ = tiny_run
+    cfg = folder_config(workdir, {"a": 2, "b": 2, "c": 2}, max_epochs=1)
+    config = yaml.safe_load(cfg.read_text())
+    config["trainer"]["logger"] = False  # nothing of a run needed: the error comes first
+    cfg.write_text(yaml.safe_dump(config))
+    root = workdir / "folders"
+
+    def rule(path: Path) -> str:
+        return (
+            f"{path}: 5000x1 image, its long side more than 20 times its short side (a strip, "
+            f"not a photograph: a center crop keeps nothing of it); crop or remove it (fgvc "
+            f"data check lists all such files)"
+        )
+
+    def save_strip(path: Path) -> Path:
+        Image.fromarray(np.full((1, 5000, 3), 128, np.uint8)).save(path)
+        return path
+
+    strip = save_strip(root / "train" / "a" / "strip.png")  # met in training
+    assert main(["fit", "--config", str(cfg)]) == 1
+    assert error_lines(capsys, "fgvc fit") == [f"fgvc fit: error: {rule(strip)}"]
+    assert main(["data", "check", "folder", "--root", str(root), "--workers", "1"]) == 1
+    assert f"bad file: {rule(strip)}\n" in capsys.readouterr().out
+
+    strip.rename(root / "val" / "b" / "strip.png")
+    strip = root / "val" / "b" / "strip.png"  # met in validation
+    assert main(["validate", "--config", str(cfg)]) == 1
+    assert error_lines(capsys, "fgvc validate") == [f"fgvc validate: error: {rule(strip)}"]
+    assert main(["predict", str(strip), "--model", str(ckpt)]) == 1
+    assert f"fgvc predict: skipped {rule(strip)}\n" in capsys.readouterr().err
+
+
+# -- item 13: a bad setting is a usage line naming it, whatever the command ----------------------
+def test_a_bad_pixel_limit_variable_is_one_usage_line_in_every_command(
+    workdir, capsys, monkeypatch, tiny_run
+):
+    _, _, ckpt, _ = tiny_run
+    image = workdir / "x.png"
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(image)
+    cfg = tiny_config(workdir)
+    monkeypatch.setenv("FGVC_MAX_IMAGE_PIXELS", "abc")
+    commands = {
+        "fgvc validate": ["validate", "--config", str(cfg)],
+        "fgvc predict": ["predict", str(image), "--model", str(ckpt)],
+        "fgvc explain": ["explain", str(image), "--model", str(ckpt), "-o", str(workdir / "e")],
+        "fgvc data": ["data", "check", "folder", "--root", str(workdir), "--workers", "1"],
+    }
+    for prog, argv in commands.items():
+        assert main(argv) == 2, prog
+        assert error_lines(capsys, prog) == [
+            f"{prog}: error: FGVC_MAX_IMAGE_PIXELS='abc' is not a pixel count; set it to a "
+            f"whole number such as 200000000, or to 0 or none for no limit"
+        ]
+    assert not (workdir / "e").exists() and not (workdir / "runs" / "tiny").exists()
+
+
+def test_a_single_class_dataset_is_one_usage_line(workdir, capsys):
+    from tests.test_commands_train import folder_config
+
+    cfg = folder_config(workdir, {"a": 2}, max_epochs=1)
+    for name in "bc":
+        shutil.rmtree(workdir / "folders" / "train" / name)
+    assert main(["fit", "--config", str(cfg)]) == 2
+    assert error_lines(capsys, "fgvc fit") == [
+        f"fgvc fit: error: a classifier needs at least 2 classes; the train split of "
+        f"{workdir / 'folders'} has 1 ('a')"
+    ]

@@ -48,6 +48,7 @@ def report(prog: str, message: str, stderr: TextIO | None = None) -> None:
 def run(prog: str, body: Callable[[], int | None], stderr: TextIO | None = None) -> int:
     """Run a command's body and map what it raises to the exit code (see module doc)."""
     try:
+        check_environment()
         return int(body() or OK)
     except SystemExit as exit_:  # --help, --version, --print_config
         code = exit_.code
@@ -58,6 +59,14 @@ def run(prog: str, body: Callable[[], int | None], stderr: TextIO | None = None)
     except KeyboardInterrupt:
         report(prog, "interrupted", stderr)
         return 130
+
+
+def check_environment() -> None:
+    """fgvc's environment variables, read before any work: a bad value is one usage line
+    naming it, not a failure met in a DataLoader worker or at each image."""
+    from fgvc.data.io import max_image_pixels
+
+    max_image_pixels()
 
 
 def log_to_stderr() -> None:

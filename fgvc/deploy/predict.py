@@ -201,6 +201,8 @@ def load_or_reason(prep: EvalPreprocessing, path: Path) -> torch.Tensor | str:
     """The image as evaluation prepares it, or why it cannot be read (one line naming it)."""
     try:
         return prep.load(path)
+    except UsageError:  # a setting (FGVC_MAX_IMAGE_PIXELS), not this image
+        raise
     except (ImageDecodeError, OSError, ValueError, RuntimeError, cv2.error) as err:
         message = one_line(err)
         return message if str(path) in message else f"{path}: {message}"
