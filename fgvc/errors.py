@@ -13,9 +13,21 @@ This module imports nothing of fgvc, so every layer can raise these types.
 
 from __future__ import annotations
 
+from collections import deque
+from typing import ClassVar
+
 
 class FgvcError(Exception):
     """A failure fgvc reports as one line (exit code 1)."""
+
+    #: The one-line texts of the latest instances: jsonargparse keeps only the text of an
+    #: error raised while it tries each type of a Union (a logger's constructor), as a line
+    #: of its own message, and :func:`user_message` finds ours there by it.
+    recent: ClassVar[deque[str]] = deque(maxlen=16)
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        FgvcError.recent.append(one_line(self))
 
 
 class UsageError(FgvcError, ValueError):
@@ -61,6 +73,8 @@ def user_message(err: BaseException) -> str:
     line when it carries a traceback, without a leading ``module.Type:``.
     """
     chosen = reported_error(err)
+    if not isinstance(chosen, FgvcError) and (listed := _listed_own_message(err)):
+        return listed
     lines = [line.strip().strip("'\"") for line in str(chosen).splitlines() if line.strip()]
     if not lines:
         return type(chosen).__name__
@@ -91,6 +105,17 @@ def is_usage_error(err: BaseException) -> bool:
     if any(isinstance(e, FgvcError) and not isinstance(e, UsageError) for e in chain):
         return False
     return isinstance(reported_error(err), UsageError) or isinstance(err, UsageError)
+
+
+def _listed_own_message(err: BaseException) -> str | None:
+    """The text of one of our errors that a library listed in its own message, if any."""
+    recent = set(FgvcError.recent)
+    for error in _chain(err):
+        for line in str(error).splitlines():
+            text = " ".join(line.strip().lstrip("-").split())
+            if text in recent:
+                return text
+    return None
 
 
 def _chain(err: BaseException) -> list[BaseException]:

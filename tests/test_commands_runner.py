@@ -183,3 +183,31 @@ def test_a_single_class_dataset_is_one_usage_line(workdir, capsys):
         f"fgvc fit: error: a classifier needs at least 2 classes; the train split of "
         f"{workdir / 'folders'} has 1 ('a')"
     ]
+
+
+@pytest.mark.slow
+def test_a_read_only_home_with_wandb_is_one_line_naming_the_folder_and_the_fix(workdir):
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_commands_train import subprocess_env
+
+    cfg = write_config(workdir, max_epochs=1)  # CSV and W&B (offline) loggers
+    home = workdir / "home"
+    home.mkdir(mode=0o555)
+    env = {k: v for k, v in subprocess_env().items() if not k.startswith(("WANDB_", "XDG_"))}
+    env.update(HOME=str(home), MPLCONFIGDIR=str(workdir / "mpl"), WANDB_SILENT="true")
+    proc = subprocess.run(
+        ["setpriv", "--bounding-set", "-dac_override,-dac_read_search",
+         sys.executable, "-m", "fgvc", "fit", "--config", str(cfg)],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert proc.returncode == 2 and errors == [
+        f"fgvc fit: error: W&B cannot write its cache and logs in {home}/.cache/wandb "
+        f"(Permission denied; the folder comes from HOME={home}): set WANDB_CACHE_DIR (or "
+        f"HOME) to a writable folder, or run without W&B: WANDB_MODE=disabled"
+    ], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and " INFO " not in proc.stderr  # no wandb-core log
+    assert os.listdir(home) == [] and not (workdir / "runs" / "tiny").exists()

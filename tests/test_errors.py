@@ -92,3 +92,21 @@ def test_a_failure_reworded_as_a_config_error_is_still_a_failure():
     assert is_usage_error(CheckpointError("not a checkpoint"))
     assert not is_usage_error(OSError(28, "No space left on device"))
     assert not is_usage_error(ExportError("disagrees"))
+
+
+def test_an_own_message_that_a_library_kept_as_text_is_found():
+    """jsonargparse lists the error of each type of a Union as lines of its own message."""
+    own = ConfigError("W&B cannot write in /ro/.cache/wandb: set WANDB_CACHE_DIR")
+    listing = ValueError(
+        "Does not validate against any of the Union subtypes\nErrors:\n"
+        "  - Not a valid subclass of Logger. Got value: [Namespace(...)]\n"
+        f"  - {own}\n"
+    )
+    try:
+        try:
+            raise listing
+        except ValueError as inner:
+            raise ValueError("Not a valid subclass of Logger. Got value: [...]") from inner
+    except ValueError as err:
+        assert user_message(err) == str(own)
+    assert user_message(ValueError("Errors:\n  - not ours")) == "Errors:"
