@@ -13,6 +13,9 @@ This module imports nothing of fgvc, so every layer can raise these types.
 
 from __future__ import annotations
 
+import errno
+import shutil
+import tempfile
 from collections import deque
 from typing import ClassVar
 
@@ -69,12 +72,19 @@ def user_message(err: BaseException) -> str:
     jsonargparse wraps constructor errors in messages about links and union types, and a
     DataLoader worker re-raises with the worker's traceback in the text: the outermost fgvc
     error of the cause chain is reported (our own wrappers add what they know, such as the
-    other sources of a failed download), else the innermost plain built-in one; by its last
-    line when it carries a traceback, without a leading ``module.Type:``.
+    other sources of a failed download), else the innermost plain built-in one, else the
+    outermost OS error (``<what>: <file>``); by its last line when it carries a traceback,
+    without a leading ``module.Type:``.
     """
     chosen = reported_error(err)
     if not isinstance(chosen, FgvcError) and (listed := _listed_own_message(err)):
         return listed
+    if isinstance(chosen, OSError) and chosen.errno in _NO_SPACE and chosen.filename is None:
+        return _no_space_line(chosen)
+    if isinstance(chosen, OSError) and chosen.strerror and chosen.filename is not None:
+        # "no space left on device: /runs/x/ckpt" rather than "[Errno 28] No space ...: '...'"
+        text = f"{chosen.strerror[:1].lower()}{chosen.strerror[1:]}: {chosen.filename}"
+        return " ".join(text.split())
     lines = [line.strip().strip("'\"") for line in str(chosen).splitlines() if line.strip()]
     if not lines:
         return type(chosen).__name__
@@ -92,7 +102,10 @@ def reported_error(err: BaseException) -> BaseException:
     if ours:
         return ours[0]
     plain = [e for e in chain if type(e) in _PLAIN]
-    return (plain or chain)[-1]
+    if plain:
+        return plain[-1]
+    # an OS error raised while a library handled another error (Pillow's 'no fileno')
+    return next((e for e in chain if isinstance(e, OSError)), chain[-1])
 
 
 def is_usage_error(err: BaseException) -> bool:
@@ -105,6 +118,25 @@ def is_usage_error(err: BaseException) -> bool:
     if any(isinstance(e, FgvcError) and not isinstance(e, UsageError) for e in chain):
         return False
     return isinstance(reported_error(err), UsageError) or isinstance(err, UsageError)
+
+
+# ENOSPC, EDQUOT: the disk or the quota is full
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _no_space_line(err: OSError) -> str:
+    """A full disk met by a library that did not say which file: most often the temporary
+    folder (Lightning's checkpoint saves and others go through it), so name it."""
+    folder = tempfile.gettempdir()
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**20:,.0f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return (
+        f"{(err.strerror or 'no space left on device').lower()} writing a file the library did "
+        f"not name, often a temporary one: the temporary folder is {folder} ({free}; TMPDIR "
+        f"sets it); free space there or on the output's disk, or set TMPDIR to a larger disk"
+    )
 
 
 def _listed_own_message(err: BaseException) -> str | None:

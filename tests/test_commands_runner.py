@@ -211,3 +211,35 @@ def test_a_read_only_home_with_wandb_is_one_line_naming_the_folder_and_the_fix(w
     ], proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and " INFO " not in proc.stderr  # no wandb-core log
     assert os.listdir(home) == [] and not (workdir / "runs" / "tiny").exists()
+
+
+def test_explain_on_a_full_disk_names_the_file(workdir, tiny_run):
+    """A write that fails part-way (here the file size limit, as a full disk would) is
+    one line naming the file, not Pillow's "'_idat' object has no attribute 'fileno'"."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    from tests.test_commands_train import subprocess_env
+
+    _, _, ckpt, _ = tiny_run
+    image = workdir / "x.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(image)
+
+    def limit_file_size() -> None:  # in the child: writes past 2 KB fail with EFBIG
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+
+    out = workdir / "explained"
+    proc = subprocess.run(
+        [sys.executable, "-m", "fgvc", "explain", str(image), "--model", str(ckpt),
+         "-o", str(out), "--no-progress", "--device", "cpu"],
+        cwd=workdir, env=subprocess_env(), capture_output=True, text=True, timeout=600,
+        preexec_fn=limit_file_size,
+    )  # fmt: skip
+    errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
+    assert proc.returncode == 1 and errors == [
+        f"fgvc explain: error: file too large: {out}/001-x.png"
+    ], proc.stderr[-2000:]
+    assert not out.exists() and [p.name for p in workdir.iterdir()] == ["x.png"]

@@ -110,3 +110,36 @@ def test_an_own_message_that_a_library_kept_as_text_is_found():
     except ValueError as err:
         assert user_message(err) == str(own)
     assert user_message(ValueError("Errors:\n  - not ours")) == "Errors:"
+
+
+def test_an_os_error_is_what_failed_and_the_file(monkeypatch, tmp_path):
+    try:
+        try:
+            raise AttributeError("'_idat' object has no attribute 'fileno'")  # Pillow's
+        except AttributeError:
+            raise OSError(28, "No space left on device", "/runs/x/explain/001.png") from None
+    except OSError as err:
+        assert user_message(err) == "no space left on device: /runs/x/explain/001.png"
+    try:
+        try:
+            raise AttributeError("'_idat' object has no attribute 'fileno'")
+        except AttributeError:
+            raise OSError(5, "Input/output error")  # noqa: B904 - as Pillow raises it
+    except OSError as err:
+        assert user_message(err) == "[Errno 5] Input/output error"
+
+
+def test_a_full_disk_without_a_file_name_names_the_temporary_folder(monkeypatch, tmp_path):
+    import tempfile
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    line = user_message(OSError(28, "No space left on device"))
+    assert line.startswith(
+        f"no space left on device writing a file the library did not name, often a temporary "
+        f"one: the temporary folder is {tmp_path} ("
+    )
+    assert line.endswith(
+        "MiB free; TMPDIR sets it); free space there or on the output's disk, or set TMPDIR "
+        "to a larger disk"
+    )
