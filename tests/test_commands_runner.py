@@ -243,3 +243,27 @@ def test_explain_on_a_full_disk_names_the_file(workdir, tiny_run):
         f"fgvc explain: error: file too large: {out}/001-x.png"
     ], proc.stderr[-2000:]
     assert not out.exists() and [p.name for p in workdir.iterdir()] == ["x.png"]
+
+
+@pytest.mark.slow
+def test_one_failing_rank_is_its_line_and_the_other_rank_stops_quietly(workdir):
+    import subprocess
+    import sys
+
+    from tests.test_commands_train import subprocess_env
+
+    cfg = write_config(workdir, devices=2, strategy="ddp", max_epochs=1)
+    config = yaml.safe_load(cfg.read_text())
+    config["trainer"]["logger"] = config["trainer"]["logger"][:1]
+    config["trainer"]["callbacks"] = [{"class_path": "tests.cli_helpers.FailOnRank"}]
+    cfg.write_text(yaml.safe_dump(config))
+    proc = subprocess.run(
+        [sys.executable, "-m", "fgvc", "fit", "--config", str(cfg)],
+        cwd=workdir, env=subprocess_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    errors = [line for line in proc.stderr.splitlines() if "rror" in line]
+    assert proc.returncode == 1 and errors == [
+        "fgvc fit: error: /data/rank1.jpg: cannot decode image (planted)",
+        "fgvc fit: error: stopped: another process of this run failed (its error is above)",
+    ], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "[rank0]" not in proc.stderr

@@ -59,6 +59,29 @@ def run(prog: str, body: Callable[[], int | None], stderr: TextIO | None = None)
     except KeyboardInterrupt:
         report(prog, "interrupted", stderr)
         return 130
+    except RuntimeError as err:
+        if not peer_failed(err):
+            raise
+        # the failing process has printed its own line; this one only says why it stops
+        report(prog, "stopped: another process of this run failed (its error is above)", stderr)
+        return FAILURE
+
+
+# How gloo and NCCL report a peer that went away (it raised, was killed, lost its node).
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+
+
+def peer_failed(err: BaseException) -> bool:
+    """Whether ``err`` is a collective that failed because another process of the run is
+    gone (only in a distributed run, where that process reports the cause itself)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return False
+    if dist.get_world_size() < 2:
+        return False
+    return isinstance(err, getattr(dist, "DistNetworkError", ())) or any(
+        text in str(err) for text in _PEER_GONE
+    )
 
 
 def check_environment() -> None:
