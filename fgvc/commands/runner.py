@@ -92,11 +92,11 @@ def check_environment() -> None:
     max_image_pixels()
 
 
-def log_to_stderr() -> None:
-    """fgvc's own log messages (not other libraries' chatter) at INFO on stderr, once."""
+def log_to_stderr(level: int = logging.INFO) -> None:
+    """fgvc's own log messages (not other libraries' chatter) from ``level`` on stderr, once."""
     fgvc_logger = logging.getLogger("fgvc")
     if not fgvc_logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
         fgvc_logger.addHandler(handler)
-        fgvc_logger.setLevel(logging.INFO)
+        fgvc_logger.setLevel(level)
