@@ -57,3 +57,17 @@ class CodePayload:
 
     def __reduce__(self):
         return (Path.write_text, (Path(self.marker), "pwned"))
+
+
+class FailOnRank(pl.Callback):
+    """Raises an fgvc error on process ``rank`` at the end of training epoch 0: one rank's
+    failure (a corrupt image in its shard) while the others wait in a collective."""
+
+    def __init__(self, rank: int = 1) -> None:
+        self.rank = rank
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from fgvc.errors import ImageDecodeError
+
+        if trainer.global_rank == self.rank:
+            raise ImageDecodeError(f"/data/rank{self.rank}.jpg: cannot decode image (planted)")

@@ -129,3 +129,31 @@ def test_class_name_not_utf8_is_a_problem_printed_escaped(tmp_path, capsys):
     problems = [line for line in lines if line.startswith("problem: ")]
     assert len(problems) == 1 and str(tmp_path / "train" / "\\xff\\xfe") in problems[0]
     assert "not valid UTF-8" in problems[0] and "rename it" in problems[0]
+
+
+def test_class_folders_that_look_alike_are_warned_about_without_failing(tmp_path, capsys):
+    import unicodedata
+
+    import pytest
+
+    from fgvc.data import FolderDataset
+
+    nfc, nfd = (unicodedata.normalize(form, "Café") for form in ("NFC", "NFD"))
+    make_folders(tmp_path, {"train": {nfc: 2, nfd: 2, "Bird": 2, "bird": 2}, "val": {nfc: 1}})
+    with pytest.warns(UserWarning, match="differ only in letter case or Unicode") as record:
+        FolderDataset(tmp_path, "train")
+    assert len(record) == 2
+    assert main(["check", "folder", "--root", str(tmp_path), "--workers", "1"]) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "warning" in line]
+    assert warnings == [
+        f"warning: {tmp_path / 'train'}: class names 'Bird' and 'bird' differ only in letter "
+        f"case or Unicode normalization (an accent as part of the letter or as a separate "
+        f"character): they are different classes to fgvc but look the same, and a "
+        f"case-insensitive file system (macOS, Windows) merges their folders; rename or "
+        f"merge them",
+        f"warning: {tmp_path / 'train'}: class names 'Cafe\\u0301' and 'Caf\\xe9' differ only "
+        f"in letter case or Unicode normalization (an accent as part of the letter or as a "
+        f"separate character): they are different classes to fgvc but look the same, and a "
+        f"case-insensitive file system (macOS, Windows) merges their folders; rename or "
+        f"merge them",
+    ]

@@ -174,6 +174,17 @@ def test_folder_protocols(tmp_path):
     assert len(dm.val_set) == 2 and len(dm.train_set) == 8 and len(dm.test_set) == 1
 
 
+def test_a_single_class_is_refused_before_anything_is_built(tmp_path):
+    make_folders(tmp_path / "one", {"train": {"bird": 4}, "val": {"bird": 2}})
+    dm = FolderDataModule(str(tmp_path / "one"), **SMALL)
+    with pytest.raises(ValueError) as info:
+        dm.num_classes  # noqa: B018 - the CLI links it into the model first
+    assert str(info.value) == (
+        f"a classifier needs at least 2 classes; the train split of {tmp_path / 'one'} has "
+        f"1 ('bird')"
+    )
+
+
 # -- loaders and device normalization ----------------------------------------------------------
 def test_loaders_ship_uint8_and_the_hook_normalizes(tmp_path):
     make_cub(tmp_path, num_classes=2, per_class=(6, 3))

@@ -273,3 +273,22 @@ def test_collect_images_walks_safely_and_says_what_it_left_out(tmp_path):
     assert len(reasons) == 3 and all("\n" not in m for m in reasons)
     assert any("p_again.jpg" in m and "same file" in m for m in reasons)
     assert sum("a loop" in m for m in reasons) == 2  # seen from both inputs
+
+
+def test_names_that_differ_only_in_case_or_normalization_are_grouped():
+    from fgvc.data.files import confusable_message, confusable_names
+
+    nfc, nfd = "caf\u00e9", "cafe\u0301"  # print alike
+    names = [nfc, nfd, "Bird", "bird", "BIRD", "heron", "Stra\u00dfe", "STRASSE", "Strasse1"]
+    assert confusable_names(names) == [
+        [nfc, nfd],
+        ["Bird", "bird", "BIRD"],
+        ["Stra\u00dfe", "STRASSE"],
+    ]
+    assert confusable_names(["a", "a", "b"]) == []  # the same name is not two names
+    assert confusable_message("x/train", [nfc, nfd]) == (
+        "x/train: class names 'caf\\xe9' and 'cafe\\u0301' differ only in letter case or "
+        "Unicode normalization (an accent as part of the letter or as a separate character): "
+        "they are different classes to fgvc but look the same, and a case-insensitive file "
+        "system (macOS, Windows) merges their folders; rename or merge them"
+    )

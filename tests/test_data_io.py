@@ -379,3 +379,20 @@ def test_a_jpeg_hiding_its_size_behind_junk_bytes_is_still_measured():
     assert jpeg_header(crafted) is None  # not trusted: measured by the slower parser
     with pytest.raises(ImageDecodeError):
         decode_rgb(crafted, "crafted.jpg", max_pixels=1000)
+
+
+@pytest.mark.parametrize("size", [(1, 5000), (5000, 1), (2, 41)])
+def test_a_strip_is_refused_by_its_header_in_every_format(tmp_path, monkeypatch, size):
+    height, width = size
+    for name in ("strip.png", "strip.jpg", "strip.bmp"):
+        path = tmp_path / name
+        Image.fromarray(np.full((height, width, 3), 90, np.uint8)).save(path)
+        with decoders_refused(monkeypatch), pytest.raises(ImageDecodeError) as info:
+            read_rgb(path, min_size=(8, 8))
+        assert str(info.value) == (
+            f"{path}: {width}x{height} image, its long side more than 20 times its short side "
+            f"(a strip, not a photograph: a center crop keeps nothing of it); crop or remove "
+            f"it (fgvc data check lists all such files)"
+        )
+    Image.fromarray(np.full((2, 40, 3), 90, np.uint8)).save(tmp_path / "ok.png")
+    assert load_rgb(tmp_path / "ok.png").shape == (2, 40, 3)  # 20 times: still a photograph

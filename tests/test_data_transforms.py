@@ -245,3 +245,15 @@ def test_datasets_take_the_pipelines_directly(tmp_path):
     assert (
         np.abs(image[:, -2:].permute(1, 2, 0).numpy().astype(int) - BANNER_RGB).max(-1).min() > 40
     )
+
+
+@pytest.mark.parametrize("shape", [(1, 20), (20, 1), (1, 100), (1, 1)])
+def test_a_crop_under_one_source_pixel_keeps_that_pixel(shape):
+    """A 1-pixel-high image: the crop covers 0.875 source pixels, which rounding could make
+    an empty region (OpenCV's resize then fails)."""
+    image = np.arange(shape[0] * shape[1] * 3, dtype=np.uint8).reshape(*shape, 3)
+    for side, crop in ((512, 448), (256, 224)):
+        out = ResizeCrop(shortest_side=side, crop=(crop, crop)).apply(image)
+        assert out.shape == (crop, crop, 3)
+        middle = image[shape[0] // 2, shape[1] // 2]
+        assert (out[crop // 2, crop // 2] == middle).all()  # the pixel under the crop

@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +166,24 @@ def test_usage_errors_exit_2(setup, tmp_path):
         code, out, err = run(argv)
         assert code == 2 and out == "", argv
         assert "error" in err or "usage" in err, argv
+
+
+def test_an_onnx_file_of_another_class_count_is_one_line(setup, tmp_path):
+    bundle, _, folder = setup
+    edited = tmp_path / "edited"
+    shutil.copytree(bundle, edited)
+    config = json.loads((edited / "model.json").read_text())
+    config["net"]["num_classes"] = len(CLASS_NAMES) + 1  # model.onnx still gives 3 logits
+    config["class_names"] = [*CLASS_NAMES, "Extra"]
+    (edited / "model.json").write_text(json.dumps(config))
+    for topk in ("5", "2"):  # a traceback in top-k; or, worse, names that are not the model's
+        code, out, err = run([str(folder / "a.png"), "--model", str(edited), "--topk", topk])
+        assert code == 2 and out == "", err
+        assert err.splitlines() == [
+            f"fgvc predict: error: {edited}: the model gives 3 outputs per image, but "
+            f"model.json names 4 classes; export the checkpoint again (fgvc export) instead "
+            f"of combining files of different bundles"
+        ]
 
 
 @pytest.mark.parametrize("fast_decode", [True, False])

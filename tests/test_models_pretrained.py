@@ -335,6 +335,15 @@ def test_unreadable_files_are_refused_by_name(tmp_path, small_sd):
         "legacy-truncated.pth": legacy.read_bytes()[: legacy.stat().st_size // 2],
         "bad.safetensors": b"12345678 not safetensors",
     }
+    foreign = {  # files users mistake for checkpoints: the unpickler meets them with IndexError
+        "passwd": b"root:x:0:0:root:/root:/bin/bash\n",
+        "weights.rar": b"Rar!\x1a\x07\x01\x00" + bytes(range(256)),
+    }
+    for name, data in foreign.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CheckpointError, match="it is not a checkpoint") as info:
+            read_checkpoint(tmp_path / name)
+        assert str(tmp_path / name) in str(info.value) and ".safetensors file" in str(info.value)
     for name, data in files.items():
         path = tmp_path / name
         path.write_bytes(data)

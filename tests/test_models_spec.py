@@ -31,6 +31,13 @@ def test_defaults_resolve_and_gap_ignores_the_covariance_fields():
         ({"reduce_dim": 2.5}, "reduce_dim must be an integer"),
         ({"iterations": 0}, "iterations"),
         ({"last_stride": 3}, "last_stride must be 1 or 2"),
+        # hand-edited sizes that would allocate 80-130 GB or iterate for ever
+        ({"num_classes": 1_000_000}, "num_classes must be at most 100000"),
+        ({"reduce_dim": 100_000}, "reduce_dim must be at most 2048"),
+        ({"arch": "resnet18", "reduce_dim": 513}, "reduce_dim must be at most 512"),
+        ({"iterations": 1_000_000_000}, "iterations must be at most 100"),
+        ({"num_classes": 40_000}, "would hold 1,315,840,000 weights"),
+        ({"reduce_dim": 2048, "num_classes": 600}, "use fewer classes or a smaller reduce_dim"),
     ],
 )
 def test_bad_values_are_refused(fields, message):
@@ -61,3 +68,10 @@ def test_build_model_takes_a_spec_and_the_net_gives_it_back():
     assert net.spec.num_classes == 7 and net.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 7)
     with pytest.raises(TypeError, match="takes no separate num_classes"):
         build_model(spec, num_classes=3)
+
+
+def test_the_largest_sane_specs_are_accepted_and_feature_dim_is_the_heads():
+    assert NetSpec(num_classes=21_841).feature_dim == 256 * 257 // 2  # ImageNet-21k classes
+    assert NetSpec("resnet34", reduce_dim=512, iterations=100).reduce_dim == 512
+    for spec in (NetSpec("resnet18", 3, reduce_dim=8), NetSpec("resnet50", 3, "gap")):
+        assert build_model(spec).feature_dim == spec.feature_dim

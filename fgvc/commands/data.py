@@ -83,6 +83,8 @@ def _check(args: argparse.Namespace) -> int:
         print(f"problem: {message}")
     for message in report.skipped:
         print(f"skipped: {message}")
+    for message in report.warnings:
+        print(f"warning: {message}")
     verdict = "ok" if report.ok else "FAILED"
     print(
         f"{args.dataset}: {report.images} images checked, {len(report.bad_files)} bad files, "

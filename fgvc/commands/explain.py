@@ -14,11 +14,12 @@ image explained; 1 some could not be read (the rest were written); 2 usage error
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import TextIO
 
-from fgvc.commands.runner import CommandParser, add_images_and_model, report, run
+from fgvc.commands.runner import CommandParser, add_images_and_model, log_to_stderr, report, run
 from fgvc.data.files import collect_images, display_path
 from fgvc.deploy.explain import METHODS, explain_images, resolve_class
 from fgvc.deploy.overlays import write_explanations
@@ -76,6 +77,7 @@ def main(argv: list[str], stdout: TextIO | None = None, stderr: TextIO | None = 
     err = stderr or sys.stderr
 
     def body() -> int:
+        log_to_stderr(logging.WARNING)  # e.g. a bundle's class names that look alike
         args = build_parser().parse_args(argv)
         if args.batch_size < 1:
             raise UsageError("--batch-size must be >= 1")

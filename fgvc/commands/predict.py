@@ -13,12 +13,13 @@ on stderr and skipped; the others are still predicted. Exit codes: 0 every image
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
 from typing import TextIO
 
-from fgvc.commands.runner import CommandParser, add_images_and_model, report, run
+from fgvc.commands.runner import CommandParser, add_images_and_model, log_to_stderr, report, run
 from fgvc.data.files import collect_images, display_path
 from fgvc.deploy.outputs import OUTPUT_FORMATS, format_predictions
 from fgvc.deploy.predict import BACKENDS, load_predictor, predict_files
@@ -65,6 +66,7 @@ def main(argv: list[str], stdout: TextIO | None = None, stderr: TextIO | None = 
     err = stderr or sys.stderr
 
     def body() -> int:
+        log_to_stderr(logging.WARNING)  # e.g. a bundle's class names that look alike
         args = build_parser().parse_args(argv)
         if args.topk < 1 or args.batch_size < 1 or args.workers < 1:
             raise UsageError("--topk, --batch-size and --workers must be >= 1")

@@ -31,6 +31,8 @@ class CheckReport:
         problems: one line per split that cannot be read, or count that does not match.
         skipped: one line per entry a dataset left out (link loops, folder links, files in
             two classes, unreadable sub-folders...); these fail the check too.
+        warnings: one line per doubtful finding that does not fail the check (class folders
+            that differ only in letter case or Unicode normalization).
     """
 
     splits: dict[str, int] = field(default_factory=dict)
@@ -38,6 +40,7 @@ class CheckReport:
     bad_files: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -111,6 +114,9 @@ def check_dataset(
         report.splits[split] = len(dataset)
         left_out = getattr(dataset, "skipped", [])
         skipped.update(dict.fromkeys(left_out))
+        for message in getattr(dataset, "confusable", []):
+            if message not in report.warnings:  # splits read with the same classes
+                report.warnings.append(message)
         more = f", {len(left_out)} entries skipped" if left_out else ""
         log(f"{split}: {len(dataset)} images, {len(dataset.classes)} classes{more}")
         if dataset.count_problem and dataset.count_problem not in report.problems:

@@ -174,7 +174,14 @@ class FGVCDataModule(pl.LightningDataModule):
     def classes(self) -> list[str]:
         """Class names in label order (parsed from the annotation files, no decoding)."""
         if self._classes is None:
-            self._classes = list(self.dataset(self._fit_train_split()).classes)
+            split = self._fit_train_split()
+            classes = list(self.dataset(split).classes)
+            if len(classes) < 2:  # one class: every prediction is right, nothing is learned
+                raise ValueError(
+                    f"a classifier needs at least 2 classes; the {split} split of {self.root} "
+                    f"has {len(classes)}{' (' + repr(classes[0]) + ')' if classes else ''}"
+                )
+            self._classes = classes
         return self._classes
 
     @property

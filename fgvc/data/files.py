@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import stat
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,3 +229,23 @@ def collect_images(
         else:
             not_taken.append((path, f"{display_path(path)}: no such file or folder"))
     return images, not_taken
+
+
+def confusable_names(names: Iterable[str]) -> list[list[str]]:
+    """Groups of distinct names that differ only in letter case or Unicode normalization
+    (``café`` with one character, or with ``e`` and a combining accent)."""
+    groups: dict[str, list[str]] = {}
+    for name in dict.fromkeys(names):
+        groups.setdefault(unicodedata.normalize("NFC", name).casefold(), []).append(name)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def confusable_message(where: str, group: list[str]) -> str:
+    """The one line that warns about one group of :func:`confusable_names` (escaped: the
+    names print alike otherwise)."""
+    return (
+        f"{where}: class names {' and '.join(map(ascii, group))} differ only in letter case or "
+        f"Unicode normalization (an accent as part of the letter or as a separate character): "
+        f"they are different classes to fgvc but look the same, and a case-insensitive file "
+        f"system (macOS, Windows) merges their folders; rename or merge them"
+    )

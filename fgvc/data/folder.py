@@ -8,7 +8,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fgvc.data.base import ImageDataset
-from fgvc.data.files import FileKey, WalkResult, display_path, is_utf8, walk_images
+from fgvc.data.files import (
+    FileKey,
+    WalkResult,
+    confusable_message,
+    confusable_names,
+    display_path,
+    is_utf8,
+    walk_images,
+)
 from fgvc.data.io import IMAGE_EXTENSIONS
 
 
@@ -90,6 +98,13 @@ class FolderDataset(ImageDataset):
                 f"{self.folder} has class folders {unknown} that the training split lacks"
             )
         _check_class_folders(self.folder, found)
+        #: one line per group of class folders that differ only in case or normalization
+        self.confusable = [
+            confusable_message(display_path(self.folder), group)
+            for group in confusable_names(found)
+        ]
+        for message in self.confusable:
+            warnings.warn(message, stacklevel=2)
         walks = {name: walk_images(self.folder / name) for name in found}
         _drop_shared_files(walks)
         self.skipped: list[str] = [

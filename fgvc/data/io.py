@@ -16,7 +16,12 @@ Before anything is decoded, the image's size is read from its header (JPEG SOF, 
 Pillow's header parse for everything else) and images above a pixel limit are refused
 with :class:`ImageTooLargeError`: a few-kB PNG can claim 30000 x 30000 pixels and would
 need gigabytes once decoded (a "decompression bomb"). The limit applies to the stored size
-(also when a JPEG is decoded at reduced scale); see :func:`max_image_pixels`.
+(also when a JPEG is decoded at reduced scale); see :func:`max_image_pixels`. The same
+header check refuses images more than :data:`MAX_ASPECT_RATIO` times as long as they are
+wide (a 1 x 5000 strip): nothing of them survives a center crop, and resizing their short
+side to the network's input would make them huge. Both rules live here, in decoding, so
+``fgvc data check``, training, validation and ``fgvc predict`` refuse the same files with
+the same line.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fgvc.errors import ImageDecodeError
+from fgvc.errors import ImageDecodeError, UsageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -48,6 +53,8 @@ _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD
 # Pillow's default (Image.MAX_IMAGE_PIXELS): about 89.5 Mpx, e.g. 9459 x 9459
 DEFAULT_MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3
 MAX_PIXELS_ENV = "FGVC_MAX_IMAGE_PIXELS"
+#: Longest side over shortest side: panoramas reach about 10, photos of objects far less.
+MAX_ASPECT_RATIO = 20
 
 
 class ImageTooLargeError(ImageDecodeError):
@@ -63,7 +70,8 @@ def max_image_pixels(max_pixels: int | None = None) -> int | None:
     ``DEFAULT_MAX_IMAGE_PIXELS``.
 
     Raises:
-        ValueError: a negative ``max_pixels`` or an unreadable ``FGVC_MAX_IMAGE_PIXELS``.
+        ValueError: a negative ``max_pixels``.
+        UsageError: an unreadable ``FGVC_MAX_IMAGE_PIXELS`` (a ``ValueError`` too).
     """
     return _limit(max_pixels)[0]
 
@@ -86,7 +94,7 @@ def _limit(max_pixels: int | None) -> tuple[int | None, str]:
     except (ValueError, OverflowError):  # not a number; inf
         valid = False
     if not valid:
-        raise ValueError(
+        raise UsageError(  # the caller's setting, not the image: the same for every file
             f"{MAX_PIXELS_ENV}={raw!r} is not a pixel count; set it to a whole number such "
             f"as 200000000, or to 0 or none for no limit"
         )
@@ -94,6 +102,13 @@ def _limit(max_pixels: int | None) -> tuple[int | None, str]:
 
 
 def _check_pixels(name: str, height: int, width: int, limit: tuple[int | None, str]) -> None:
+    """The rules every decoded image obeys, applied to the size its header claims."""
+    if max(height, width) > MAX_ASPECT_RATIO * max(1, min(height, width)) or not height * width:
+        raise ImageDecodeError(
+            f"{name}: {width}x{height} image, its long side more than {MAX_ASPECT_RATIO} times "
+            f"its short side (a strip, not a photograph: a center crop keeps nothing of it); "
+            f"crop or remove it (fgvc data check lists all such files)"
+        )
     pixels = height * width
     if limit[0] is not None and pixels > limit[0]:
         raise ImageTooLargeError(

@@ -102,6 +102,9 @@ class ResizeCrop(A.ImageOnlyTransform):
         scale_y, scale_x = height / out_h, width / out_w
         y0, y1 = round(top * scale_y), round((top + crop_h) * scale_y)
         x0, x1 = round(left * scale_x), round((left + crop_w) * scale_x)
+        # a crop under a source pixel wide (a 1-pixel-high image) keeps the pixel it lies in
+        y0, x0 = min(y0, height - 1), min(x0, width - 1)
+        y1, x1 = max(y1, y0 + 1), max(x1, x0 + 1)
         region = img[y0:y1, x0:x1]
         if region.shape[:2] == (crop_h, crop_w):
             return np.ascontiguousarray(region)

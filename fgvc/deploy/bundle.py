@@ -19,7 +19,9 @@ versions. :func:`load` rebuilds the network from it.
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +30,13 @@ import torch
 from torch import nn
 
 import fgvc
+from fgvc.data.files import confusable_message, confusable_names
 from fgvc.data.preprocessing import EvalPreprocessing
 from fgvc.errors import CheckpointError
 from fgvc.models import FGVCNet, NetSpec, build_model, load_state_dict_checked, read_checkpoint
 from fgvc.runs import FitCheckpoint
+
+logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "model.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -153,7 +158,28 @@ def parse_config(
             raise ValueError("files must be a mapping")
     except (ValueError, TypeError) as err:
         raise CheckpointError(f"{path}: {err}; export the checkpoint again") from err
+    _warn_about_names(names, path)
     return spec, names, prep
+
+
+_warned: set[str] = set()  # each message once per process (a bundle's file is read twice)
+
+
+def _warn_about_names(names: list[str], path: Path) -> None:
+    """Class names a reader cannot tell apart: the same name twice (predictions of either
+    class print alike), or names that differ only in case or Unicode normalization."""
+    counts = Counter(names)
+    messages = [
+        f"{path}: class name {name!r} appears {count} times in class_names: predictions of "
+        f"those classes cannot be told apart; give each class its own name"
+        for name, count in counts.items()
+        if count > 1
+    ]
+    messages += [confusable_message(str(path), group) for group in confusable_names(names)]
+    for message in messages:
+        if message not in _warned:
+            _warned.add(message)
+            logger.warning("warning: %s", message)
 
 
 def _mapping(config: dict[str, Any], key: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import io
 import json
 import math
 import os
@@ -232,12 +233,15 @@ def write_explanations(
     names = overlay_names(explanations)
     out = Path(out).expanduser().absolute()
     with staged_folder(out, force, [*names, CONTACT_SHEET, SUMMARY]) as staging:
-        for e, name in zip(explanations, names):
-            panel(e).save(staging / name, format="PNG")
-        contact_sheet(explanations).save(staging / CONTACT_SHEET, format="PNG")
+        images = [*((panel(e), n) for e, n in zip(explanations, names))]
+        images.append((contact_sheet(explanations), CONTACT_SHEET))
+        for image, name in images:
+            buffer = io.BytesIO()  # encoded here: Pillow reports a failed write without a cause
+            image.save(buffer, format="PNG")
+            _write(staging / name, buffer.getvalue(), out / name)
         document = summary_document(explanations, names, errors, meta or {})
         text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-        (staging / SUMMARY).write_text(text, encoding="utf-8")
+        _write(staging / SUMMARY, text.encode("utf-8"), out / SUMMARY)
     return ExplainOutputs(
         out,
         [out / n for n in names],
@@ -246,6 +250,14 @@ def write_explanations(
         list(explanations),
         list(errors),
     )
+
+
+def _write(path: Path, data: bytes, shown: Path) -> None:
+    """Write ``data``; an OS error names ``shown``, the file the user asked for."""
+    try:
+        path.write_bytes(data)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(shown)) from err
 
 
 def explain_bundle(

@@ -61,7 +61,21 @@ class Predictor:
 
     def predict_logits(self, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
         """Logits, or with ``tta`` the mean of the images' and their mirrors' logits."""
-        return hflip_tta(self.logits, images) if tta else self.logits(images)
+        logits = hflip_tta(self.logits, images) if tta else self.logits(images)
+        self.check_outputs(logits.shape[-1] if logits.dim() == 2 else None)
+        return logits
+
+    def check_outputs(self, outputs: int | None) -> None:
+        """The model must give one logit per class name: a model file swapped or hand-edited
+        under another ``model.json`` would otherwise fail in top-k or, worse, name the
+        wrong classes."""
+        if outputs != len(self.class_names):
+            given = "no (N, classes) logits" if outputs is None else f"{outputs} outputs"
+            raise CheckpointError(
+                f"{self.source}: the model gives {given} per image, but "
+                f"{CONFIG_FILE} names {len(self.class_names)} classes; export the checkpoint "
+                f"again (fgvc export) instead of combining files of different bundles"
+            )
 
 
 class TorchPredictor(Predictor):
@@ -106,6 +120,9 @@ class OnnxPredictor(Predictor):
                 f"{path}: ONNX Runtime cannot load it ({one_line(err)}); export again, or use "
                 f"--backend torch"
             ) from err
+        shape = self.session.get_outputs()[0].shape  # (batch, classes); names when dynamic
+        if len(shape) != 2 or isinstance(shape[1], int):
+            self.check_outputs(shape[1] if len(shape) == 2 else None)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         try:
@@ -184,6 +201,8 @@ def load_or_reason(prep: EvalPreprocessing, path: Path) -> torch.Tensor | str:
     """The image as evaluation prepares it, or why it cannot be read (one line naming it)."""
     try:
         return prep.load(path)
+    except UsageError:  # a setting (FGVC_MAX_IMAGE_PIXELS), not this image
+        raise
     except (ImageDecodeError, OSError, ValueError, RuntimeError, cv2.error) as err:
         message = one_line(err)
         return message if str(path) in message else f"{path}: {message}"

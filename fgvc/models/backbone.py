@@ -63,6 +63,12 @@ class ResNetTrunk(nn.Sequential):
         return f"arch={self.arch!r}, last_stride={self.last_stride}"
 
 
+def trunk_channels(arch: str) -> int:
+    """C, the channels layer4 gives: 512 for resnet18/34 (BasicBlock), 2048 for the others."""
+    check_arch(arch)
+    return 512 if arch in ("resnet18", "resnet34") else 2048
+
+
 def check_last_stride(last_stride: int) -> None:
     if isinstance(last_stride, bool) or last_stride not in (1, 2):
         raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")

@@ -158,17 +158,41 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Mapping[str,
                 f"runs code from the file ({reason[:160]}). Re-save it as a state dict "
                 f"(torch.save(model.state_dict(), f)) or as .safetensors."
             ) from err
-        raise CheckpointError(
-            f"cannot read {path}: it is not a checkpoint (neither torch.save nor safetensors "
-            f"wrote it - random bytes or another format); give a checkpoint of fgvc fit, a "
-            f"state dict saved with torch.save, or a .safetensors file"
-        ) from err
+        raise _not_a_checkpoint(path) from err
     except (EOFError, KeyError, RuntimeError, ValueError, SafetensorError) as err:  # truncated
+        if zipfile.is_zipfile(path) and not _torch_zip(path):  # a zip of other files
+            raise _not_a_checkpoint(path) from err
         detail = str(err).strip().splitlines()[0][:120] if str(err).strip() else "no detail"
         raise CheckpointError(
             f"cannot read {path} as a checkpoint ({type(err).__name__}: {detail}); it is "
-            f"truncated or not a checkpoint file"
+            f"truncated or not a checkpoint file: {_EXPECTED}"
         ) from err
+    except (OSError, MemoryError):  # reading failed, or no memory: not about the contents
+        raise
+    except Exception as err:  # noqa: BLE001
+        # the unpickler meets foreign bytes (a text file, a RAR) with any error: IndexError...
+        raise _not_a_checkpoint(path) from err
+
+
+_EXPECTED = (
+    "give a checkpoint of fgvc fit, a state dict saved with torch.save, or a .safetensors file"
+)
+
+
+def _torch_zip(path: Path) -> bool:
+    """Whether a zip file has torch.save's layout (``<name>/data.pkl``)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/data.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _not_a_checkpoint(path: Path) -> CheckpointError:
+    return CheckpointError(
+        f"cannot read {path}: it is not a checkpoint (neither torch.save nor safetensors "
+        f"wrote it - a text file, an archive, random bytes or another format); {_EXPECTED}"
+    )
 
 
 def extract_state_dict(checkpoint: object, origin: str) -> dict[str, torch.Tensor]:

@@ -13,9 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fgvc.models.backbone import check_arch, check_last_stride
+from fgvc.models.backbone import check_arch, check_last_stride, trunk_channels
 from fgvc.models.heads import REPRESENTATIONS
 from fgvc.ops.checks import check_iterations, check_positive_int
+
+#: Above any fine-grained dataset (iNaturalist 2021: 10,000; ImageNet-21k: 21,841 classes).
+MAX_NUM_CLASSES = 100_000
+#: The classifier's weights, at most 4 GiB in float32: a hand-edited ``num_classes`` or
+#: ``reduce_dim`` in ``model.json`` must not make fgvc allocate tens of gigabytes.
+MAX_CLASSIFIER_WEIGHTS = 2**30
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,10 @@ class NetSpec:
     def __post_init__(self) -> None:
         check_arch(self.arch)
         check_positive_int("num_classes", self.num_classes)
+        if self.num_classes > MAX_NUM_CLASSES:
+            raise ValueError(
+                f"num_classes must be at most {MAX_NUM_CLASSES}, got {self.num_classes}"
+            )
         if self.representation not in REPRESENTATIONS:
             raise ValueError(
                 f"unknown representation {self.representation!r}; choose one of "
@@ -57,6 +67,12 @@ class NetSpec:
             )
         if self.representation == "isqrt":
             check_positive_int("reduce_dim", self.reduce_dim)
+            channels = trunk_channels(self.arch)
+            if self.reduce_dim > channels:  # the 1x1 convolution reduces layer4's channels
+                raise ValueError(
+                    f"reduce_dim must be at most {channels} (the channels of {self.arch}'s "
+                    f"layer4, which it reduces), got {self.reduce_dim}"
+                )
             check_iterations(self.iterations)
         else:  # nothing of the covariance head exists: normalized so that specs compare
             object.__setattr__(self, "reduce_dim", None)
@@ -64,6 +80,21 @@ class NetSpec:
         if self.last_stride is None:
             object.__setattr__(self, "last_stride", 1 if self.representation == "isqrt" else 2)
         check_last_stride(self.last_stride)
+        weights = self.feature_dim * self.num_classes
+        if weights > MAX_CLASSIFIER_WEIGHTS:
+            raise ValueError(
+                f"a classifier of {self.num_classes} classes on {self.feature_dim} features "
+                f"would hold {weights:,} weights (at most {MAX_CLASSIFIER_WEIGHTS:,}: 4 GiB in "
+                f"float32); use fewer classes or a smaller reduce_dim"
+            )
+
+    @property
+    def feature_dim(self) -> int:
+        """Length of the image vector the head gives the classifier: d(d+1)/2 for iSQRT-COV
+        (the covariance's upper triangle), layer4's channels for GAP."""
+        if self.representation == "isqrt":
+            return self.reduce_dim * (self.reduce_dim + 1) // 2
+        return trunk_channels(self.arch)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], **overrides: Any) -> NetSpec:

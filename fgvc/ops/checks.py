@@ -10,8 +10,15 @@ def check_positive_int(name: str, value: int) -> None:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
+#: Newton-Schulz converges quadratically (the paper uses 3-5 iterations): more than this is a
+#: typo, e.g. a hand-edited ``iterations: 1e9`` that would run for ever.
+MAX_ITERATIONS = 100
+
+
 def check_iterations(iterations: int) -> None:
     check_positive_int("iterations", iterations)
+    if iterations > MAX_ITERATIONS:
+        raise ValueError(f"iterations must be at most {MAX_ITERATIONS}, got {iterations!r}")
 
 
 def check_square_batch(mat: torch.Tensor, name: str) -> None:

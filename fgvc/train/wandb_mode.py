@@ -6,6 +6,12 @@ the ``base_url`` of wandb's own settings file (``wandb login --host ...`` writes
 ``https://api.wandb.ai``; the key is ``WANDB_API_KEY`` or the ``~/.netrc`` entry for that host
 (where ``wandb login`` puts it). ``WANDB_MODE`` overrides everything. The key itself is never
 read into fgvc's configs or logs.
+
+Besides the run folder, W&B writes in its cache (``WANDB_CACHE_DIR``, default
+``~/.cache/wandb``: its logs) and data folder (``WANDB_DATA_DIR``, default
+``~/.local/share/wandb``: artifacts staged for upload); when either cannot be written (a
+read-only ``HOME`` on a cluster) the run stops before it starts, in one line naming the
+folder, the variable and the fix, instead of after wandb's own log.
 """
 
 from __future__ import annotations
@@ -14,10 +20,13 @@ import configparser
 import netrc
 import os
 import socket
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
+
+from fgvc.errors import ConfigError
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 MODES = ("online", "offline", "disabled")
@@ -72,6 +81,44 @@ def resolve_wandb_mode(mode: str) -> WandbMode:
     Raises:
         ValueError: an unknown mode.
     """
+    chosen = _resolve(mode)
+    if chosen.mode != "disabled":
+        check_wandb_folders()
+    return chosen
+
+
+def wandb_folders() -> list[tuple[str, Path, str]]:
+    """``(variable, folder, what W&B keeps there)`` for the folders W&B writes outside the
+    run folder, as wandb itself resolves them."""
+    from wandb import env
+
+    return [
+        ("WANDB_CACHE_DIR", Path(env.get_cache_dir()), "cache and logs"),
+        ("WANDB_DATA_DIR", Path(env.get_data_dir()), "artifact staging"),
+    ]
+
+
+def check_wandb_folders() -> None:
+    """Every folder of :func:`wandb_folders` can be created and written in (tried).
+
+    Raises:
+        ConfigError: one that cannot (the message names it, its variable and the fix).
+    """
+    for var, folder, what in wandb_folders():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder, prefix=".fgvc-probe-"):
+                pass
+        except OSError as err:
+            origin = f"{var}" if os.environ.get(var) else f"HOME={Path.home()}"
+            raise ConfigError(
+                f"W&B cannot write its {what} in {folder} ({err.strerror or err}; the folder "
+                f"comes from {origin}): set {var} (or HOME) to a writable folder, or run "
+                f"without W&B: WANDB_MODE=disabled"
+            ) from err
+
+
+def _resolve(mode: str) -> WandbMode:
     env = os.environ.get("WANDB_MODE")
     if env in MODES:
         return WandbMode(env, f"WANDB_MODE={env}")  # type: ignore[arg-type]
