@@ -49,6 +49,20 @@ class PoisonWeightsAtEpochEnd(pl.Callback):
                 next(pl_module.parameters()).view(-1)[0] = float("nan")
 
 
+class KillRankAtEpochEnd(pl.Callback):
+    """SIGKILLs process ``rank`` at the end of training epoch ``epoch``, in the first attempt
+    of a torchrun launch only (``TORCHELASTIC_RESTART_COUNT`` 0): a node lost mid-run."""
+
+    def __init__(self, rank: int = 1, epoch: int = 0) -> None:
+        self.rank = rank
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        first = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+        if first and trainer.global_rank == self.rank and trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 class CodePayload:
     """Pickles to a call that writes "pwned" to ``marker``: proof that loading ran code."""
 

@@ -56,3 +56,12 @@ def test_one_interactive_task_and_a_plain_shell_are_left_alone(workdir, monkeypa
     assert slurm_interactive_tasks() == 0
     cli = build_cli(["--config", str(cfg)], run=False)
     assert isinstance(cli.trainer.strategy.cluster_environment, LightningEnvironment)
+
+
+def test_sync_batchnorm_on_several_cpu_processes_is_one_line(workdir, capsys):
+    from fgvc.commands.main import main
+
+    cfg = write_config(workdir, devices=2, strategy="ddp", max_epochs=1)
+    assert main(["fit", "--config", str(cfg), "--trainer.sync_batchnorm", "true"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sync_batchnorm" in err[0] and "GPUs" in err[0], err

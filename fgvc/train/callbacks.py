@@ -11,6 +11,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import SaveConfigCallback
 
 from fgvc.runs import BEST_PREFIX, LAST, MONITOR, RUN_RECORD, WANDB_ID
+from fgvc.train.elastic import launch_record
 from fgvc.utils.atomic import atomic_write_text
 
 
@@ -51,7 +52,8 @@ class ResumableSaveConfig(SaveConfigCallback):
             record = Path(log_dir) / RUN_RECORD
             if not record.exists():
                 Path(log_dir).mkdir(parents=True, exist_ok=True)
-                atomic_write_text(record, json.dumps({"command": stage}) + "\n")
+                fields = {"command": stage, **launch_record()}
+                atomic_write_text(record, json.dumps(fields) + "\n")
         super().setup(trainer, pl_module, stage)
 
 

@@ -27,11 +27,12 @@ from fgvc.errors import ConfigError, FgvcError, user_message
 from fgvc.runs import RUNS_ROOT, FitCheckpoint, hpc_checkpoint
 from fgvc.runs import read_fit_checkpoint as _read_fit_checkpoint
 from fgvc.train.callbacks import ResumableSaveConfig, RunRecord, checkpoint_callbacks
+from fgvc.train.elastic import meet_afresh
 from fgvc.train.interrupt import GracefulStop
 from fgvc.train.module import FGVCClassifier
 from fgvc.train.progress import progress_bar
 from fgvc.train.reports import EvalReports
-from fgvc.train.run_folder import continue_run, give_run_a_folder
+from fgvc.train.run_folder import continue_after_restart, continue_run, give_run_a_folder
 
 
 class ArgumentParser(LightningArgumentParser):
@@ -124,6 +125,9 @@ class FGVCCLI(LightningCLI):
                 config.ckpt_path = str(found)
         elif ckpt_path and ckpt_path != "best":
             continue_run(config, subcommand)
+        elif subcommand == "fit":
+            continue_after_restart(config)
+        meet_afresh()  # a torchrun restart: before the processes form their group
         ckpt_path = config.get("ckpt_path")
         if ckpt_path and ckpt_path != "best":
             self.fit_checkpoint = read_fit_checkpoint(ckpt_path)
@@ -139,6 +143,7 @@ class FGVCCLI(LightningCLI):
         # cluster log), no learning-rate monitor without a logger to write to
         config = self.config[self.subcommand] if self.subcommand else self.config
         _one_job_for_interactive_srun(config.trainer)
+        _check_sync_batchnorm(config.trainer)
         _csv_logger_first(config.trainer)
         _check_logger_folders(config.trainer.get("logger"))
         callbacks = [cb for cb in self.trainer_defaults.get("callbacks", []) if not _optional(cb)]
@@ -208,6 +213,26 @@ def _one_job_for_interactive_srun(trainer: Any) -> None:
         f"SLURM interactive mode (job name {os.environ['SLURM_JOB_NAME']}) with {tasks} srun "
         f"tasks: they run as the processes of one job"
     )
+
+
+def _check_sync_batchnorm(trainer: Any) -> None:
+    """torch's SyncBatchNorm runs on CUDA only: several CPU processes would fail with a
+    traceback at start-up (in one process it changes nothing, and is left alone)."""
+    if not trainer.get("sync_batchnorm"):
+        return
+    import torch
+
+    accelerator = str(trainer.get("accelerator") or "auto")
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    devices = trainer.get("devices")
+    several = int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 or (trainer.get("num_nodes") or 1) > 1
+    several = several or (isinstance(devices, int) and devices > 1) or str(devices) == "-1"
+    several = several or (isinstance(devices, str) and devices.isdigit() and int(devices) > 1)
+    if on_cpu and several:
+        raise ConfigError(
+            "trainer.sync_batchnorm true needs GPUs (torch's SyncBatchNorm runs on CUDA only); "
+            "drop it for this CPU run"
+        )
 
 
 def _csv_logger_first(trainer: Any) -> None:

@@ -5,6 +5,8 @@
   its own folder (:func:`fgvc.runs.resume_point`), and its W&B run.
 * ``test --ckpt_path <run>/checkpoints/<file>`` adds its figures to the run that trained the
   checkpoint (``validate``, for checking any checkpoint, gets a folder of its own).
+* after a torchrun restart, ``fit`` continues the run the first attempt started
+  (:mod:`fgvc.train.elastic`).
 * ``--trainer.logger false`` turns W&B off, but the run still gets its own folder (a CSV
   logger: ``<default_root_dir>/fgvc/version_<n>``), never ``runs/`` itself, which every such
   run would share.
@@ -90,6 +92,26 @@ def continue_run(config: Any, subcommand: str) -> None:
                 logger.init_args.resume = "allow"
     what = f"resuming {config.ckpt_path}" if subcommand == "fit" else f"{subcommand} results"
     rank_zero_info(f"{what} in the run folder {run}")
+
+
+def continue_after_restart(config: Any) -> None:
+    """Under a torchrun restart (``--max-restarts``), ``fit`` without ``--ckpt_path``
+    continues the run the first attempt started, from its ``last.ckpt``."""
+    from fgvc.train.elastic import restart_count, restart_resume_point
+
+    csv = csv_logger(config.trainer)
+    if restart_count() == 0 or csv is None:
+        return
+    found = restart_resume_point(csv.init_args.save_dir, csv.init_args.name)
+    if found is None:
+        rank_zero_info(
+            f"torchrun restart {restart_count()}: the run of the first attempt saved no "
+            f"last.ckpt; starting afresh"
+        )
+        return
+    config.ckpt_path = str(found[1])
+    rank_zero_info(f"torchrun restart {restart_count()}: continuing {found[1]}")
+    continue_run(config, "fit")
 
 
 def _is_version_folder(run: Path) -> bool:

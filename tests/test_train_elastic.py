@@ -1,0 +1,62 @@
+"""fgvc.train.elastic: a torchrun launch with --max-restarts survives a killed process -
+the restarted processes meet again and continue the run from its last.ckpt."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.test_commands_train import read_metrics, subprocess_env, workdir, write_config
+
+__all__ = ["workdir"]  # the fixture, shared with test_commands_train
+
+KILL = (
+    '[{"class_path": "tests.cli_helpers.KillRankAtEpochEnd", "init_args": {"rank": 1, "epoch": 1}}]'
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rendezvous", ["static", "c10d"])
+def test_a_killed_process_is_restarted_and_the_run_continues(workdir, rendezvous):
+    """2 gloo processes; rank 1 is SIGKILLed at the end of epoch 1 (before that epoch's
+    checkpoint): torchrun restarts both, which continue the same run folder from epoch 0's
+    last.ckpt and finish it - every epoch in metrics.csv once, one run folder."""
+    cfg = write_config(workdir, max_epochs=3, devices=2, strategy="ddp")
+    port = free_port()
+    where = ["--master-port", str(port)]
+    if rendezvous == "c10d":
+        where = ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}"]
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+        "--max-restarts", "1", *where, "-m", "fgvc", "fit", "--config", str(cfg),
+        "--trainer.callbacks", KILL,
+    ]  # fmt: skip
+    proc = subprocess.run(
+        command,
+        cwd=workdir,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=420,  # bounded: the restarted processes reach training again
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    run = workdir / "runs" / "tiny" / "version_0"
+    assert f"torchrun restart 1: continuing {run.relative_to(workdir)}" in log
+    assert sorted(p.name for p in run.parent.iterdir()) == ["version_0"]
+    record = json.loads((run / "run.json").read_text())
+    assert record["command"] == "fit" and record["launcher"] == "torchrun"
+    assert (run / "config.resume-1.yaml").is_file()
+    assert [r["epoch"] for r in read_metrics(run) if r.get("val/top1")] == ["0", "1", "2"]
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
