@@ -53,7 +53,7 @@ def test_a_killed_process_is_restarted_and_the_run_continues(workdir, rendezvous
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     run = workdir / "runs" / "tiny" / "version_0"
-    assert f"torchrun restart 1: continuing {run.relative_to(workdir)}" in log
+    assert f"torchrun restart 1: continuing {run}" in log
     assert sorted(p.name for p in run.parent.iterdir()) == ["version_0"]
     record = json.loads((run / "run.json").read_text())
     assert record["command"] == "fit" and record["launcher"] == "torchrun"
