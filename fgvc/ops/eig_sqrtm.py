@@ -17,8 +17,11 @@ is rounding noise. (A pair that is exactly null does not reach the input: the co
 gradient is multiplied by the centred features, which lie in its range.)
 
 Exporters: ONNX has no eigendecomposition. Under ONNX export the root is taken by coupled
-Newton-Schulz run to convergence (:data:`EXPORT_ITERATIONS`), the same matrix function to
-float32 rounding for every eigenvalue above ~1e-9 of the trace.
+Newton-Schulz run to convergence (:data:`EXPORT_ITERATIONS`) on A + :data:`EXPORT_RIDGE` I:
+the iteration diverges on the slightly negative eigenvalues that rounding gives a singular
+covariance in float32, and the ridge lifts them. The exported root then differs from eigh's by
+about sqrt(ridge) = 3e-4 (times sqrt(tr Sigma)) along null directions, the size of float32's
+own noise there, and by ridge / (2 sqrt(lambda)) elsewhere; ``fgvc export`` verifies the logits.
 """
 
 from __future__ import annotations
@@ -30,13 +33,15 @@ import torch
 from fgvc.ops._precision import autocast_disabled, to_full_precision
 from fgvc.ops.checks import check_feature_map, check_square_batch
 from fgvc.ops.covariance import covariance_pool
-from fgvc.ops.sqrtm import TRACE_EPS, sqrtm_newton_schulz
+from fgvc.ops.sqrtm import TRACE_EPS, newton_schulz_forward
 from fgvc.ops.triu import triu_vec
 
 #: Newton-Schulz steps standing in for eigh in exported graphs: an eigenvalue lambda of the
 #: unit-trace A needs about log(1/lambda) / log(2.25) steps to enter the quadratic phase,
-#: then ~5: 30 reaches float32 rounding down to lambda ~ 1e-9.
+#: then ~5: 30 converge every eigenvalue down to the ridge.
 EXPORT_ITERATIONS = 30
+#: Added to the unit-trace A's eigenvalues in exported graphs (above float32's rounding).
+EXPORT_RIDGE = 1e-7
 
 
 def exporting() -> bool:
@@ -81,10 +86,17 @@ def sqrtm_eig(cov: torch.Tensor) -> torch.Tensor:
     check_square_batch(cov, "sqrtm_eig")
     cov = to_full_precision(cov)
     with autocast_disabled(cov):
-        if exporting():
-            return sqrtm_newton_schulz(cov, EXPORT_ITERATIONS)
         trace = cov.diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(TRACE_EPS)[:, None, None]
-        return _EigSqrtm.apply(cov / trace) * trace.sqrt()
+        a = cov / trace
+        if exporting():
+            return sqrtm_export_form(a) * trace.sqrt()
+        return _EigSqrtm.apply(a) * trace.sqrt()
+
+
+def sqrtm_export_form(a: torch.Tensor) -> torch.Tensor:
+    """What exported graphs compute for the root of a unit-trace PSD ``a`` (module doc)."""
+    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    return newton_schulz_forward(a + EXPORT_RIDGE * eye, EXPORT_ITERATIONS)[0]
 
 
 def mpn_cov(x: torch.Tensor, triu_index: torch.Tensor | None = None) -> torch.Tensor:
