@@ -241,7 +241,7 @@ def _demo_config(out: Path, precision: str, device: torch.device, tiny: bool) ->
     if tiny:
         data.update(image_size=32, synth_classes=3, synth_train_per_class=8)
         data.update(synth_test_per_class=2, synth_image_size=40, batch_size=8)
-        config["model"].update(reduce_dim=8, iterations=3)
+        config["model"].update(reduce_dim=8, head={"iterations": 3})
     path = out / f"demo-{precision}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         num_classes=args.num_classes,
         representation="isqrt",
         reduce_dim=args.reduce_dim,
-        iterations=args.iterations,
+        head={"iterations": args.iterations},
         pretrained=None,
     ).eval()
     with tempfile.TemporaryDirectory() as tmp:

@@ -50,7 +50,7 @@ def write_config(tmp: Path, **trainer) -> Path:
         "model": {
             "arch": "resnet18",
             "reduce_dim": 8,
-            "iterations": 3,
+            "head": {"iterations": 3},
             "pretrained": None,
             "lr": 0.01,
             "scheduler": "cosine",

@@ -140,7 +140,9 @@ def test_gradcam_is_its_definition_at_layer4(setup):
 def test_cell_centres_are_where_cells_look():
     """A trunk with box kernels answers a dot symmetrically about a cell's true centre: cell
     8 of a 256 px input looks at pixel 16 * 8 = 128, not at 136 (a plain resize's centre)."""
-    trunk = build_model(NetSpec("resnet18", 3, "isqrt", 8, 3, last_stride=1)).backbone.eval()
+    trunk = build_model(
+        NetSpec("resnet18", 3, "isqrt", 8, {"iterations": 3}, last_stride=1)
+    ).backbone.eval()
     stride, offset = cell_centres(trunk)
     assert (stride, offset) == (16, 0.0)
     assert cell_centres(build_model(NetSpec("resnet50", 3, "gap", last_stride=2)).backbone) == (
@@ -169,7 +171,7 @@ def test_covariance_head_cancels_gradcam_weights():
     """Why layer4: at the head's reduced features the class score's gradient sums to zero
     over the positions (centred covariance), so Grad-CAM's channel weights vanish there."""
     torch.manual_seed(0)
-    net = build_model(NetSpec("resnet18", 3, "isqrt", 8, 3)).eval()
+    net = build_model(NetSpec("resnet18", 3, "isqrt", 8, {"iterations": 3})).eval()
     kept = {}
 
     def keep(name):

@@ -76,7 +76,7 @@ def trained() -> Bundle:
         num_classes=len(CLASSES),
         class_names=CLASSES,
         reduce_dim=8,
-        iterations=3,
+        head={"iterations": 3},
         pretrained=None,
         optimizer="adamw",
         lr=LR,

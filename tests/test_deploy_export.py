@@ -70,7 +70,7 @@ def test_model_json_describes_model_preprocessing_and_checkpoint(tiny_run, bundl
     assert config["fgvc_version"] == fgvc.__version__
     net = config["net"]
     assert (net["arch"], net["representation"], net["last_stride"]) == ("resnet18", "isqrt", 1)
-    assert (net["reduce_dim"], net["iterations"], net["num_classes"]) == (8, 3, 3)
+    assert (net["reduce_dim"], net["head"], net["num_classes"]) == (8, {"iterations": 3}, 3)
     assert config["class_names"] == CLASS_NAMES
     prep = config["preprocessing"]
     assert (prep["image_size"], prep["preset"], prep["tta"]) == (IMAGE_SIZE, "cub", True)

@@ -237,7 +237,7 @@ def test_bundle_predictions_equal_the_validation_step(tmp_path, preset):
                 write_jpeg(tmp_path / split / label / f"{k}.jpg", pattern(h, w, 7 * k + len(label)))
     dm = FolderDataModule(str(tmp_path), image_size=32, preset=preset, batch_size=4, num_workers=0)
     pl.seed_everything(0, verbose=False)
-    module = FGVCClassifier("resnet18", 2, dm.classes, reduce_dim=8, iterations=3)
+    module = FGVCClassifier("resnet18", 2, dm.classes, reduce_dim=8, head={"iterations": 3})
     keep = KeepLogits()
     trainer = pl.Trainer(
         accelerator="cpu",

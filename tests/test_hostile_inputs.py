@@ -130,7 +130,7 @@ def test_predict_output_is_atomic_escaped_and_formula_safe(odd_bundle, tmp_path,
         (lambda c: c.update(files={"weights": "../../etc/passwd"}), "must be a file name"),
         # sizes that would allocate 80-130 GB, or iterate for ever
         (lambda c: c["net"].update(reduce_dim=100_000), "reduce_dim must be at most 512"),
-        (lambda c: c["net"].update(iterations=10**9), "iterations must be at most 100"),
+        (lambda c: c["net"].update(head={"iterations": 10**9}), "iterations must be at most 100"),
         (
             lambda c: c.update(net={**c["net"], "num_classes": 10**6}, class_names=["x"] * 10**6),
             "num_classes must be at most 100000",

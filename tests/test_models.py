@@ -165,7 +165,7 @@ def test_reset_classifier():
         ({"arch": "vgg16"}, r"unknown arch 'vgg16'"),
         ({"representation": "bilinear"}, r"representation 'bilinear'.*isqrt, gap"),
         ({"reduce_dim": 0}, r"reduce_dim must be an integer >= 1"),
-        ({"iterations": 0}, r"iterations must be an integer >= 1"),
+        ({"head": {"iterations": 0}}, r"iterations must be an integer >= 1"),
         ({"num_classes": 0}, r"num_classes must be an integer >= 1"),
         ({"num_classes": True}, r"num_classes"),
         ({"last_stride": 3}, r"last_stride must be 1 or 2"),

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from fgvc.train.module import FGVCClassifier, _check_recipe
 from fgvc.train.optim import Schedule
 
-TINY = dict(arch="resnet18", num_classes=4, reduce_dim=8, iterations=3, pretrained=None)
+TINY = dict(arch="resnet18", num_classes=4, reduce_dim=8, head={"iterations": 3}, pretrained=None)
 
 
 def make_loader(n: int = 16, size: int = 32, classes: int = 4, seed: int = 0, batch: int = 8):

@@ -43,7 +43,9 @@ class UInt8Data(pl.LightningDataModule):
 @pytest.mark.parametrize("precision", sorted(PRECISIONS))
 def test_every_precision_trains_with_a_float32_square_root(precision):
     pl.seed_everything(0, verbose=False)
-    module = FGVCClassifier("resnet18", 3, reduce_dim=8, iterations=3, scheduler="constant")
+    module = FGVCClassifier(
+        "resnet18", 3, reduce_dim=8, head={"iterations": 3}, scheduler="constant"
+    )
     seen: list[torch.dtype] = []
     pool = next(m for m in module.modules() if isinstance(m, ISqrtCov))
     pool.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))

@@ -49,7 +49,7 @@ def make_run(root: Path) -> tuple[FGVCClassifier, Path, Path]:
         num_classes=3,
         class_names=CLASS_NAMES,
         reduce_dim=8,
-        iterations=3,
+        head={"iterations": 3},
         pretrained=None,
     )
     run = root / "runs" / "tiny" / "version_0"
@@ -121,7 +121,7 @@ def make_two_epoch_run(root: Path) -> tuple[Path, Path]:
         num_classes=3,
         class_names=CLASS_NAMES,
         reduce_dim=8,
-        iterations=3,
+        head={"iterations": 3},
         pretrained=None,
         test_tta=False,
     )

@@ -1,8 +1,17 @@
-"""Networks: torchvision ResNet trunks with an iSQRT-COV (or average pooling) head."""
+"""Networks: torchvision ResNet trunks with a representation head (iSQRT-COV by default)."""
 
 from fgvc.models.backbone import ARCHS, ResNetTrunk
 from fgvc.models.factory import build_model
-from fgvc.models.heads import REPRESENTATIONS, AvgPoolHead, CovarianceHead
+from fgvc.models.heads import (
+    HEADS,
+    REPRESENTATIONS,
+    AvgPoolHead,
+    BilinearHead,
+    CompactBilinearHead,
+    CovarianceHead,
+    HeadEntry,
+    MPNCovHead,
+)
 from fgvc.models.net import FGVCNet
 from fgvc.models.pretrained import (
     AUTHORS_CHECKPOINTS,
@@ -19,13 +28,18 @@ from fgvc.models.spec import NetSpec
 __all__ = [
     "ARCHS",
     "AUTHORS_CHECKPOINTS",
+    "HEADS",
     "NAMED_SOURCES",
     "REPRESENTATIONS",
     "AuthorsCheckpoint",
     "AvgPoolHead",
+    "BilinearHead",
     "CheckpointError",
+    "CompactBilinearHead",
     "CovarianceHead",
     "FGVCNet",
+    "HeadEntry",
+    "MPNCovHead",
     "NetSpec",
     "ResNetTrunk",
     "build_model",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from fgvc.models.backbone import ResNetTrunk
-from fgvc.models.heads import AvgPoolHead, CovarianceHead
+from fgvc.models.heads import AUTO, head_entry
 from fgvc.models.net import FGVCNet
 from fgvc.models.pretrained import check_source, load_pretrained
 from fgvc.models.spec import NetSpec
@@ -15,13 +17,13 @@ def build_model(
     arch: str | NetSpec = NetSpec.arch,
     num_classes: int | None = None,
     representation: str | None = None,
-    reduce_dim: int | None = None,
-    iterations: int | None = None,
+    reduce_dim: int | str | None = AUTO,
+    head: Mapping[str, Any] | None = None,
     pretrained: str | os.PathLike | None = None,
     last_stride: int | None = None,
     progress: bool = True,
 ) -> FGVCNet:
-    """Build an iSQRT-COV (or average-pooling) ResNet classifier.
+    """Build a ResNet classifier with a representation head from :data:`fgvc.models.HEADS`.
 
     ``build_model(spec)`` takes a :class:`~fgvc.models.spec.NetSpec`; the keyword form
     ``build_model("resnet50", num_classes=200, ...)`` builds one from the fields given (the
@@ -30,15 +32,18 @@ def build_model(
     Args:
         arch: a :class:`NetSpec`, or one of :data:`fgvc.models.ARCHS`.
         num_classes: classifier outputs.
-        representation: ``"isqrt"`` (1x1 conv to ``reduce_dim`` -> BN -> ReLU -> iSQRT-COV,
-            d (d + 1) / 2 features) or ``"gap"`` (global average pooling, 512/2048 features).
-        reduce_dim: d for ``"isqrt"`` (256 in the paper); unused by ``"gap"``.
-        iterations: Newton-Schulz iterations for ``"isqrt"`` (5 in the paper).
+        representation: ``"isqrt"`` (default: 1x1 conv to ``reduce_dim`` -> BN -> ReLU ->
+            iSQRT-COV, d (d + 1) / 2 features), ``"gap"``, ``"mpncov"``, ``"bcnn"`` or
+            ``"cbp"`` (see :data:`fgvc.models.HEADS`).
+        reduce_dim: channels after the head's 1x1 reduction; None: no reduction; ``"auto"``:
+            the head's default (256 for iSQRT-COV and MPN-COV, none for B-CNN and CBP).
+        head: the head's settings, e.g. ``{"iterations": 5}`` (Newton-Schulz iterations of
+            ``"isqrt"``) or ``{"projection_dim": 8192, "seed": 0}`` (``"cbp"``).
         pretrained: None (fresh: torchvision's init for the backbone, the authors' for the
             head, nn.Linear's default for the classifier), ``"imagenet"``,
             ``"isqrt-imagenet"`` or a checkpoint path; see :mod:`fgvc.models.pretrained`.
-        last_stride: stride of layer4, 1 or 2; default 1 for ``"isqrt"`` (the authors' choice:
-            448 px -> 28 x 28 map, more samples for the covariance), 2 for ``"gap"``.
+        last_stride: stride of layer4, 1 or 2; default 1 for the second-order heads (the
+            authors' choice: 448 px -> 28 x 28 map, more samples), 2 for ``"gap"``.
         progress: show download progress bars.
 
     Raises:
@@ -48,26 +53,26 @@ def build_model(
     fields = {
         "num_classes": num_classes,
         "representation": representation,
-        "reduce_dim": reduce_dim,
-        "iterations": iterations,
+        "head": head,
         "last_stride": last_stride,
     }
+    fields = {k: v for k, v in fields.items() if v is not None}
+    if not (isinstance(reduce_dim, str) and reduce_dim == AUTO):
+        fields["reduce_dim"] = reduce_dim
     if isinstance(arch, NetSpec):
-        given = [name for name, value in fields.items() if value is not None]
-        if given:
-            raise TypeError(f"build_model(spec) takes no separate {', '.join(given)}")
+        if fields:
+            raise TypeError(f"build_model(spec) takes no separate {', '.join(fields)}")
         spec = arch
     else:
-        spec = NetSpec(arch=arch, **{k: v for k, v in fields.items() if v is not None})
+        spec = NetSpec(arch=arch, **fields)
     if pretrained is not None:
         check_source(pretrained, spec)
 
     backbone = ResNetTrunk(spec.arch, spec.last_stride)
-    if spec.representation == "isqrt":
-        head = CovarianceHead(backbone.out_channels, spec.reduce_dim, spec.iterations)
-    else:
-        head = AvgPoolHead(backbone.out_channels)
-    model = FGVCNet(backbone, head, spec)
+    head_module = head_entry(spec.representation).build(
+        backbone.out_channels, spec.reduce_dim, spec.head
+    )
+    model = FGVCNet(backbone, head_module, spec)
     if pretrained is not None:
         load_pretrained(model, pretrained, progress=progress)
     return model

@@ -17,7 +17,7 @@ class FGVCNet(nn.Module):
 
     Attributes:
         backbone: stem to layer4 (:class:`~fgvc.models.backbone.ResNetTrunk`).
-        head: :class:`~fgvc.models.heads.CovarianceHead` or :class:`~fgvc.models.heads.AvgPoolHead`.
+        head: one of :data:`fgvc.models.heads.HEADS`' modules (``output_dim`` features).
         classifier: ``nn.Linear(feature_dim, num_classes)``.
         spec: the :class:`~fgvc.models.spec.NetSpec` it was built from (with the current
             ``num_classes``).
@@ -50,8 +50,8 @@ class FGVCNet(nn.Module):
         return self.classifier.out_features
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Image vectors (B, feature_dim) before the classifier (float32 from iSQRT-COV,
-        whose square root always runs in full precision)."""
+        """Image vectors (B, feature_dim) before the classifier (float32 from the
+        second-order heads, whose pooling always runs in full precision)."""
         # a network cast to half / bfloat16 / float64 takes its input in the same type
         return self.head(self.backbone(x.to(self.classifier.weight.dtype)))
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fgvc.models.backbone import check_arch, check_last_stride, trunk_channels
-from fgvc.models.heads import REPRESENTATIONS
-from fgvc.ops.checks import check_iterations, check_positive_int
+from fgvc.models.heads import AUTO, head_entry
+from fgvc.ops.checks import check_positive_int
 
 #: Above any fine-grained dataset (iNaturalist 2021: 10,000; ImageNet-21k: 21,841 classes).
 MAX_NUM_CLASSES = 100_000
@@ -31,26 +31,32 @@ class NetSpec:
     Attributes:
         arch: torchvision ResNet (``resnet18/34/50/101/152``).
         num_classes: classifier outputs.
-        representation: ``"isqrt"`` (iSQRT-COV) or ``"gap"`` (global average pooling).
-        reduce_dim: d, channels before the covariance (``isqrt`` only; None for ``gap``).
-        iterations: Newton-Schulz iterations (``isqrt`` only; None for ``gap``).
+        representation: a key of :data:`fgvc.models.heads.HEADS` (``isqrt``, ``gap``,
+            ``mpncov``, ``bcnn``, ``cbp``).
+        reduce_dim: channels after the head's 1x1 reduction; None: no reduction (the head
+            pools the trunk's channels); ``"auto"`` when constructing means the head's default
+            (256 for ``isqrt`` and ``mpncov``, None for ``bcnn`` and ``cbp``). Always None for
+            ``gap``, which has no reduction.
+        head: the head's own settings (e.g. ``{"iterations": 5}`` for ``isqrt``,
+            ``{"projection_dim": 8192, "seed": 0}`` for ``cbp``); None or missing ones take the
+            head's defaults, and the built value holds them all (a read-only mapping).
         last_stride: stride of layer4; ``None`` when constructing means the
-            representation's default (1 for ``isqrt``: 448 px -> 28 x 28, 2 for ``gap``),
-            and the built value always holds the resolved stride.
+            representation's default (1 for the second-order heads: 448 px -> 28 x 28, 2 for
+            ``gap``), and the built value always holds the resolved stride.
 
-    Equal specs build networks that take each other's weights; ``gap`` specs ignore the
-    ``isqrt``-only fields, so ``NetSpec(representation="gap", reduce_dim=64)`` equals
+    Equal specs build networks that take each other's weights: defaults are resolved and
+    ``gap`` drops ``reduce_dim``, so ``NetSpec(representation="gap", reduce_dim=64)`` equals
     ``NetSpec(representation="gap")``.
 
     Raises:
-        ValueError: an unknown arch or representation, or a value out of range.
+        ValueError: an unknown arch, representation or head setting, or a value out of range.
     """
 
     arch: str = "resnet50"
     num_classes: int = 1000
     representation: str = "isqrt"
-    reduce_dim: int | None = 256
-    iterations: int | None = 5
+    reduce_dim: int | str | None = AUTO
+    head: Mapping[str, Any] | None = None
     last_stride: int | None = None
 
     def __post_init__(self) -> None:
@@ -60,57 +66,75 @@ class NetSpec:
             raise ValueError(
                 f"num_classes must be at most {MAX_NUM_CLASSES}, got {self.num_classes}"
             )
-        if self.representation not in REPRESENTATIONS:
-            raise ValueError(
-                f"unknown representation {self.representation!r}; choose one of "
-                f"{', '.join(REPRESENTATIONS)}"
-            )
-        if self.representation == "isqrt":
-            check_positive_int("reduce_dim", self.reduce_dim)
+        entry = head_entry(self.representation)
+        object.__setattr__(self, "head", entry.settings(self.head))
+        reduce_dim = self.reduce_dim
+        if not entry.reduces:  # nothing of a reduction exists: normalized so specs compare
+            reduce_dim = None
+        elif isinstance(reduce_dim, str) and reduce_dim == AUTO:
+            reduce_dim = entry.reduce_dim
+        if reduce_dim is not None:
+            check_positive_int("reduce_dim", reduce_dim)
             channels = trunk_channels(self.arch)
-            if self.reduce_dim > channels:  # the 1x1 convolution reduces layer4's channels
+            if reduce_dim > channels:  # the 1x1 convolution reduces layer4's channels
                 raise ValueError(
                     f"reduce_dim must be at most {channels} (the channels of {self.arch}'s "
-                    f"layer4, which it reduces), got {self.reduce_dim}"
+                    f"layer4, which it reduces), got {reduce_dim}"
                 )
-            check_iterations(self.iterations)
-        else:  # nothing of the covariance head exists: normalized so that specs compare
-            object.__setattr__(self, "reduce_dim", None)
-            object.__setattr__(self, "iterations", None)
+        object.__setattr__(self, "reduce_dim", reduce_dim)
         if self.last_stride is None:
-            object.__setattr__(self, "last_stride", 1 if self.representation == "isqrt" else 2)
+            object.__setattr__(self, "last_stride", entry.last_stride)
         check_last_stride(self.last_stride)
         weights = self.feature_dim * self.num_classes
         if weights > MAX_CLASSIFIER_WEIGHTS:
             raise ValueError(
                 f"a classifier of {self.num_classes} classes on {self.feature_dim} features "
                 f"would hold {weights:,} weights (at most {MAX_CLASSIFIER_WEIGHTS:,}: 4 GiB in "
-                f"float32); use fewer classes or a smaller reduce_dim"
+                f"float32); use fewer classes or a smaller reduce_dim (or head setting)"
             )
 
     @property
+    def channels(self) -> int:
+        """The channels the head pools: ``reduce_dim``, or layer4's without a reduction."""
+        return trunk_channels(self.arch) if self.reduce_dim is None else self.reduce_dim
+
+    @property
     def feature_dim(self) -> int:
-        """Length of the image vector the head gives the classifier: d(d+1)/2 for iSQRT-COV
-        (the covariance's upper triangle), layer4's channels for GAP."""
-        if self.representation == "isqrt":
-            return self.reduce_dim * (self.reduce_dim + 1) // 2
-        return trunk_channels(self.arch)
+        """Length of the image vector the head gives the classifier: d(d+1)/2 for the
+        covariance heads (the upper triangle), d*d for ``bcnn``, the projection for ``cbp``,
+        layer4's channels for ``gap``."""
+        return head_entry(self.representation).feature_dim(self.channels, self.head)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], **overrides: Any) -> NetSpec:
         """The spec held in ``values`` (hyperparameters, ``model.json``'s ``net``); other keys
         are ignored, missing ones take the defaults.
 
+        Written before heads had a settings group, ``values`` may hold ``iterations`` flat
+        (``isqrt``'s only setting then); it goes into ``head`` when no ``head`` is given.
+
         Raises:
             ValueError: a value that is out of range or of the wrong type.
         """
         fields = {f.name for f in dataclasses.fields(cls)}
         chosen = {k: v for k, v in values.items() if k in fields}
-        return cls(**{**chosen, **overrides})
+        merged = {**chosen, **overrides}
+        legacy = values.get("iterations")
+        if (
+            merged.get("head") is None
+            and legacy is not None
+            and merged.get("representation", cls.representation) == "isqrt"
+        ):
+            merged["head"] = {"iterations": legacy}
+        return cls(**merged)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as plain JSON/YAML values."""
-        return dataclasses.asdict(self)
+        return {
+            f.name: dict(value) if isinstance(value, Mapping) else value
+            for f in dataclasses.fields(self)
+            for value in [getattr(self, f.name)]
+        }
 
     def differences(self, other: NetSpec) -> list[str]:
         """``"field=mine (now theirs)"`` for each field that differs from ``other``."""
@@ -122,9 +146,10 @@ class NetSpec:
 
     def describe(self) -> str:
         """E.g. ``"resnet50 isqrt d=256 N=5, 200 classes"``."""
-        head = (
-            f"isqrt d={self.reduce_dim} N={self.iterations}"
-            if self.representation == "isqrt"
-            else self.representation
-        )
-        return f"{self.arch} {head}, {self.num_classes} classes"
+        parts = [self.arch, self.representation]
+        if self.reduce_dim is not None:
+            parts.append(f"d={self.reduce_dim}")
+        settings = head_entry(self.representation).describe(self.head)
+        if settings:
+            parts.append(settings)
+        return f"{' '.join(parts)}, {self.num_classes} classes"

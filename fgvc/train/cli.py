@@ -11,6 +11,7 @@ A ``--ckpt_path`` is read with the same safe, checked reader as everything else
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -24,6 +25,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from fgvc.data.datamodule import FGVCDataModule
 from fgvc.errors import ConfigError, FgvcError, user_message
+from fgvc.models import NetSpec
 from fgvc.runs import RUNS_ROOT, FitCheckpoint, hpc_checkpoint
 from fgvc.runs import read_fit_checkpoint as _read_fit_checkpoint
 from fgvc.train.callbacks import ResumableSaveConfig, RunRecord, checkpoint_callbacks
@@ -56,10 +58,13 @@ def recipe_changes(ckpt: FitCheckpoint, model: FGVCClassifier) -> list[str]:
     """The recipe settings in which the config differs from the checkpoint's run (the
     network's are :func:`check_compatible`'s; ``pretrained`` does not matter once the
     checkpoint's weights are loaded)."""
+    # the network's settings may be written differently and mean the same (reduce_dim
+    # "auto" and 256; a head group and the flat iterations of older checkpoints)
+    network = {f.name for f in dataclasses.fields(NetSpec)} | {"iterations"}
     changed = []
     for key, value in model.hparams.items():
         old = ckpt.hparams.get(key, value)
-        if key not in ("class_names", "pretrained") and old != value:
+        if key not in network | {"class_names", "pretrained"} and old != value:
             changed.append(f"{key} {old!r} -> {value!r}")
     return changed
 

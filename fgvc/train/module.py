@@ -35,8 +35,11 @@ from torchmetrics import MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from fgvc.data.transforms import hflip_tta
-from fgvc.models import NetSpec, build_model
+from fgvc.models import REPRESENTATIONS, NetSpec, build_model
 from fgvc.train.optim import RecipeLR, Schedule, parameter_groups, scaled_lr
+
+#: The CLI's choices for ``model.representation``: the head table's names.
+Representation = Literal[REPRESENTATIONS]
 
 
 def _accuracy_metrics(
@@ -61,17 +64,24 @@ def _mean() -> MeanMetric:
 
 
 class FGVCClassifier(pl.LightningModule):
-    """Fine-grained classifier: an iSQRT-COV ResNet and its training recipe.
+    """Fine-grained classifier: a ResNet with a representation head (iSQRT-COV by default)
+    and its training recipe.
 
     Args:
         arch: torchvision ResNet name (resnet18/34/50/101/152).
         num_classes: number of classes (linked from the DataModule).
         class_names: class names in label order (linked from the DataModule; logged, exported).
-        representation: ``"isqrt"`` (iSQRT-COV) or ``"gap"`` (average pooling baseline).
-        reduce_dim: channels d before the covariance (256: a 32,896-d representation).
-        iterations: Newton-Schulz iterations.
+        representation: the head, a key of :data:`fgvc.models.HEADS`: ``"isqrt"`` (iSQRT-COV),
+            ``"gap"`` (average pooling baseline), ``"mpncov"`` (MPN-COV, square root by
+            eigendecomposition), ``"bcnn"`` (bilinear pooling) or ``"cbp"`` (compact bilinear
+            pooling).
+        reduce_dim: channels after the head's 1x1 reduction (256 for iSQRT-COV: a 32,896-d
+            representation); ``null``: no reduction; ``"auto"``: the head's default.
+        head: the head's own settings, e.g. ``{iterations: 5}`` for ``isqrt`` (Newton-Schulz
+            iterations) or ``{projection_dim: 8192, seed: 0}`` for ``cbp``; missing ones take
+            the head's defaults.
         pretrained: None, ``"imagenet"``, ``"isqrt-imagenet"`` or a checkpoint path.
-        last_stride: stride of layer4 (default: 1 for isqrt, 2 for gap).
+        last_stride: stride of layer4 (default: 1 for the second-order heads, 2 for gap).
         optimizer: ``"sgd"`` (momentum, the authors') or ``"adamw"``.
         lr: base learning rate, for a global batch of ``lr_batch_size`` (the authors': 1.2e-3
             for 10 images).
@@ -103,9 +113,9 @@ class FGVCClassifier(pl.LightningModule):
         arch: str = NetSpec.arch,
         num_classes: int = NetSpec.num_classes,
         class_names: list[str] | None = None,
-        representation: Literal["isqrt", "gap"] = NetSpec.representation,
-        reduce_dim: int = NetSpec.reduce_dim,
-        iterations: int = NetSpec.iterations,
+        representation: Representation = NetSpec.representation,
+        reduce_dim: int | Literal["auto"] | None = NetSpec.reduce_dim,
+        head: dict[str, Any] | None = None,
         pretrained: str | None = None,
         last_stride: int | None = NetSpec.last_stride,
         optimizer: Literal["sgd", "adamw"] = "sgd",
@@ -135,7 +145,7 @@ class FGVCClassifier(pl.LightningModule):
             )
         self.save_hyperparameters()
         _check_recipe(self.hparams)
-        spec = NetSpec(arch, num_classes, representation, reduce_dim, iterations, last_stride)
+        spec = NetSpec(arch, num_classes, representation, reduce_dim, head, last_stride)
         self.model = build_model(spec, pretrained=pretrained)
         self.class_names = (
             list(class_names) if class_names else [str(i) for i in range(num_classes)]
