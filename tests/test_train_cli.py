@@ -65,3 +65,21 @@ def test_sync_batchnorm_on_several_cpu_processes_is_one_line(workdir, capsys):
     assert main(["fit", "--config", str(cfg), "--trainer.sync_batchnorm", "true"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "sync_batchnorm" in err[0] and "GPUs" in err[0], err
+
+
+def test_a_moved_key_of_an_older_config_says_where_it_went(workdir, capsys):
+    """``model.iterations`` (fgvc before the head table) is ``model.head.iterations`` now."""
+    import yaml
+
+    from fgvc.commands.main import main
+
+    cfg = write_config(workdir, max_epochs=1)
+    config = yaml.safe_load(cfg.read_text())
+    config["model"]["iterations"] = config["model"].pop("head")["iterations"]
+    cfg.write_text(yaml.safe_dump(config))
+    for args in (["--config", str(cfg)], ["--model.iterations", "3"]):
+        if args[0] != "--config":
+            args = ["--config", str(write_config(workdir, max_epochs=1)), *args]
+        assert main(["fit", *args, "--print_config"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "model.head: {iterations: N}" in err[0], err

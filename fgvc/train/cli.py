@@ -36,6 +36,12 @@ from fgvc.train.progress import progress_bar
 from fgvc.train.reports import EvalReports
 from fgvc.train.run_folder import continue_after_restart, continue_run, give_run_a_folder
 
+#: keys of earlier fgvc configs that moved, and where to (for the parse error's line)
+MOVED_KEYS = {
+    ("option 'iterations", "model.iterations"): "iterations is now a setting of the head: "
+    "model.head: {iterations: N} (on the command line --model.head '{iterations: N}')",
+}
+
 
 class ArgumentParser(LightningArgumentParser):
     """Parse errors (unknown keys, bad types) become a :class:`ConfigError`, which the
@@ -43,7 +49,9 @@ class ArgumentParser(LightningArgumentParser):
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-        raise ConfigError(" ".join(lines[:2]) or "invalid arguments") from ex
+        text = " ".join(lines[:2]) or "invalid arguments"
+        moved = [hint for keys, hint in MOVED_KEYS.items() if any(k in text for k in keys)]
+        raise ConfigError("; ".join([text, *moved])) from ex
 
 
 def read_fit_checkpoint(path: str) -> FitCheckpoint:
