@@ -42,7 +42,7 @@ import torch
 from fgvc.data.preprocessing import EvalPreprocessing
 from fgvc.errors import CheckpointError, UsageError
 from fgvc.models import FGVCNet, NetSpec, build_model, load_state_dict_checked
-from fgvc.models.pretrained import extract_state_dict, read_checkpoint
+from fgvc.models.checkpoint import extract_state_dict, read_checkpoint
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """Networks: torchvision ResNet trunks with a representation head (iSQRT-COV by default)."""
 
 from fgvc.models.backbone import ARCHS, ResNetTrunk
+from fgvc.models.checkpoint import CheckpointError, load_state_dict_checked, read_checkpoint
 from fgvc.models.factory import build_model
 from fgvc.models.heads import (
     HEADS,
@@ -17,11 +18,8 @@ from fgvc.models.pretrained import (
     AUTHORS_CHECKPOINTS,
     NAMED_SOURCES,
     AuthorsCheckpoint,
-    CheckpointError,
     convert_authors_state_dict,
     load_pretrained,
-    load_state_dict_checked,
-    read_checkpoint,
 )
 from fgvc.models.spec import NetSpec
 
