@@ -12,8 +12,9 @@ import pytest
 import yaml
 from PIL import Image
 
+import fgvc.models.authors
 from fgvc.commands.main import main
-from fgvc.models.pretrained import AUTHORS_CHECKPOINTS, AUTHORS_REPO, AuthorsCheckpoint
+from fgvc.models.authors import AUTHORS_CHECKPOINTS, AUTHORS_REPO, AuthorsCheckpoint
 from tests.test_commands_train import write_config
 
 
@@ -92,17 +93,23 @@ def test_failed_weights_download_prints_every_way_forward_and_exits_1(
     import torch
 
     monkeypatch.setattr(torch.hub, "_hub_dir", str(workdir / "hub"))
-    entry = AuthorsCheckpoint(dead_url, "mpncovresnet18-12345678.pth", "12345678", 10, 8)
+    entry = AuthorsCheckpoint(
+        dead_url, "mpncovresnet18-12345678.pth", "12345678", 10, 8, drive_id="DRIVE-ID",
+        baidu="https://pan.example/s/x",
+    )  # fmt: skip
     monkeypatch.setitem(AUTHORS_CHECKPOINTS, "resnet18", entry)
+    monkeypatch.setattr(fgvc.models.authors, "GDRIVE_URL", dead_url + "?id={id}")
     cfg = tiny_config(workdir, pretrained="isqrt-imagenet")
     assert main(["fit", "--config", str(cfg)]) == 1  # the work failed; the config is fine
     (line,) = error_lines(capsys, "fgvc fit")
     cached = workdir / "hub" / "checkpoints" / "mpncovresnet18-12345678.pth"
     assert line == (
-        f"fgvc fit: error: could not download {dead_url} ([Errno 111] Connection refused); "
-        f"without network, fetch it elsewhere and put it at {cached}. Other ways to the "
-        f"authors' iSQRT-COV resnet18 ImageNet weights: download their Google Drive or Baidu "
-        f"copy (links in the README of {AUTHORS_REPO}) and set `pretrained: /path/to/that/file` "
+        f"fgvc fit: error: could not get the authors' iSQRT-COV resnet18 ImageNet weights "
+        f"(could not download {dead_url} ([Errno 111] Connection refused); without network, "
+        f"fetch it elsewhere and put it at {cached}; {dead_url}?id=DRIVE-ID: cannot connect "
+        f"(ConnectionError)). Other ways: put a copy of mpncovresnet18-12345678.pth at {cached}; "
+        f"download their Google Drive copy or Baidu copy (https://pan.example/s/x) by hand "
+        f"(links in the README of {AUTHORS_REPO}) and set `pretrained: /path/to/that/file` "
         f"(their .pth/.pth.tar files load as they are); set FGVC_ISQRT_IMAGENET_URL to a mirror "
         f"folder URL holding mpncovresnet18-12345678.pth; or use `pretrained: imagenet` "
         f"(torchvision's ImageNet backbone weights, head trained from scratch: expect accuracy "

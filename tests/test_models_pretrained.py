@@ -29,7 +29,8 @@ from fgvc.models import (
     convert_authors_state_dict,
     read_checkpoint,
 )
-from fgvc.models.pretrained import AUTHORS_REPO, load_pretrained
+from fgvc.models.authors import AUTHORS_REPO
+from fgvc.models.pretrained import load_pretrained
 from fgvc.utils.download import DownloadError
 from tests.cli_helpers import CodePayload
 
@@ -501,7 +502,7 @@ def test_isqrt_imagenet_offline_lists_every_way_forward_on_one_line(hub_dir, mon
     for part in (
         dead_url,
         f"put it at {cached}",  # a copy of this very file
-        "Google Drive or Baidu copy",
+        "Google Drive copy",
         AUTHORS_REPO,
         "`pretrained: /path/to/that/file`",
         ".pth.tar",

@@ -1,5 +1,6 @@
 """Networks: torchvision ResNet trunks with a representation head (iSQRT-COV by default)."""
 
+from fgvc.models.authors import AUTHORS_CHECKPOINTS, AuthorsCheckpoint
 from fgvc.models.backbone import ARCHS, ResNetTrunk
 from fgvc.models.checkpoint import CheckpointError, load_state_dict_checked, read_checkpoint
 from fgvc.models.factory import build_model
@@ -14,13 +15,7 @@ from fgvc.models.heads import (
     MPNCovHead,
 )
 from fgvc.models.net import FGVCNet
-from fgvc.models.pretrained import (
-    AUTHORS_CHECKPOINTS,
-    NAMED_SOURCES,
-    AuthorsCheckpoint,
-    convert_authors_state_dict,
-    load_pretrained,
-)
+from fgvc.models.pretrained import NAMED_SOURCES, convert_authors_state_dict, load_pretrained
 from fgvc.models.spec import NetSpec
 
 __all__ = [

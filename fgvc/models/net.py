@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,6 +33,9 @@ class FGVCNet(nn.Module):
         # nn.Linear's default init (uniform, +-1/sqrt(feature_dim)), as the authors' fc.
         self.classifier = nn.Linear(self.feature_dim, spec.num_classes)
         self._spec = spec
+        #: where the starting weights came from (:class:`fgvc.models.authors.WeightsRecord`,
+        #: set by :func:`fgvc.models.pretrained.load_pretrained`), for the run's record
+        self.pretrained_record: Any = None
 
     @property
     def spec(self) -> NetSpec:

@@ -5,12 +5,9 @@ Sources (the ``pretrained`` argument of :func:`fgvc.models.build_model`):
 * ``"imagenet"``: torchvision's ImageNet weights (IMAGENET1K_V1) for the backbone only (head
   and classifier stay freshly initialized); torchvision's ``fc`` is dropped.
 * ``"isqrt-imagenet"``: the authors' ImageNet iSQRT-COV model (fast-MPN-COV release, ResNet-50
-  and -101, reduce_dim 256), downloaded once into ``<torch.hub.get_dir()>/checkpoints`` with
-  its sha256 prefix checked (resumed after dropped connections; one download when DDP ranks
-  start together). A file already there under its name (``mpncovresnet50-15991845.pth``) is
-  used. ``FGVC_ISQRT_IMAGENET_URL`` replaces the authors' server: a folder URL ending in
-  ``/`` that holds the files under their names, or one file's full URL; ``FGVC_MIRROR`` is
-  the folder for all fgvc downloads (see :mod:`fgvc.utils.download`).
+  and -101, reduce_dim 256) from the first source that gives a file that loads: a mirror
+  (``FGVC_ISQRT_IMAGENET_URL``, ``FGVC_MIRROR``), the hub cache, the authors' HTTP server,
+  their Google Drive copy (:mod:`fgvc.models.authors`).
 * a local file: the authors' layout (``conv1.*``, ``layer*``, ``layer_reduce*``, ``fc.*``,
   optionally inside ``{"state_dict": ...}`` and/or with DataParallel's ``module.``), or fgvc's
   own: a state dict of the model, a Lightning checkpoint (``model.`` prefix) or ``.safetensors``.
@@ -27,13 +24,18 @@ import os
 import pickle
 import urllib.error
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 
 from fgvc.errors import CheckpointError
+from fgvc.models.authors import (
+    AUTHORS_CHECKPOINTS,
+    WeightsRecord,
+    fetch_authors_checkpoint,
+    hub_checkpoint_dir,
+)
 from fgvc.models.backbone import TRUNK_CHILDREN, imagenet_weights
 from fgvc.models.checkpoint import (
     extract_state_dict,
@@ -43,49 +45,12 @@ from fgvc.models.checkpoint import (
 )
 from fgvc.models.net import FGVCNet
 from fgvc.models.spec import NetSpec
-from fgvc.utils.download import DownloadError, download_url, env_var, resolve_url
+from fgvc.utils.download import DownloadError
 
 logger = logging.getLogger(__name__)
 
 #: Names accepted by ``pretrained`` besides local paths.
 NAMED_SOURCES = ("imagenet", "isqrt-imagenet")
-
-AUTHORS_BASE_URL = "http://jtxie.com/models/"
-#: Its README links Google Drive and Baidu copies of the ImageNet checkpoints.
-AUTHORS_REPO = "https://github.com/jiangtaoxie/fast-MPN-COV"
-#: The variable that overrides :data:`AUTHORS_BASE_URL` (``FGVC_ISQRT_IMAGENET_URL``).
-AUTHORS_URL_ENV = env_var("isqrt-imagenet")
-
-
-@dataclass(frozen=True)
-class AuthorsCheckpoint:
-    """One published iSQRT-COV checkpoint in the authors' layout.
-
-    Attributes:
-        url: where it is downloaded from.
-        filename: its name in the hub cache (``<name>-<sha256 prefix>.pth``).
-        sha256_prefix: the start of the file's sha256 (torch.hub's convention).
-        num_classes: classes of its ``fc``.
-        reduce_dim: channels after its 1x1 reduction (the covariance size).
-    """
-
-    url: str
-    filename: str
-    sha256_prefix: str
-    num_classes: int = 1000
-    reduce_dim: int = 256
-
-
-def _authors(filename: str) -> AuthorsCheckpoint:
-    prefix = filename.rsplit("-", 1)[1].split(".", 1)[0]
-    return AuthorsCheckpoint(AUTHORS_BASE_URL + filename, filename, prefix)
-
-
-#: ``"isqrt-imagenet"`` checkpoints by arch. One dict so tests (and mirrors) can repoint it.
-AUTHORS_CHECKPOINTS: dict[str, AuthorsCheckpoint] = {
-    "resnet50": _authors("mpncovresnet50-15991845.pth"),  # top-1 error 21.71
-    "resnet101": _authors("mpncovresnet101-ade9737a.pth"),  # top-1 error 20.99
-}
 
 # The authors' names for the head and classifier -> ours; the trunk keeps torchvision names.
 _AUTHORS_RENAMES = (
@@ -93,11 +58,6 @@ _AUTHORS_RENAMES = (
     ("layer_reduce.", "head.conv."),
     ("fc.", "classifier."),
 ) + tuple((f"{name}.", f"backbone.{name}.") for name in TRUNK_CHILDREN)
-
-
-def hub_checkpoint_dir() -> Path:
-    """``<torch.hub.get_dir()>/checkpoints``, where torchvision caches its weights too."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
 
 
 def convert_authors_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -165,24 +125,9 @@ def load_pretrained(model: FGVCNet, source: str | os.PathLike, progress: bool = 
     if isinstance(source, str) and source == "imagenet":
         _load_torchvision_imagenet(model, progress)
     elif isinstance(source, str) and source == "isqrt-imagenet":
-        entry = AUTHORS_CHECKPOINTS[model.arch]
-        dest = hub_checkpoint_dir() / entry.filename
-        url = resolve_url("isqrt-imagenet", entry.url, entry.filename)
-        try:
-            download_url(url, dest, sha256_prefix=entry.sha256_prefix, progress=progress)
-        except DownloadError as err:
-            # One line with every way forward. Their Drive/Baidu copies need not be this very
-            # file (the sha256 check would refuse them in the cache), so they go by path.
-            raise DownloadError(
-                f"{err}. Other ways to the authors' iSQRT-COV {model.arch} ImageNet weights: "
-                f"download their Google Drive or Baidu copy (links in the README of "
-                f"{AUTHORS_REPO}) and set `pretrained: /path/to/that/file` (their .pth/.pth.tar "
-                f"files load as they are); set {AUTHORS_URL_ENV} to a mirror folder URL "
-                f"holding {entry.filename}; or use `pretrained: imagenet` (torchvision's "
-                f"ImageNet backbone weights, head trained from scratch: expect accuracy a few "
-                f"points lower)"
-            ) from err
-        _load_file(model, dest)
+        model.pretrained_record = fetch_authors_checkpoint(
+            model.arch, lambda path: _load_file(model, path), progress
+        )
     else:
         path = Path(source).expanduser()
         if not path.is_file():
@@ -191,6 +136,7 @@ def load_pretrained(model: FGVCNet, source: str | os.PathLike, progress: bool = 
                 f"{', '.join(NAMED_SOURCES)})"
             )
         _load_file(model, path)
+        model.pretrained_record = WeightsRecord("file", str(path))
     logger.info(
         "loaded pretrained weights for %s/%s from %s", model.arch, model.representation, source
     )

@@ -53,6 +53,9 @@ class ResumableSaveConfig(SaveConfigCallback):
             if not record.exists():
                 Path(log_dir).mkdir(parents=True, exist_ok=True)
                 fields = {"command": stage, **launch_record()}
+                weights = getattr(getattr(pl_module, "model", None), "pretrained_record", None)
+                if weights is not None:  # where the starting weights came from
+                    fields["pretrained"] = weights.to_dict()
                 atomic_write_text(record, json.dumps(fields) + "\n")
         super().setup(trainer, pl_module, stage)
 
