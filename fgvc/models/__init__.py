@@ -1,6 +1,5 @@
-"""Networks: torchvision ResNet trunks with a representation head (iSQRT-COV by default)."""
+"""Networks: a trunk (torchvision or timm) with a representation head (iSQRT-COV by default)."""
 
-from fgvc.models.backbone import ARCHS, ResNetTrunk
 from fgvc.models.checkpoint import CheckpointError, load_state_dict_checked, read_checkpoint
 from fgvc.models.factory import build_model
 from fgvc.models.heads import (
@@ -22,6 +21,7 @@ from fgvc.models.pretrained import (
     load_pretrained,
 )
 from fgvc.models.spec import NetSpec
+from fgvc.models.trunks import ARCHS, TRUNKS, ResNetTrunk, TrunkEntry, trunk_entry
 
 __all__ = [
     "ARCHS",
@@ -29,6 +29,7 @@ __all__ = [
     "HEADS",
     "NAMED_SOURCES",
     "REPRESENTATIONS",
+    "TRUNKS",
     "AuthorsCheckpoint",
     "AvgPoolHead",
     "BilinearHead",
@@ -40,9 +41,11 @@ __all__ = [
     "MPNCovHead",
     "NetSpec",
     "ResNetTrunk",
+    "TrunkEntry",
     "build_model",
     "convert_authors_state_dict",
     "load_pretrained",
     "load_state_dict_checked",
     "read_checkpoint",
+    "trunk_entry",
 ]
