@@ -163,7 +163,7 @@ def test_reset_classifier():
     ("kwargs", "match"),
     [
         ({"arch": "resnet99"}, r"resnet18, resnet34, resnet50, resnet101, resnet152"),
-        ({"arch": "vgg16"}, r"unknown arch 'vgg16'"),
+        ({"arch": "vgg19"}, r"unknown arch 'vgg19'"),
         ({"representation": "bilinear"}, r"representation 'bilinear'.*isqrt, gap"),
         ({"reduce_dim": 0}, r"reduce_dim must be an integer >= 1"),
         ({"head": {"iterations": 0}}, r"iterations must be an integer >= 1"),

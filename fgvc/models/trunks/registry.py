@@ -75,7 +75,7 @@ class TrunkEntry:
     def check_last_stride(self, last_stride: object) -> None:
         """Raises ValueError unless ``last_stride`` is one this trunk accepts."""
         if isinstance(last_stride, bool) or last_stride not in self.strides:
-            accepted = " or ".join(map(str, self.strides))
+            accepted = " or ".join(map(str, sorted(self.strides)))
             raise ValueError(
                 f"last_stride must be {accepted} for {self.name} ({self.last_stride_means}), "
                 f"got {last_stride!r}"
