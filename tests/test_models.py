@@ -9,11 +9,12 @@ import torch
 import torchvision
 from torch import nn
 
-from fgvc.models import ARCHS, FGVCNet, build_model
-from fgvc.models.backbone import TRUNK_CHILDREN
+from fgvc.models import FGVCNet, build_model
+from fgvc.models.trunks.resnet import TRUNK_CHILDREN
 from fgvc.ops import ISqrtCov
 
 BASIC = {"resnet18", "resnet34"}
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
 def _input(batch: int = 2, size: int = 64, seed: int = 0) -> torch.Tensor:
@@ -21,7 +22,7 @@ def _input(batch: int = 2, size: int = 64, seed: int = 0) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("representation", ["isqrt", "gap"])
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", RESNETS)
 def test_every_arch_builds_and_runs(arch, representation):
     torch.manual_seed(0)
     model = build_model(arch, num_classes=7, representation=representation, reduce_dim=16)
@@ -162,7 +163,7 @@ def test_reset_classifier():
     ("kwargs", "match"),
     [
         ({"arch": "resnet99"}, r"resnet18, resnet34, resnet50, resnet101, resnet152"),
-        ({"arch": "vgg16"}, r"unknown arch 'vgg16'"),
+        ({"arch": "vgg19"}, r"unknown arch 'vgg19'"),
         ({"representation": "bilinear"}, r"representation 'bilinear'.*isqrt, gap"),
         ({"reduce_dim": 0}, r"reduce_dim must be an integer >= 1"),
         ({"head": {"iterations": 0}}, r"iterations must be an integer >= 1"),

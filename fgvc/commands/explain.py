@@ -50,7 +50,7 @@ def build_parser() -> CommandParser:
         choices=tuple(METHODS),
         default="gradcam",
         help="gradcam (default), gradcam++, or scorecam (no gradients; one forward pass per "
-        "channel of layer4: slow, 512 to 2048 passes an image)",
+        "channel of the trunk's last layer: slow, 512 to 2048 passes an image)",
     )
     parser.add_argument(
         "--class",

@@ -6,7 +6,8 @@ EvalPreprocessing.load>`: the crop the network saw), for the predicted class or 
 Methods: ``gradcam`` (default), ``gradcam++`` and ``scorecam`` (gradient-free, one forward
 pass per channel of the target layer: 512 for ResNet-18/34, 2048 for ResNet-50 and up).
 
-Target layer: ``net.backbone.layer4``, the trunk's last stage, for both heads. With iSQRT-COV
+Target layer: the trunk's last layer (its ``cam_layer``: ``backbone.layer4`` for ResNet, the
+map the head pools for every trunk), for every head. With iSQRT-COV
 the layers after it are the head's 1x1 reduction, BatchNorm and ReLU, then covariance pooling.
 Grad-CAM weighs each channel by the spatial mean of the class score's gradient, and on the
 reduced features ``Y`` that mean is identically zero: the score is a function of the centred
@@ -21,9 +22,10 @@ where the features the covariance was built from came from, not which pairs of t
 classifier weighed.
 
 Geometry: the library upsamples with a plain resize, which puts cell ``j`` at the middle of
-pixels ``[16 j, 16 j + 16)``; the trunk's cell ``j`` is centred on pixel ``16 j``
-(:func:`cell_centres`), so its maps sit 7.5 px (15.5 px at stride 32) down and right of the
-evidence (72% in that test instead of 82%). Maps here are taken at the layer's resolution and
+pixels ``[16 j, 16 j + 16)``; a ResNet's cell ``j`` is centred on pixel ``16 j``
+(:func:`cell_centres`, which asks the trunk: :mod:`fgvc.models.trunks.geometry`), so its maps
+sit 7.5 px (15.5 px at stride 32) down and right of the evidence (72% in that test instead of
+82%). Maps here are taken at the layer's resolution and
 upsampled between the true centres (:func:`upsample_aligned`).
 
 Probabilities are computed as ``fgvc predict`` computes them (flip TTA as the bundle says
@@ -57,6 +59,7 @@ METHODS: dict[str, str] = {
     "gradcam++": "GradCAMPlusPlus",
     "scorecam": "ScoreCAM",
 }
+#: The target layer of a ResNet network (every trunk names its own: :func:`target_layer_name`).
 TARGET_LAYER = "backbone.layer4"
 _SCORECAM_BATCH = 32  # masked copies of an image per forward pass
 
@@ -83,6 +86,7 @@ class Explanation:
             another was asked for).
         method: a key of :data:`METHODS`.
         position: the image's index in the list given to :func:`explain_images`.
+        target_layer: the layer the map was computed on (:func:`target_layer_name`).
     """
 
     image: str
@@ -96,6 +100,7 @@ class Explanation:
     top1_probability: float
     method: str
     position: int = 0
+    target_layer: str = TARGET_LAYER
 
     @property
     def caption_lines(self) -> list[str]:
@@ -143,9 +148,14 @@ def resolve_class(value: str | int, class_names: Sequence[str]) -> int:
     )
 
 
+def target_layer_name(net: torch.nn.Module) -> str:
+    """``backbone.<the trunk's cam_layer>``: the layer whose output the head pools."""
+    return f"backbone.{net.get_submodule('backbone').cam_layer}"
+
+
 def target_layer(net: torch.nn.Module) -> torch.nn.Module:
-    """The layer the maps are computed on: :data:`TARGET_LAYER` (see the module doc)."""
-    return net.get_submodule(TARGET_LAYER)
+    """The layer the maps are computed on (see the module doc)."""
+    return net.get_submodule(target_layer_name(net))
 
 
 def _cam_class(method: str) -> Any:
@@ -167,34 +177,19 @@ def _cam_class(method: str) -> Any:
     return AtFeatureResolution
 
 
-def cell_centres(backbone: torch.nn.Module) -> tuple[int, float]:
+def cell_centres(
+    backbone: torch.nn.Module, size: tuple[int, int] | None = None
+) -> tuple[int, float]:
     """``(stride, offset)``: cell ``j`` of the trunk's output map is centred on input pixel
     ``offset + stride * j`` (pixel indices), from the kernels, strides and paddings along
-    its main path. For torchvision ResNets ``offset`` is 0: each strided layer centres its
-    output ``j`` on input ``2 j`` (a 3x3 kernel, padding 1), not on the middle of the
-    ``2j, 2j+1`` pair - over 16 px of stride the centre is 7.5 px from a plain resize's.
+    its main path (:func:`fgvc.models.trunks.geometry.measure_cell_centres`) for an input of
+    ``size`` (default: one every stride of the trunk divides). For torchvision ResNets
+    ``offset`` is 0: each strided layer centres its output ``j`` on input ``2 j`` (a 3x3
+    kernel, padding 1), not on the middle of the ``2j, 2j+1`` pair - over 16 px of stride the
+    centre is 7.5 px from a plain resize's.
     """
-    stride, offset = 1, 0.0
-
-    def step(layer: torch.nn.Module) -> None:
-        nonlocal stride, offset
-        k, s, p = (_first(getattr(layer, a)) for a in ("kernel_size", "stride", "padding"))
-        offset += stride * ((k - 1) / 2 - p)
-        stride *= s
-
-    for child in backbone.children():
-        if isinstance(child, (torch.nn.Conv2d, torch.nn.MaxPool2d, torch.nn.AvgPool2d)):
-            step(child)
-        elif isinstance(child, torch.nn.Sequential):  # a stage: the blocks' own convolutions
-            for block in child:
-                for name in ("conv1", "conv2", "conv3"):
-                    if isinstance(getattr(block, name, None), torch.nn.Conv2d):
-                        step(getattr(block, name))
-    return stride, offset
-
-
-def _first(value: int | tuple[int, ...]) -> int:
-    return value[0] if isinstance(value, tuple) else value
+    side = 8 * backbone.stride
+    return backbone.cell_centres(size or (side, side))
 
 
 def _interpolation(cells: int, pixels: int, stride: int, offset: float) -> np.ndarray:
@@ -240,7 +235,7 @@ def compute_cams(
         cam.activations_and_grads.release()  # remove its hooks from the network
         net.zero_grad(set_to_none=True)
     maps = np.nan_to_num(np.asarray(maps, dtype=np.float64), nan=0.0)
-    stride, offset = cell_centres(net.get_submodule("backbone"))
+    stride, offset = cell_centres(net.get_submodule("backbone"), tuple(batch.shape[-2:]))
     return upsample_aligned(maps, tuple(batch.shape[-2:]), stride, offset)
 
 
@@ -348,6 +343,7 @@ def _explain_batch(
             top1_probability=float(p[t]),
             method=method,
             position=i,
+            target_layer=target_layer_name(net),
         )
         for (i, path, crop, _), cam, c, t, p in zip(good, maps, chosen, top1, probs)
     ]

@@ -187,7 +187,7 @@ def summary_document(
     """``explanations.json``: ``meta`` (model, method, tta), one entry per image, errors."""
     return {
         **meta,
-        "target_layer": TARGET_LAYER,
+        "target_layer": explanations[0].target_layer if explanations else TARGET_LAYER,
         "contact_sheet": CONTACT_SHEET,
         "images": [
             {

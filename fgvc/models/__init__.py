@@ -1,7 +1,6 @@
-"""Networks: torchvision ResNet trunks with a representation head (iSQRT-COV by default)."""
+"""Networks: a trunk (torchvision or timm) with a representation head (iSQRT-COV by default)."""
 
 from fgvc.models.authors import AUTHORS_CHECKPOINTS, AuthorsCheckpoint
-from fgvc.models.backbone import ARCHS, ResNetTrunk
 from fgvc.models.checkpoint import CheckpointError, load_state_dict_checked, read_checkpoint
 from fgvc.models.factory import build_model
 from fgvc.models.heads import (
@@ -17,6 +16,7 @@ from fgvc.models.heads import (
 from fgvc.models.net import FGVCNet
 from fgvc.models.pretrained import NAMED_SOURCES, convert_authors_state_dict, load_pretrained
 from fgvc.models.spec import NetSpec
+from fgvc.models.trunks import ARCHS, TRUNKS, ResNetTrunk, TrunkEntry, trunk_entry
 
 __all__ = [
     "ARCHS",
@@ -24,6 +24,7 @@ __all__ = [
     "HEADS",
     "NAMED_SOURCES",
     "REPRESENTATIONS",
+    "TRUNKS",
     "AuthorsCheckpoint",
     "AvgPoolHead",
     "BilinearHead",
@@ -35,9 +36,11 @@ __all__ = [
     "MPNCovHead",
     "NetSpec",
     "ResNetTrunk",
+    "TrunkEntry",
     "build_model",
     "convert_authors_state_dict",
     "load_pretrained",
     "load_state_dict_checked",
     "read_checkpoint",
+    "trunk_entry",
 ]

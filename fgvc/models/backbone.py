@@ -1,94 +1,17 @@
-"""ResNet trunks (stem to layer4) taken from torchvision, with a settable last stride."""
+"""Kept for imports written before :mod:`fgvc.models.trunks`: the ResNet trunk lives there."""
 
-from __future__ import annotations
+from fgvc.models.trunks.resnet import (
+    TRUNK_CHILDREN,
+    ResNetTrunk,
+    check_last_stride,
+    imagenet_weights,
+    set_layer_stride,
+)
 
-from collections import OrderedDict
-from collections.abc import Callable
-
-import torchvision.models as tvm
-from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
-
-#: torchvision builder and ImageNet weights enum for each supported architecture.
-_RESNETS: dict[str, tuple[Callable[..., tvm.ResNet], type[tvm.WeightsEnum]]] = {
-    "resnet18": (tvm.resnet18, tvm.ResNet18_Weights),
-    "resnet34": (tvm.resnet34, tvm.ResNet34_Weights),
-    "resnet50": (tvm.resnet50, tvm.ResNet50_Weights),
-    "resnet101": (tvm.resnet101, tvm.ResNet101_Weights),
-    "resnet152": (tvm.resnet152, tvm.ResNet152_Weights),
-}
-
-#: Architectures accepted by :func:`fgvc.models.build_model`.
-ARCHS: tuple[str, ...] = tuple(_RESNETS)
-
-#: The trunk's children, in torchvision's names (so torchvision/authors' keys map 1:1).
-TRUNK_CHILDREN = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
-
-
-def check_arch(arch: str) -> None:
-    if arch not in _RESNETS:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
-
-
-def imagenet_weights(arch: str) -> tvm.WeightsEnum:
-    """torchvision's ImageNet weights for ``arch``: IMAGENET1K_V1.
-
-    V1 rather than DEFAULT (V2 for ResNet-50 and up, a later training recipe): V1 exists for
-    every ResNet here, so all archs start from the same kind of weights.
-    """
-    check_arch(arch)
-    return _RESNETS[arch][1].IMAGENET1K_V1
-
-
-class ResNetTrunk(nn.Sequential):
-    """conv1 .. layer4 of a torchvision ResNet: (B, 3, H, W) -> (B, C, H/s, W/s).
-
-    Attributes:
-        arch: torchvision architecture name.
-        out_channels: C, 512 for resnet18/34 and 2048 for the bottleneck ResNets.
-        last_stride: stride of layer4 (1 or 2); the total stride ``s`` is 16 or 32.
-    """
-
-    def __init__(self, arch: str, last_stride: int = 2) -> None:
-        check_arch(arch)
-        check_last_stride(last_stride)
-        net = _RESNETS[arch][0](weights=None)  # torchvision's own initialization
-        super().__init__(OrderedDict((name, getattr(net, name)) for name in TRUNK_CHILDREN))
-        self.arch = arch
-        self.out_channels: int = net.fc.in_features
-        self.last_stride = last_stride
-        set_layer_stride(self.layer4, last_stride)
-
-    def extra_repr(self) -> str:
-        return f"arch={self.arch!r}, last_stride={self.last_stride}"
-
-
-def trunk_channels(arch: str) -> int:
-    """C, the channels layer4 gives: 512 for resnet18/34 (BasicBlock), 2048 for the others."""
-    check_arch(arch)
-    return 512 if arch in ("resnet18", "resnet34") else 2048
-
-
-def check_last_stride(last_stride: int) -> None:
-    if isinstance(last_stride, bool) or last_stride not in (1, 2):
-        raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
-
-
-def set_layer_stride(layer: nn.Sequential, stride: int) -> None:
-    """Set the stride of a ResNet stage (its first block), in place.
-
-    Only the strided convolutions change (BasicBlock.conv1 or Bottleneck.conv2, as in
-    torchvision, and the shortcut's 1x1 conv), so parameter shapes and keys stay the same
-    and weights trained with either stride load unchanged.
-    """
-    block = layer[0]
-    if isinstance(block, Bottleneck):
-        block.conv2.stride = (stride, stride)
-    elif isinstance(block, BasicBlock):
-        block.conv1.stride = (stride, stride)
-    else:
-        raise TypeError(f"expected a torchvision BasicBlock/Bottleneck, got {type(block)}")
-    if block.downsample is not None:
-        block.downsample[0].stride = (stride, stride)
-    # torchvision also records the stride on the block; keep it consistent for readers.
-    block.stride = stride
+__all__ = [
+    "TRUNK_CHILDREN",
+    "ResNetTrunk",
+    "check_last_stride",
+    "imagenet_weights",
+    "set_layer_stride",
+]

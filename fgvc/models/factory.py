@@ -1,4 +1,4 @@
-"""``build_model``: a torchvision ResNet trunk, a representation head and a classifier."""
+"""``build_model``: a trunk, a representation head and a classifier."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from fgvc.models.backbone import ResNetTrunk
 from fgvc.models.heads import AUTO, head_entry
 from fgvc.models.net import FGVCNet
 from fgvc.models.pretrained import check_source, load_pretrained
 from fgvc.models.spec import NetSpec
+from fgvc.models.trunks import trunk_entry
 
 
 def build_model(
@@ -23,14 +23,15 @@ def build_model(
     last_stride: int | None = None,
     progress: bool = True,
 ) -> FGVCNet:
-    """Build a ResNet classifier with a representation head from :data:`fgvc.models.HEADS`.
+    """Build a classifier: a trunk from :data:`fgvc.models.TRUNKS` (or ``timm/<name>``) and a
+    representation head from :data:`fgvc.models.HEADS`.
 
     ``build_model(spec)`` takes a :class:`~fgvc.models.spec.NetSpec`; the keyword form
     ``build_model("resnet50", num_classes=200, ...)`` builds one from the fields given (the
     others take :class:`NetSpec`'s defaults).
 
     Args:
-        arch: a :class:`NetSpec`, or one of :data:`fgvc.models.ARCHS`.
+        arch: a :class:`NetSpec`, one of :data:`fgvc.models.ARCHS` or ``timm/<name>``.
         num_classes: classifier outputs.
         representation: ``"isqrt"`` (default: 1x1 conv to ``reduce_dim`` -> BN -> ReLU ->
             iSQRT-COV, d (d + 1) / 2 features), ``"gap"``, ``"mpncov"``, ``"bcnn"`` or
@@ -39,11 +40,13 @@ def build_model(
             the head's default (256 for iSQRT-COV and MPN-COV, none for B-CNN and CBP).
         head: the head's settings, e.g. ``{"iterations": 5}`` (Newton-Schulz iterations of
             ``"isqrt"``) or ``{"projection_dim": 8192, "seed": 0}`` (``"cbp"``).
-        pretrained: None (fresh: torchvision's init for the backbone, the authors' for the
-            head, nn.Linear's default for the classifier), ``"imagenet"``,
+        pretrained: None (fresh: the library's init for the backbone, the authors' for the
+            head, nn.Linear's default for the classifier), ``"imagenet"`` (the trunk's
+            default ImageNet weights), ``"imagenet:<weights name or file>"``,
             ``"isqrt-imagenet"`` or a checkpoint path; see :mod:`fgvc.models.pretrained`.
-        last_stride: stride of layer4, 1 or 2; default 1 for the second-order heads (the
-            authors' choice: 448 px -> 28 x 28 map, more samples), 2 for ``"gap"``.
+        last_stride: stride of the trunk's last stage (layer4 for ResNet), 1 or 2; default 1
+            for the second-order heads (the authors' choice: 448 px -> 28 x 28 map, more
+            samples), 2 for ``"gap"``, where the trunk accepts it.
         progress: show download progress bars.
 
     Raises:
@@ -68,7 +71,7 @@ def build_model(
     if pretrained is not None:
         check_source(pretrained, spec)
 
-    backbone = ResNetTrunk(spec.arch, spec.last_stride)
+    backbone = trunk_entry(spec.arch).build(spec.last_stride)
     head_module = head_entry(spec.representation).build(
         backbone.out_channels, spec.reduce_dim, spec.head
     )

@@ -17,7 +17,8 @@ class FGVCNet(nn.Module):
     State-dict keys are ``backbone.<torchvision name>``, ``head.*`` and ``classifier.*``.
 
     Attributes:
-        backbone: stem to layer4 (:class:`~fgvc.models.backbone.ResNetTrunk`).
+        backbone: a trunk of :data:`fgvc.models.trunks.TRUNKS` (or ``timm/<name>``): images
+            to the feature map the head pools.
         head: one of :data:`fgvc.models.heads.HEADS`' modules (``output_dim`` features).
         classifier: ``nn.Linear(feature_dim, num_classes)``.
         spec: the :class:`~fgvc.models.spec.NetSpec` it was built from (with the current

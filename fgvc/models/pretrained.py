@@ -2,8 +2,11 @@
 
 Sources (the ``pretrained`` argument of :func:`fgvc.models.build_model`):
 
-* ``"imagenet"``: torchvision's ImageNet weights (IMAGENET1K_V1) for the backbone only (head
-  and classifier stay freshly initialized); torchvision's ``fc`` is dropped.
+* ``"imagenet"``: the trunk's ImageNet weights for the backbone only (head and classifier stay
+  freshly initialized): torchvision's IMAGENET1K_V1 for the torchvision trunks, timm's default
+  tag for ``timm/`` ones. ``"imagenet:<name>"`` picks other weights of the trunk (a
+  torchvision enum name such as ``IMAGENET1K_V2``, a timm tag), ``"imagenet:<path>"`` a file
+  of them in the library's layout (see :mod:`fgvc.models.trunks.weights`).
 * ``"isqrt-imagenet"``: the authors' ImageNet iSQRT-COV model (fast-MPN-COV release, ResNet-50
   and -101, reduce_dim 256) from the first source that gives a file that loads: a mirror
   (``FGVC_ISQRT_IMAGENET_URL``, ``FGVC_MIRROR``), the hub cache, the authors' HTTP server,
@@ -21,22 +24,13 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
-import urllib.error
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 
-from fgvc.errors import CheckpointError
-from fgvc.models.authors import (
-    AUTHORS_CHECKPOINTS,
-    WeightsRecord,
-    fetch_authors_checkpoint,
-    hub_checkpoint_dir,
-)
-from fgvc.models.backbone import TRUNK_CHILDREN, imagenet_weights
+from fgvc.models.authors import AUTHORS_CHECKPOINTS, WeightsRecord, fetch_authors_checkpoint
+from fgvc.models.backbone import TRUNK_CHILDREN
 from fgvc.models.checkpoint import (
     extract_state_dict,
     load_state_dict_checked,
@@ -45,7 +39,7 @@ from fgvc.models.checkpoint import (
 )
 from fgvc.models.net import FGVCNet
 from fgvc.models.spec import NetSpec
-from fgvc.utils.download import DownloadError
+from fgvc.models.trunks import parse_imagenet, trunk_entry
 
 logger = logging.getLogger(__name__)
 
@@ -122,8 +116,9 @@ def load_pretrained(model: FGVCNet, source: str | os.PathLike, progress: bool = 
             file by hand) or the checksum did not match.
     """
     check_source(source, model.spec)
-    if isinstance(source, str) and source == "imagenet":
-        _load_torchvision_imagenet(model, progress)
+    imagenet, choice = parse_imagenet(source)
+    if imagenet:
+        _load_imagenet(model, choice, progress)
     elif isinstance(source, str) and source == "isqrt-imagenet":
         model.pretrained_record = fetch_authors_checkpoint(
             model.arch, lambda path: _load_file(model, path), progress
@@ -152,25 +147,7 @@ def _load_file(model: FGVCNet, path: Path) -> None:
     load_state_dict_checked(model, state, origin)
 
 
-def _load_torchvision_imagenet(model: FGVCNet, progress: bool) -> None:
-    weights = imagenet_weights(model.arch)
-    cached = hub_checkpoint_dir() / os.path.basename(urlparse(weights.url).path)
-    was_cached = cached.is_file()
-    try:
-        state = weights.get_state_dict(progress=progress, check_hash=True, weights_only=True)
-    except (urllib.error.URLError, OSError, RuntimeError, pickle.UnpicklingError) as err:
-        if was_cached:
-            raise CheckpointError(
-                f"could not load torchvision's cached ImageNet weights {cached} ({err}); "
-                f"delete the file to download it again from {weights.url}"
-            ) from err
-        raise DownloadError(
-            f"could not download torchvision's ImageNet weights for {model.arch} from "
-            f"{weights.url} ({getattr(err, 'reason', err)}); without network, fetch it "
-            f"elsewhere and put it at {cached}"
-        ) from err
-    # torchvision's fc is its 1000-class ImageNet classifier; ours starts fresh.
-    backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    load_state_dict_checked(
-        model, convert_authors_state_dict(backbone), f"torchvision {weights}", scope="backbone."
-    )
+def _load_imagenet(model: FGVCNet, choice: str | None, progress: bool) -> None:
+    """The trunk's ImageNet weights into ``model.backbone`` (its entry knows where they are
+    and how they load; the library's classifier is dropped)."""
+    trunk_entry(model.arch).load_imagenet(model.backbone, choice, progress)

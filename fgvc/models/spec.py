@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fgvc.models.backbone import check_arch, check_last_stride, trunk_channels
 from fgvc.models.heads import AUTO, head_entry
+from fgvc.models.trunks import trunk_entry
 from fgvc.ops.checks import check_positive_int
 
 #: Above any fine-grained dataset (iNaturalist 2021: 10,000; ImageNet-21k: 21,841 classes).
@@ -29,20 +29,24 @@ class NetSpec:
     """The architecture of an :class:`~fgvc.models.FGVCNet` (weights aside).
 
     Attributes:
-        arch: torchvision ResNet (``resnet18/34/50/101/152``).
+        arch: a key of :data:`fgvc.models.trunks.TRUNKS` (``resnet18..152``, ``vgg16``,
+            ``vgg16_bn``, ``densenet121/161``) or ``timm/<timm model name>``.
         num_classes: classifier outputs.
         representation: a key of :data:`fgvc.models.heads.HEADS` (``isqrt``, ``gap``,
             ``mpncov``, ``bcnn``, ``cbp``).
         reduce_dim: channels after the head's 1x1 reduction; None: no reduction (the head
             pools the trunk's channels); ``"auto"`` when constructing means the head's default
-            (256 for ``isqrt`` and ``mpncov``, None for ``bcnn`` and ``cbp``). Always None for
+            (256 for ``isqrt`` and ``mpncov``, at most the trunk's channels; None for
+            ``bcnn`` and ``cbp``). Always None for
             ``gap``, which has no reduction.
         head: the head's own settings (e.g. ``{"iterations": 5}`` for ``isqrt``,
             ``{"projection_dim": 8192, "seed": 0}`` for ``cbp``); None or missing ones take the
             head's defaults, and the built value holds them all (a read-only mapping).
-        last_stride: stride of layer4; ``None`` when constructing means the
-            representation's default (1 for the second-order heads: 448 px -> 28 x 28, 2 for
-            ``gap``), and the built value always holds the resolved stride.
+        last_stride: stride of the trunk's last stage (layer4 for ResNet; what it means
+            for each trunk: :attr:`TrunkEntry.last_stride_means`); ``None`` when constructing
+            means the representation's default (1 for the second-order heads: 448 px ->
+            28 x 28, 2 for ``gap``) where the trunk accepts it, else the trunk's only value;
+            the built value always holds the resolved stride.
 
     Equal specs build networks that take each other's weights: defaults are resolved and
     ``gap`` drops ``reduce_dim``, so ``NetSpec(representation="gap", reduce_dim=64)`` equals
@@ -60,7 +64,7 @@ class NetSpec:
     last_stride: int | None = None
 
     def __post_init__(self) -> None:
-        check_arch(self.arch)
+        trunk = trunk_entry(self.arch)
         check_positive_int("num_classes", self.num_classes)
         if self.num_classes > MAX_NUM_CLASSES:
             raise ValueError(
@@ -73,18 +77,20 @@ class NetSpec:
             reduce_dim = None
         elif isinstance(reduce_dim, str) and reduce_dim == AUTO:
             reduce_dim = entry.reduce_dim
+            if reduce_dim is not None:  # a trunk narrower than the default (ViT-Tiny: 192)
+                reduce_dim = min(reduce_dim, trunk.channels)
         if reduce_dim is not None:
             check_positive_int("reduce_dim", reduce_dim)
-            channels = trunk_channels(self.arch)
-            if reduce_dim > channels:  # the 1x1 convolution reduces layer4's channels
+            channels = trunk.channels
+            if reduce_dim > channels:  # the 1x1 convolution reduces the trunk's channels
                 raise ValueError(
                     f"reduce_dim must be at most {channels} (the channels of {self.arch}'s "
-                    f"layer4, which it reduces), got {reduce_dim}"
+                    f"output, which it reduces), got {reduce_dim}"
                 )
         object.__setattr__(self, "reduce_dim", reduce_dim)
         if self.last_stride is None:
-            object.__setattr__(self, "last_stride", entry.last_stride)
-        check_last_stride(self.last_stride)
+            object.__setattr__(self, "last_stride", trunk.default_last_stride(entry.last_stride))
+        trunk.check_last_stride(self.last_stride)
         weights = self.feature_dim * self.num_classes
         if weights > MAX_CLASSIFIER_WEIGHTS:
             raise ValueError(
@@ -95,14 +101,14 @@ class NetSpec:
 
     @property
     def channels(self) -> int:
-        """The channels the head pools: ``reduce_dim``, or layer4's without a reduction."""
-        return trunk_channels(self.arch) if self.reduce_dim is None else self.reduce_dim
+        """The channels the head pools: ``reduce_dim``, or the trunk's without a reduction."""
+        return trunk_entry(self.arch).channels if self.reduce_dim is None else self.reduce_dim
 
     @property
     def feature_dim(self) -> int:
         """Length of the image vector the head gives the classifier: d(d+1)/2 for the
         covariance heads (the upper triangle), d*d for ``bcnn``, the projection for ``cbp``,
-        layer4's channels for ``gap``."""
+        the trunk's channels for ``gap``."""
         return head_entry(self.representation).feature_dim(self.channels, self.head)
 
     @classmethod

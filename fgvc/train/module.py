@@ -4,10 +4,10 @@ Its constructor is the ``model:`` section of a config: the :func:`fgvc.models.bu
 arguments (``num_classes`` and ``class_names`` are linked from the DataModule by the CLI)
 and the optimization recipe.
 
-Parameter groups (each split into decay / no-decay: BatchNorm weights and biases get no
-weight decay)::
+Parameter groups (each split into decay / no-decay: every norm layer's weights and all biases
+get no weight decay)::
 
-    backbone     stem .. layer4                     lr * lr_mult_backbone
+    backbone     the trunk (stem .. layer4)         lr * lr_mult_backbone
     head         1x1 reduction conv + BN            lr * lr_mult_head
     classifier   Linear                             lr * lr_mult_classifier (5, the authors')
 
@@ -16,8 +16,8 @@ cosine with linear warmup, or constant) times a gate that is 0 for the backbone 
 the first ``freeze_backbone_epochs`` epochs. A resumed run follows the schedule of its own
 config from the point of training reached (:class:`fgvc.train.optim.RecipeLR`). Gating by
 learning rate (instead of ``requires_grad``) keeps the set of trainable parameters fixed, so
-DDP and every scheduler keep working; frozen BatchNorm layers also stay in eval mode, so their
-statistics do not move.
+DDP and every scheduler keep working; the frozen trunk's norm layers (BatchNorm, LayerNorm, ...)
+also stay in eval mode, so their statistics do not move.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ class FGVCClassifier(pl.LightningModule):
     and its training recipe.
 
     Args:
-        arch: torchvision ResNet name (resnet18/34/50/101/152).
+        arch: a trunk: torchvision `resnet18..152`, `vgg16(_bn)`, `densenet121/161`, or
+            `timm/<timm model name>` (see :data:`fgvc.models.TRUNKS`).
         num_classes: number of classes (linked from the DataModule).
         class_names: class names in label order (linked from the DataModule; logged, exported).
         representation: the head, a key of :data:`fgvc.models.HEADS`: ``"isqrt"`` (iSQRT-COV),
@@ -80,8 +81,10 @@ class FGVCClassifier(pl.LightningModule):
         head: the head's own settings, e.g. ``{iterations: 5}`` for ``isqrt`` (Newton-Schulz
             iterations) or ``{projection_dim: 8192, seed: 0}`` for ``cbp``; missing ones take
             the head's defaults.
-        pretrained: None, ``"imagenet"``, ``"isqrt-imagenet"`` or a checkpoint path.
-        last_stride: stride of layer4 (default: 1 for the second-order heads, 2 for gap).
+        pretrained: None, ``"imagenet"`` (``"imagenet:IMAGENET1K_V2"``, a timm tag or a
+            weights file: ``imagenet:<choice>``), ``"isqrt-imagenet"`` or a checkpoint path.
+        last_stride: stride of the trunk's last stage (layer4 for ResNet; default: 1 for the
+            second-order heads, 2 for gap, where the trunk accepts it).
         optimizer: ``"sgd"`` (momentum, the authors') or ``"adamw"``.
         lr: base learning rate, for a global batch of ``lr_batch_size`` (the authors': 1.2e-3
             for 10 images).
@@ -227,12 +230,10 @@ class FGVCClassifier(pl.LightningModule):
         )
 
     def on_train_epoch_start(self) -> None:
-        # Frozen backbone: its BatchNorm statistics stay put too. Set both ways each epoch:
+        # Frozen backbone: its norm layers' statistics stay put too. Set both ways each epoch:
         # Lightning restores per-module modes, so an eval set here would otherwise stick.
         frozen = self.current_epoch < self.hparams.freeze_backbone_epochs
-        for module in self.model.backbone.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.train(self.training and not frozen)
+        self.model.backbone.set_frozen(frozen, self.training)
 
     # -------------------------------------------------------------- evaluation
     # Steps only update the metrics; each epoch computes them once on every process (a

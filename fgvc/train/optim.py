@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from fgvc.models.trunks.norms import no_decay_parameter_names
+
 #: The network's parts, each with its own learning-rate multiplier.
 GROUPS = ("backbone", "head", "classifier")
 
@@ -27,19 +29,20 @@ def parameter_groups(
 ) -> list[dict[str, Any]]:
     """Six groups: (backbone, head, classifier) x (decay, no decay).
 
-    BatchNorm / GroupNorm weights and all biases get no weight decay; each group's rate is
-    ``lr * mults[part]``, and ``group`` names the part (the schedule gates the backbone).
+    Every norm layer's parameters (BatchNorm, GroupNorm, LayerNorm, ... of any trunk or
+    head) and all biases get no weight decay, and so do those a trunk's library lists (timm's
+    position embeddings and class tokens): :func:`fgvc.models.trunks.norms.
+    no_decay_parameter_names`. Each group's rate is ``lr * mults[part]``, and ``group`` names
+    the part (the schedule gates the backbone).
     """
     groups = []
     for name in GROUPS:
         module: nn.Module = getattr(net, name)
+        skip = no_decay_parameter_names(module)
         decay, no_decay = [], []
-        for sub in module.modules():
-            for pname, param in sub.named_parameters(recurse=False):
-                if not param.requires_grad:
-                    continue
-                is_norm = isinstance(sub, nn.modules.batchnorm._NormBase | nn.GroupNorm)
-                (no_decay if is_norm or pname == "bias" else decay).append(param)
+        for pname, param in module.named_parameters():
+            if param.requires_grad:
+                (no_decay if pname in skip else decay).append(param)
         for params, wd, tag in ((decay, weight_decay, ""), (no_decay, 0.0, "_no_decay")):
             if params:
                 groups.append(
