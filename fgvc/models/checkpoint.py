@@ -16,11 +16,14 @@ import pickle
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from fgvc.errors import CheckpointError
-from fgvc.models.net import FGVCNet
+
+if TYPE_CHECKING:  # the network is only a parameter here: no import of the models above
+    from fgvc.models.net import FGVCNet
 
 logger = logging.getLogger(__name__)
 
