@@ -16,14 +16,11 @@ import pickle
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from fgvc.errors import CheckpointError
-
-if TYPE_CHECKING:  # the network is only a parameter here: no import of the models above
-    from fgvc.models.net import FGVCNet
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +145,7 @@ def _listing(keys: list[str]) -> str:
 
 
 def load_state_dict_checked(
-    model: FGVCNet,
+    model: nn.Module,
     state_dict: Mapping[str, torch.Tensor],
     origin: str,
     scope: str | None = None,
@@ -156,7 +153,8 @@ def load_state_dict_checked(
     """Load ``state_dict`` into ``model`` with strict key and shape checks.
 
     Args:
-        model: the network (keys ``backbone.*``, ``head.*``, ``classifier.*``).
+        model: an :class:`~fgvc.models.net.FGVCNet` (keys ``backbone.*``, ``head.*``,
+            ``classifier.*``; its ``spec`` and ``feature_dim`` name it in messages).
         state_dict: tensors in our key layout.
         origin: the file or source, for messages.
         scope: only the model's keys with this prefix are expected (e.g. ``"backbone."``);
