@@ -147,3 +147,68 @@ def test_extraction_target_must_be_empty(tmp_path):
     with pytest.raises(DownloadError, match="is not empty"):
         safe_extract(archive, tmp_path / "stage")
     assert _names(tmp_path / "stage") == ["mine.txt"]
+
+
+# zip archives: zipfile's own extraction rewrites unsafe names; safe_extract refuses them
+
+
+def _zip(path: Path, members: list[tuple[str, bytes]], links: dict[str, str] | None = None):
+    """A zip of ``(name, data)`` members (a name ending in ``/`` is a folder) and ``links``
+    (name -> target), stored as Info-ZIP symlinks (the mode's S_IFLNK in external_attr)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members:
+            zf.writestr(name, data)
+        for name, target in (links or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.create_system = 3  # Unix, whose modes the external attributes hold
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, target)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("../escaped.txt", "'../escaped.txt'"),
+        ("pkg/../../escaped.txt", "'pkg/../../escaped.txt'"),
+        ("/tmp/fgvc-absolute.txt", "'/tmp/fgvc-absolute.txt'"),
+    ],
+)
+def test_unsafe_zip_members_are_refused_and_nothing_is_written(tmp_path, name, shown):
+    archive = _zip(tmp_path / "evil.zip", [("ok.txt", b"fine"), (name, b"evil")])
+    stage = tmp_path / "stage"
+    with pytest.raises(DownloadError) as info:
+        safe_extract(archive, stage)
+    message = str(info.value)
+    assert "escapes the target" in message and shown in message and str(archive) in message
+    # refused before anything was extracted: not even the safe member, nor a rewritten name
+    assert _names(tmp_path) == ["evil.zip", "stage"] and _names(stage) == []
+    assert not Path("/tmp/fgvc-absolute.txt").exists()
+
+
+def test_a_zip_extracts_exactly_its_members_and_links_stay_plain_files(tmp_path):
+    """Folders, nested files and bytes as stored; a symlink member (which zipfile never
+    creates as a link) is a small file holding the link's text, pointing nowhere."""
+    payload = bytes(range(256)) * 40
+    archive = _zip(
+        tmp_path / "ok.zip",
+        [("DATA/", b""), ("DATA/a.txt", b"alpha\n"), ("DATA/sub/b.bin", payload)],
+        links={"DATA/link": "../../outside"},
+    )
+    stage = tmp_path / "stage"
+    safe_extract(archive, stage)
+    found = {
+        str(p.relative_to(stage)): (p.read_bytes() if p.is_file() else None)
+        for p in stage.rglob("*")
+    }
+    assert found == {
+        "DATA": None,
+        "DATA/a.txt": b"alpha\n",
+        "DATA/sub": None,
+        "DATA/sub/b.bin": payload,
+        "DATA/link": b"../../outside",
+    }
+    assert not (stage / "DATA" / "link").is_symlink()
+    assert _names(tmp_path) == ["ok.zip", "stage"]
