@@ -109,12 +109,21 @@ def test_server_errors_are_retried_client_errors_are_not(flaky_server, tmp_path)
     assert _names(tmp_path) == ["w.bin"]
 
 
-def test_unreachable_host_fails_at_once_and_leaves_nothing(tmp_path, dead_url):
+def test_unreachable_host_fails_at_once_and_leaves_nothing(tmp_path, dead_url, monkeypatch):
+    """One attempt and no back-off (counted, not timed)."""
+    attempts, waits = [], []
+    real_urlopen = dl.urllib.request.urlopen
+
+    def urlopen(*args, **kwargs):
+        attempts.append(args[0].full_url)
+        return real_urlopen(*args, **kwargs)
+
+    monkeypatch.setattr(dl.urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(dl.time, "sleep", waits.append)
     dest = tmp_path / "cache" / "missing.pth"
-    started = time.monotonic()
     with pytest.raises(DownloadError) as info:
         download_url(dead_url, dest, sha256_prefix="12345678", progress=False)
-    assert time.monotonic() - started < 5
+    assert attempts == [dead_url] and waits == []
     message = str(info.value)
     assert "\n" not in message and dead_url in message and f"put it at {dest}" in message
     assert _names(dest.parent) == []
