@@ -7,7 +7,7 @@ import io
 import json
 from pathlib import Path
 
-from fgvc.deploy.outputs import format_predictions
+from fgvc.deploy.outputs import escape_controls, format_predictions, safe_cell
 from fgvc.deploy.predict import Prediction
 
 # two images, ranks in the order predict gives them (highest probability first); the
@@ -50,3 +50,43 @@ def test_csv_and_json_keep_the_same_order():
     assert document["errors"] == [
         {"image": "/data/c.jpg", "error": "/data/c.jpg: cannot decode image"}
     ]
+
+
+def test_controls_are_escaped_and_formulas_neutralized():
+    assert escape_controls("a\nb\tc\x1b d\x85e\u2028f\u2029 café") == (
+        "a\\nb\\tc\\x1b d\\x85e\\u2028f\\u2029 café"  # C0, C1, line and paragraph separators
+    )
+    for start in "=+-@":
+        assert safe_cell(f"{start}1+1") == f"'{start}1+1"
+    assert safe_cell("1+1=2") == "1+1=2" and safe_cell("\n=x") == "\\n=x"
+
+
+def test_the_exact_text_of_each_format():
+    """Byte for byte: JSON indented by 2 with names as they are (not \\u escapes), CSV lines
+    ending in \\n, the table's names escaped onto one line."""
+    predictions = [Prediction("/d/é.jpg", [(1, "café\n=x", 0.5)])]
+    assert format_predictions("json", predictions, [], {"tta": False}) == (
+        "{\n"
+        '  "tta": false,\n'
+        '  "predictions": [\n'
+        "    {\n"
+        '      "image": "/d/é.jpg",\n'
+        '      "top": [\n'
+        "        {\n"
+        '          "rank": 1,\n'
+        '          "class_index": 1,\n'
+        '          "class_name": "café\\n=x",\n'
+        '          "probability": 0.5\n'
+        "        }\n"
+        "      ]\n"
+        "    }\n"
+        "  ],\n"
+        '  "errors": []\n'
+        "}\n"
+    )
+    assert format_predictions("csv", predictions, [], {}) == (
+        "image,rank,class_index,class_name,probability\n/d/é.jpg,1,1,café\\n=x,0.5\n"
+    )
+    assert format_predictions("table", predictions, [], {}) == (
+        "/d/é.jpg\n   1   0.5000  café\\n=x\n"
+    )

@@ -78,6 +78,9 @@ def _unsafe_members(tmp_path: Path):
             _member("l2/escaped.txt"),
         ],
         "hardlink-out": [_member("hl", tarfile.LNKTYPE, linkname="../../secret.txt")],
+        # a hard link's target is relative to the archive's root, not to its own folder
+        "hardlink-deep-out": [_member("a/b/hl", tarfile.LNKTYPE, linkname="../../secret.txt")],
+        "hardlink-up-one": [_member("a/hl", tarfile.LNKTYPE, linkname="../secret.txt")],
         "device": [_member("null", tarfile.CHRTYPE, devmajor=1, devminor=3)],
         "fifo": [_member("pipe", tarfile.FIFOTYPE)],
     }
@@ -90,8 +93,25 @@ _REFUSED_MEMBER = {
     "symlink-absolute": "'link'",
     "symlink-chain": "'l2'",
     "hardlink-out": "'hl'",
+    "hardlink-deep-out": "'a/b/hl'",
+    "hardlink-up-one": "'a/hl'",
     "device": "'null'",
     "fifo": "'pipe'",
+}
+
+
+# why each is refused: (tarfile's data filter says, the fallback's own words)
+_WHY = {
+    "absolute": ("absolute path", "absolute path"),
+    "dotdot": ("outside the destination", "it would land outside the destination"),
+    "symlink-out": ("outside the destination", "link to '../../outside', outside"),
+    "symlink-absolute": ("absolute path", "link to the absolute path"),
+    "symlink-chain": ("outside the destination", "link to 'l1/..', outside"),
+    "hardlink-out": ("outside the destination", "link to '../../secret.txt', outside"),
+    "hardlink-deep-out": ("outside the destination", "link to '../../secret.txt', outside"),
+    "hardlink-up-one": ("outside the destination", "link to '../secret.txt', outside"),
+    "device": ("special file", "device, fifo or other special file"),
+    "fifo": ("special file", "device, fifo or other special file"),
 }
 
 
@@ -105,6 +125,11 @@ def test_unsafe_tar_members_are_refused(tmp_path, tar_filters, case):
     message = str(info.value)
     assert "refused unsafe member" in message and str(archive) in message
     assert _REFUSED_MEMBER[case] in message
+    builtin, fallback = _WHY[case]
+    if tar_filters == "fallback":
+        assert message.endswith(f"({fallback})") or f"({fallback} '" in message, message
+    else:
+        assert builtin in message.rsplit("(", 1)[-1], message
     assert "\n" not in message
     after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if "stage" not in p.parts)
     assert after == before  # nothing written outside the staging folder
@@ -121,6 +146,8 @@ def test_safe_tar_extracts_with_sanitized_modes(tmp_path, tar_filters):
             _member("pkg/run.sh", data=b"#!/bin/sh\n", mode=0o6777, uid=4321, gid=4321),
             _member("pkg/data.txt", data=b"data", mode=0o666),
             _member("pkg/private.txt", data=b"p", mode=0o400),
+            # others may run it, its owner may not: nobody may
+            _member("pkg/odd.sh", data=b"o", mode=0o651),
             _member("pkg/alias", tarfile.SYMTYPE, linkname="data.txt"),
             _member("pkg/copy.txt", tarfile.LNKTYPE, linkname="pkg/data.txt"),
         ],
@@ -136,6 +163,7 @@ def test_safe_tar_extracts_with_sanitized_modes(tmp_path, tar_filters):
     assert (pkg / "run.sh").stat().st_uid == os.getuid()  # the archive's owner is not applied
     assert mode("data.txt") == 0o644
     assert mode("private.txt") == 0o600  # the owner can always read and write
+    assert mode("odd.sh") == 0o640
     assert (pkg / "alias").is_symlink() and (pkg / "alias").read_bytes() == b"data"
     assert (pkg / "copy.txt").read_bytes() == b"data"
 
