@@ -125,6 +125,7 @@ def test_unsafe_tar_members_are_refused(tmp_path, tar_filters, case):
     message = str(info.value)
     assert "refused unsafe member" in message and str(archive) in message
     assert _REFUSED_MEMBER[case] in message
+    assert message.split("refused unsafe member ", 1)[1].startswith("'")  # the name, quoted
     builtin, fallback = _WHY[case]
     if tar_filters == "fallback":
         assert message.endswith(f"({fallback})") or f"({fallback} '" in message, message
@@ -149,6 +150,8 @@ def test_safe_tar_extracts_with_sanitized_modes(tmp_path, tar_filters):
             # others may run it, its owner may not: nobody may
             _member("pkg/odd.sh", data=b"o", mode=0o651),
             _member("pkg/alias", tarfile.SYMTYPE, linkname="data.txt"),
+            # a symbolic link's target is relative to its own folder: this one stays inside
+            _member("pkg/sub/up", tarfile.SYMTYPE, linkname="../data.txt"),
             _member("pkg/copy.txt", tarfile.LNKTYPE, linkname="pkg/data.txt"),
         ],
     )
@@ -164,6 +167,8 @@ def test_safe_tar_extracts_with_sanitized_modes(tmp_path, tar_filters):
     assert mode("data.txt") == 0o644
     assert mode("private.txt") == 0o600  # the owner can always read and write
     assert mode("odd.sh") == 0o640
+    assert stat.S_IMODE(pkg.stat().st_mode) == 0o755  # a folder loses group/other write
+    assert (pkg / "sub" / "up").read_bytes() == b"data"
     assert (pkg / "alias").is_symlink() and (pkg / "alias").read_bytes() == b"data"
     assert (pkg / "copy.txt").read_bytes() == b"data"
 
@@ -240,3 +245,12 @@ def test_a_zip_extracts_exactly_its_members_and_links_stay_plain_files(tmp_path)
     }
     assert not (stage / "DATA" / "link").is_symlink()
     assert _names(tmp_path) == ["ok.zip", "stage"]
+
+
+def test_a_file_that_is_no_archive_is_one_line(tmp_path):
+    text = tmp_path / "notes.tgz"
+    text.write_text("not an archive\n")
+    with pytest.raises(DownloadError) as info:
+        safe_extract(text, tmp_path / "stage")
+    assert str(info.value) == f"{text} is neither a tar nor a zip archive"
+    assert _names(tmp_path / "stage") == []
