@@ -89,7 +89,9 @@ TARGETS = {
     "outputs": Target(("fgvc/deploy/outputs.py",), ("tests/test_deploy_outputs.py",)),
     "archive": Target(("fgvc/utils/archive.py",), ("tests/test_utils_archive.py",)),
     "locks": Target(
-        ("fgvc/utils/locks.py",), ("tests/test_utils_locks.py", "tests/test_utils_download.py")
+        ("fgvc/utils/locks.py",),
+        ("tests/test_utils_locks.py", "tests/test_utils_download.py"),
+        pytest_args=NOT_SLOW,
     ),
     "publish": Target(
         ("fgvc/deploy/publish.py",),

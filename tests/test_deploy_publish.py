@@ -29,6 +29,7 @@ def test_new_folder_appears_whole_and_parents_are_created(tmp_path):
     assert names(out) == {"model.json"} and names(out.parent) == {"bundle"}
     mode = stat.S_IMODE(out.stat().st_mode)
     assert mode == 0o777 & ~_umask()  # not mkdtemp's private 0700
+    assert stat.S_IMODE((out / "model.json").stat().st_mode) == 0o666 & ~_umask()  # no x
 
 
 def test_failure_leaves_nothing_not_even_created_parents(tmp_path):
