@@ -1,4 +1,4 @@
-"""Mutation testing of the core modules, each against its own tests (``make mutants``).
+"""Mutation testing of every module of ``fgvc/``, each against its own tests (``make mutants``).
 
 Every target runs mutmut (3.x) in a scratch copy of the repository, ``build/mutants/<target>``,
 whose ``setup.cfg`` gets the target's ``[mutmut]`` section (the repository's own files are
@@ -6,10 +6,14 @@ never touched). Mutants are run by forked workers (mutmut's fork server: torch i
 fork-safe once used) on the tests that execute the mutated function. Prints one markdown row
 per target and writes each survivor's diff to ``build/mutants/survivors.md``.
 
-Not part of CI or ``make test``: about 20 minutes on 2 cores for all targets.
+Not part of CI or ``make test``: hours on 2 cores for every target. The core group (ops to
+predict-top_k) takes about 33 minutes; the others, one or two modules each, from a minute
+(outputs, archive) to hours (``interrupt`` and ``commands`` run CLI fits, some on two
+processes, for every mutant).
 
-    python benchmarks/mutants.py              # every target
-    python benchmarks/mutants.py sampler ops  # some of them
+    python benchmarks/mutants.py               # every target
+    python benchmarks/mutants.py core          # the core group
+    python benchmarks/mutants.py outputs runs  # some targets
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ KILLED = {1, 3, 24, -24, 152, 255, 36, 37, -9, -11}  # failed, timed out, crashe
 SURVIVED = {0}
 NO_TESTS = {5, 33}
 MUTMUT = "import sys; from mutmut.__main__ import cli; sys.exit(cli())"
+NOT_SLOW = ("-m", "not slow")
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,125 @@ TARGETS = {
         ("fgvc.deploy.predict.x_top_k__mutmut_*",),
         ("-m", "not slow"),  # the per-preset export round trips: minutes per mutant
     ),
+    # -- the rest of fgvc/, smallest first; `-m "not slow"` drops the CLI and DDP runs
+    # (minutes per mutant) where the module has quicker tests of its own
+    "outputs": Target(("fgvc/deploy/outputs.py",), ("tests/test_deploy_outputs.py",)),
+    "archive": Target(("fgvc/utils/archive.py",), ("tests/test_utils_archive.py",)),
+    "locks": Target(
+        ("fgvc/utils/locks.py",),
+        ("tests/test_utils_locks.py", "tests/test_utils_download.py"),
+        pytest_args=NOT_SLOW,
+    ),
+    "publish": Target(
+        ("fgvc/deploy/publish.py",),
+        ("tests/test_deploy_publish.py",),
+    ),
+    "atomic": Target(
+        ("fgvc/utils/atomic.py",), ("tests/test_utils_atomic.py", "tests/test_deploy_publish.py")
+    ),
+    "download": Target(
+        ("fgvc/utils/download.py",), ("tests/test_utils_download.py",), pytest_args=NOT_SLOW
+    ),
+    "data-download": Target(
+        ("fgvc/data/download.py",),
+        ("tests/test_utils_download.py", "tests/test_commands_data.py"),
+        pytest_args=NOT_SLOW,
+    ),
+    "errors": Target(("fgvc/errors.py",), ("tests/test_errors.py",)),
+    "runner": Target(
+        ("fgvc/commands/runner.py",), ("tests/test_commands_runner.py",), pytest_args=NOT_SLOW
+    ),
+    "models": Target(
+        ("fgvc/models/heads.py", "fgvc/models/factory.py", "fgvc/models/net.py"),
+        ("tests/test_models.py", "tests/test_models_spec.py"),
+    ),
+    "spec+backbone": Target(
+        ("fgvc/models/spec.py", "fgvc/models/backbone.py"),
+        ("tests/test_models.py", "tests/test_models_spec.py"),
+    ),
+    "pretrained": Target(("fgvc/models/pretrained.py",), ("tests/test_models_pretrained.py",)),
+    "aircraft+io": Target(
+        ("fgvc/data/aircraft.py", "fgvc/data/io.py"),
+        ("tests/test_data_datasets.py", "tests/test_data_io.py"),
+    ),
+    "cub+cars+folder": Target(
+        ("fgvc/data/cub.py", "fgvc/data/cars.py", "fgvc/data/folder.py", "fgvc/data/splits.py"),
+        ("tests/test_data_datasets.py", "tests/test_data_datamodule.py"),
+        pytest_args=NOT_SLOW,
+    ),
+    "files+check": Target(
+        ("fgvc/data/files.py", "fgvc/data/check.py"),
+        ("tests/test_data_files.py", "tests/test_data_check.py"),
+        pytest_args=NOT_SLOW,
+    ),
+    "preprocessing": Target(("fgvc/data/preprocessing.py",), ("tests/test_data_preprocessing.py",)),
+    "synthetic": Target(("fgvc/data/synthetic.py",), ("tests/test_data_synthetic.py",)),
+    "datamodule": Target(
+        ("fgvc/data/datamodule.py", "fgvc/data/datamodules.py"),
+        ("tests/test_data_datamodule.py",),
+        pytest_args=NOT_SLOW,
+    ),
+    "runs": Target(("fgvc/runs.py",), ("tests/test_runs.py",)),
+    "loggers": Target(
+        ("fgvc/train/loggers.py", "fgvc/train/wandb_mode.py"),
+        ("tests/test_train_loggers.py", "tests/test_train_wandb_mode.py"),
+        pytest_args=NOT_SLOW,
+    ),
+    "checkpoint_io": Target(
+        ("fgvc/train/checkpoint_io.py",), ("tests/test_train_checkpoint_io.py",)
+    ),
+    "cli": Target(
+        (
+            "fgvc/train/cli.py",
+            "fgvc/train/run_folder.py",
+            "fgvc/train/callbacks.py",
+            "fgvc/train/progress.py",
+        ),
+        ("tests/test_train_cli.py",),
+        pytest_args=NOT_SLOW,
+    ),
+    "bundle+verify": Target(
+        ("fgvc/deploy/bundle.py", "fgvc/deploy/verify.py"),
+        ("tests/test_deploy_bundle.py",),
+        pytest_args=NOT_SLOW,
+    ),
+    "export": Target(
+        ("fgvc/deploy/export.py", "fgvc/deploy/exporters.py"),
+        ("tests/test_deploy_export.py",),
+        pytest_args=NOT_SLOW,
+    ),
+    "predict": Target(
+        ("fgvc/deploy/predict.py",), ("tests/test_deploy_predict.py",), pytest_args=NOT_SLOW
+    ),
+    "explain": Target(
+        ("fgvc/deploy/explain.py", "fgvc/deploy/overlays.py"),
+        ("tests/test_deploy_explain.py", "tests/test_deploy_explain_quadrant.py"),
+        pytest_args=NOT_SLOW,
+    ),
+    # only the multi-process runs exercise these: minutes per mutant (run them last, alone)
+    "interrupt": Target(("fgvc/train/interrupt.py",), ("tests/test_train_interrupt.py",)),
+    "commands": Target(
+        (
+            "fgvc/commands/main.py",
+            "fgvc/commands/train.py",
+            "fgvc/commands/data.py",
+            "fgvc/commands/export.py",
+            "fgvc/commands/predict.py",
+            "fgvc/commands/explain.py",
+        ),
+        (
+            "tests/test_commands_data.py",
+            "tests/test_commands_train.py",
+            "tests/test_deploy_predict.py",
+            "tests/test_deploy_explain.py",
+            "tests/test_deploy_export.py",
+        ),
+        pytest_args=NOT_SLOW,
+    ),
 }
+
+
+CORE = ["ops", "sampler", "transforms", "base", "module+optim", "reports", "predict-top_k"]
 
 
 def _lines(values: tuple[str, ...] | list[str]) -> str:
@@ -189,10 +312,14 @@ def run_target(name: str, target: Target, jobs: int, report: list[str]) -> dict[
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("targets", nargs="*", help=f"some of {', '.join(TARGETS)} (default: all)")
+    parser.add_argument(
+        "targets",
+        nargs="*",
+        help=f"some of {', '.join(TARGETS)}, or 'core' (the first {len(CORE)}); default: all",
+    )
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="mutmut workers")
     args = parser.parse_args(argv)
-    names = args.targets or list(TARGETS)
+    names = [n for t in args.targets or list(TARGETS) for n in (CORE if t == "core" else [t])]
     unknown = [n for n in names if n not in TARGETS]
     if unknown:
         parser.error(f"unknown target(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}")

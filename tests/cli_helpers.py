@@ -3,8 +3,10 @@ and a pickle that runs code when loaded without ``weights_only``."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -85,3 +87,74 @@ class FailOnRank(pl.Callback):
 
         if trainer.global_rank == self.rank:
             raise ImageDecodeError(f"/data/rank{self.rank}.jpg: cannot decode image (planted)")
+
+
+class StopRecorder(pl.Callback):
+    """Writes where each process stopped, ``<record>/rank<R>.json`` (epoch, global step,
+    training batches per epoch, the exception), and lifts the stop's watchdog to
+    ``watchdog_s``: a test's outcome must not depend on how fast a loaded machine is."""
+
+    def __init__(self, record: str, watchdog_s: float = 3600.0) -> None:
+        self.record = Path(record)
+        self.watchdog_s = watchdog_s
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        from fgvc.train.interrupt import GracefulStop
+
+        for callback in trainer.callbacks:
+            if isinstance(callback, GracefulStop):
+                callback.timeout = self.watchdog_s
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        entry = {
+            "rank": trainer.global_rank,
+            "pid": os.getpid(),
+            "epoch": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "batches": trainer.num_training_batches,
+            "exception": type(exception).__name__,
+            "message": str(exception),
+        }
+        self.record.mkdir(parents=True, exist_ok=True)
+        (self.record / f"rank{trainer.global_rank}.json").write_text(json.dumps(entry))
+
+
+class SignalOneRank(StopRecorder):
+    """Process ``rank`` alone sends ``signame`` to itself after training batch ``batch`` of
+    epoch ``epoch`` (a scheduler or a user signalling one task of a job)."""
+
+    def __init__(
+        self, record: str, rank: int = 1, epoch: int = 1, batch: int = 0, signame: str = "SIGTERM"
+    ) -> None:
+        super().__init__(record)
+        self.rank, self.epoch, self.batch = rank, epoch, batch
+        self.signum = getattr(signal, signame)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if (trainer.global_rank, trainer.current_epoch, batch_idx) == (
+            self.rank,
+            self.epoch,
+            self.batch,
+        ):
+            os.kill(os.getpid(), self.signum)
+
+
+class AwaitSignal(StopRecorder):
+    """Process 0, after training batch ``batch`` of epoch ``epoch``, writes
+    ``<record>/ready`` and waits until a signal has reached it: the test sends the signal
+    at a known point of training (the other processes wait in the next step's agreement)."""
+
+    def __init__(self, record: str, epoch: int = 1, batch: int = 0) -> None:
+        super().__init__(record)
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        from fgvc.train.interrupt import GracefulStop
+
+        if (trainer.global_rank, trainer.current_epoch, batch_idx) != (0, self.epoch, self.batch):
+            return
+        (stop,) = [c for c in trainer.callbacks if isinstance(c, GracefulStop)]
+        self.record.mkdir(parents=True, exist_ok=True)
+        (self.record / "ready").touch()
+        while stop.requested is None:  # the handler runs between these sleeps
+            time.sleep(0.01)

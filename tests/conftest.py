@@ -88,7 +88,11 @@ class FlakyServer:
     (``drop_mode="eof"``) or is reset (``"reset"``). ``errors`` are HTTP statuses answered to
     the first requests, in order. ``honour_range=False`` answers every Range request with the
     whole file (200). ``delay_s`` waits before each body. Every request's headers are kept in
-    ``requests``.
+    ``requests``. ``changes`` (URL path -> (bytes, ETag or None)) replaces a file once its
+    first request was answered: the file changed on the server during a download. An
+    ``If-Range`` naming another ETag than the current one is answered with the whole file
+    (RFC 9110). ``wrong_range`` answers the first Range request with 206 and the whole file
+    under ``Content-Range: bytes 0-...``: a part the client did not ask for.
     """
 
     base_url: str = ""
@@ -100,6 +104,8 @@ class FlakyServer:
     delay_s: float = 0.0
     etag: str | None = '"v1"'
     errors: list[int] = dataclasses.field(default_factory=list)
+    changes: dict[str, tuple[bytes, str | None]] = dataclasses.field(default_factory=dict)
+    wrong_range: bool = False
     requests: list[dict[str, str]] = dataclasses.field(default_factory=list)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
@@ -115,13 +121,23 @@ class _FlakyHandler(http.server.BaseHTTPRequestHandler):
             error = state.errors.pop(0) if state.errors else None
             drop = state.drop_after is not None and state.drops > 0
             state.drops -= drop
-        body = state.files.get(self.path)
+            body, etag = state.files.get(self.path), state.etag
+            if self.path in state.changes:  # this answer is the old file's, the next the new
+                state.files[self.path], state.etag = state.changes.pop(self.path)
+            wrong_range = state.wrong_range and "Range" in self.headers
+            state.wrong_range &= not wrong_range
         if error is not None or body is None:
             self.send_error(error or 404)
             return
         start = 0
         wanted = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
-        if wanted and state.honour_range:
+        if_range = self.headers.get("If-Range")
+        if wanted and if_range is not None and if_range != etag:
+            wanted = None  # another version than the client's part: all of it
+        if wanted and wrong_range:
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes 0-{len(body) - 1}/{len(body)}")
+        elif wanted and state.honour_range:
             start = int(wanted.group(1))
             if start >= len(body):
                 self.send_error(416)
@@ -131,8 +147,8 @@ class _FlakyHandler(http.server.BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         self.send_header("Content-Length", str(len(body) - start))
-        if state.etag:
-            self.send_header("ETag", state.etag)
+        if etag:
+            self.send_header("ETag", etag)
         if state.honour_range:
             self.send_header("Accept-Ranges", "bytes")
         self.end_headers()

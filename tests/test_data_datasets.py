@@ -270,6 +270,47 @@ def test_aircraft_banner_crop_with_reduced_decoding(tmp_path):
     assert np.abs(out[-2:].astype(int) - BANNER_RGB).max(axis=-1).min() > 40
 
 
+@pytest.mark.parametrize(
+    ("size", "min_size", "factor"),
+    [
+        # 4 would give 100 rows, 95 once the banner's 5 are off: fewer than asked for
+        ((400, 600), (98, 98), 2),
+        # 20 / 8 = 2.5 rows of banner: 3 go, or half a banner row stays
+        ((800, 1200), (60, 60), 8),
+    ],
+)
+def test_aircraft_reduced_decoding_keeps_the_banner_margin(tmp_path, size, min_size, factor):
+    """Reduced DCT decoding chooses its scale so that the image is at least ``min_size``
+    after the banner is cropped, and crops every row the banner touches: the result is the
+    full decode, cropped, then area-resized by that factor (as libjpeg's scaling does)."""
+    import math
+
+    import cv2
+
+    from fgvc.data.io import load_rgb
+
+    data = tmp_path / "fgvc-aircraft-2013b" / "data"
+    make_aircraft(tmp_path)
+    height, width = size
+    image_id = FGVCAircraft(tmp_path, "test").ids[0]
+    path = data / "images" / f"{image_id}.jpg"
+    write_jpeg(path, aircraft_image(5, height, width))
+    out = FGVCAircraft(tmp_path, "test", decode_min_size=min_size).load(0)
+    rows = height // factor - math.ceil(BANNER / factor)
+    assert out.shape == (rows, width // factor, 3)
+    assert out.shape[0] >= min_size[0] and out.shape[1] >= min_size[1]
+    full = load_rgb(path)  # decoded whole, then the same rows kept and scaled down
+    reference = cv2.resize(
+        full[: rows * factor], (width // factor, rows), interpolation=cv2.INTER_AREA
+    )
+    difference = np.abs(out.astype(int) - reference.astype(int))
+    assert difference.mean() < 1 and np.percentile(difference, 99) <= 4, (
+        difference.mean(),
+        np.percentile(difference, 99),
+    )
+    assert np.abs(out[-1].astype(int) - BANNER_RGB).max(axis=-1).min() > 40  # no banner left
+
+
 def test_aircraft_dataset_folder_and_data_folder_accepted(tmp_path):
     replica = make_aircraft(tmp_path)
     for root in (tmp_path / "fgvc-aircraft-2013b", tmp_path / "fgvc-aircraft-2013b" / "data"):

@@ -305,3 +305,28 @@ def test_each_backend_gives_the_softmax_of_the_networks_logits(setup, tiny_run, 
             assert prob == pytest.approx(float(row[index]), abs=2e-6), (pred.image, index)
     gaps = expected.sort(-1).values.diff(dim=-1)
     assert gaps.min() > 1e-4  # distinct probabilities: a mix-up would show
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_the_library_default_tta_is_the_bundles_setting(setup, tmp_path, backend):
+    """predict_files(tta=None) flips as the bundle's model.json says, whichever it says:
+    the bundle as exported (the run's test_tta, on) and a copy with it turned off."""
+    bundle, _, folder = setup
+    off = tmp_path / "bundle-no-tta"
+    shutil.copytree(bundle, off)
+    meta = json.loads((off / "model.json").read_text(encoding="utf-8"))
+    assert meta["preprocessing"]["tta"] is True  # the tiny run's test_tta
+    meta["preprocessing"]["tta"] = False
+    (off / "model.json").write_text(json.dumps(meta), encoding="utf-8")
+    paths = [folder / "a.png", folder / "sub" / "b café.JPG"]
+
+    def probs(predictor, tta):
+        predictions, errors = predict_files(predictor, paths, topk=3, tta=tta, progress=False)
+        assert errors == []
+        return [[p for _, _, p in pred.top] for pred in predictions]
+
+    for source, setting in ((bundle, True), (off, False)):
+        predictor = load_predictor(source, backend=backend, device="cpu")
+        assert predictor.preprocessing.tta is setting
+        assert probs(predictor, None) == probs(predictor, setting), source
+        assert probs(predictor, None) != probs(predictor, not setting)  # the flip matters

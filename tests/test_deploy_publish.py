@@ -29,6 +29,7 @@ def test_new_folder_appears_whole_and_parents_are_created(tmp_path):
     assert names(out) == {"model.json"} and names(out.parent) == {"bundle"}
     mode = stat.S_IMODE(out.stat().st_mode)
     assert mode == 0o777 & ~_umask()  # not mkdtemp's private 0700
+    assert stat.S_IMODE((out / "model.json").stat().st_mode) == 0o666 & ~_umask()  # no x
 
 
 def test_failure_leaves_nothing_not_even_created_parents(tmp_path):
@@ -201,3 +202,84 @@ def test_a_replaced_folder_is_swapped_whole_or_not_at_all(tmp_path):
         assert (out / "model.json").read_text() == "old"  # until the block ends
     assert names(out) == {"model.json"} and (out / "model.json").read_text() == "new"
     assert names(tmp_path) == {"export"}
+
+
+def _old_bundle(out: Path) -> dict[str, str]:
+    """An existing bundle (no ONNX file) and a file of the user's; returns what is there."""
+    out.mkdir()
+    old = {"model.json": "old json", "model.safetensors": "old weights", "notes.txt": "mine"}
+    for name, text in old.items():
+        (out / name).write_text(text)
+    return old
+
+
+def _contents(folder: Path) -> dict[str, str]:
+    """The files a reader sees (not the hidden backup folder of a publish under way)."""
+    return {p.name: p.read_text() for p in folder.iterdir() if not p.name.startswith(".")}
+
+
+def test_the_file_that_describes_the_others_is_moved_in_last(tmp_path, monkeypatch):
+    """A reader that sees the new model.json sees the new weights and ONNX beside it."""
+    import fgvc.deploy.publish as publish
+
+    out = tmp_path / "bundle"
+    _old_bundle(out)
+    real_replace = os.replace
+    seen: dict[str, dict[str, str]] = {}  # what out held when each new file arrived
+
+    def replace(src, dst):
+        real_replace(src, dst)
+        if Path(dst).parent == out and Path(src).parent.name.startswith(".bundle.tmp-"):
+            seen[Path(dst).name] = _contents(out)
+
+    monkeypatch.setattr(publish.os, "replace", replace)
+    with staged_folder(out, True, FILES, last="model.json") as staging:
+        # written in this order, and iterdir's order is the filesystem's: the rule must decide
+        for name in ("model.json", "model.onnx", "model.safetensors"):
+            (staging / name).write_text(f"new {name}")
+    assert list(seen)[-1] == "model.json", list(seen)
+    assert seen["model.json"] == {
+        "model.json": "new model.json",
+        "model.onnx": "new model.onnx",
+        "model.safetensors": "new model.safetensors",
+        "notes.txt": "mine",
+    }
+    assert sorted(seen) == ["model.json", "model.onnx", "model.safetensors"]
+    assert names(out) == {*seen, "notes.txt"} and names(tmp_path) == {"bundle"}
+
+
+@pytest.mark.parametrize(("failing", "at"), [("moving-out", 2), ("moving-in", 3)])
+def test_a_failure_during_the_moves_restores_the_old_bundle(tmp_path, monkeypatch, failing, at):
+    """A rename fails while the old files go aside (the second), or while the new ones
+    come in (the last, model.json: the ONNX file, which the old bundle lacked, is in by
+    then): the old bundle is back as it was, no new file stays, nothing hidden is left."""
+    import errno
+
+    import fgvc.deploy.publish as publish
+
+    out = tmp_path / "bundle"
+    old = _old_bundle(out)
+    real_replace = os.replace
+    calls: list[tuple[str, str]] = []
+
+    def replace(src, dst):
+        into_backup = ".bundle.bak-" in Path(dst).parent.name
+        from_staging = Path(src).parent.name.startswith(".bundle.tmp-")
+        phase = "moving-out" if into_backup else "moving-in" if from_staging else "other"
+        calls.append((phase, Path(src).name))
+        if phase == failing and [p for p, _ in calls].count(phase) == at:
+            raise OSError(errno.EIO, "Input/output error (planted)")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(publish.os, "replace", replace)
+    with (
+        pytest.raises(OSError, match="planted"),
+        staged_folder(out, True, FILES, last="model.json") as staging,
+    ):
+        for name in FILES:
+            (staging / name).write_text(f"new {name}")
+    assert [p for p, _ in calls].count(failing) == at  # the failure did happen mid-way
+    if failing == "moving-in":
+        assert ("moving-in", "model.onnx") in calls
+    assert _contents(out) == old  # model.onnx, new, is gone; the old files are whole
+    assert names(out) == set(old) and names(tmp_path) == {"bundle"}  # no backup, no staging

@@ -180,3 +180,33 @@ def test_invalid_arguments(kwargs, match):
 def test_invalid_pretrained_type():
     with pytest.raises(TypeError, match="pretrained"):
         build_model("resnet18", pretrained=123)
+
+
+def test_the_configured_iterations_reach_the_meta_layer():
+    """A spec's Newton-Schulz iteration count decides the features: each equals the
+    authors' formulation (float64) run for that count on the head's reduced map, and
+    1 and 3 iterations (the default being 5) give different features from one network."""
+    from fgvc.models.spec import NetSpec
+    from fgvc.ops.reference import authors_isqrt_cov
+    from fgvc.train.module import FGVCClassifier
+
+    x = _input(2, 64)
+    features = {}
+    for iterations in (1, 3):
+        torch.manual_seed(0)  # the same weights for both counts
+        net = build_model(NetSpec("resnet18", 3, reduce_dim=8, iterations=iterations)).eval()
+        with torch.no_grad():
+            got = net.forward_features(x)
+            head = net.head
+            reduced = head.relu(head.bn(head.conv(net.backbone(x))))
+            expected = authors_isqrt_cov(reduced.double(), iterations)
+        torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-6)
+        features[iterations] = got
+        # the training module's keyword reaches the same place
+        torch.manual_seed(0)
+        module = FGVCClassifier(
+            arch="resnet18", num_classes=3, reduce_dim=8, iterations=iterations, pretrained=None
+        ).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(module.model.forward_features(x), got)
+    assert (features[1] - features[3]).abs().max() > 1e-3

@@ -15,6 +15,13 @@ intact whatever happens. A process that has not reached a training step ``timeou
 after the signal (stuck, or in a long evaluation) exits by itself. A second Ctrl-C stops at
 once.
 
+Lightning's launcher (``devices: 2`` without torchrun or SLURM) watches the processes it
+started and SIGKILLs itself when one of them exits with a non-zero code - as each does after
+an agreed stop (143, 130 or 1), however far the launcher still is from its own exit (closing
+the W&B run, reporting). So at an agreed stop the launcher takes its children from that
+watcher and waits for them itself, and they leave only once it has: the launcher exits last,
+with the stop's own exit code.
+
 A loss that is not finite (NaN, inf) stops the fit the same way, with :class:`Diverged`
 (exit code 1): each step's finiteness is read one step later (so the check does not wait
 for the GPU), and once more before validation and before the epoch's checkpoints are
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from types import FrameType
@@ -72,6 +80,7 @@ class GracefulStop(pl.Callback):
         # and that step's number, epoch and learning rates
         self._finite: torch.Tensor | None = None
         self._last: tuple[int, int, list[float]] | None = None
+        self._children: list[subprocess.Popen] = []  # the launcher's, after an agreed stop
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit" and trainer.world_size > 1 and dist.is_initialized():
@@ -157,7 +166,7 @@ class GracefulStop(pl.Callback):
     ) -> None:
         signum = self._agree(trainer)
         if signum:
-            self._stand_down()
+            self._stop_together(trainer)
             raise Stopped(signum, trainer.current_epoch, trainer.global_step)
 
     # before anything is evaluated or saved with weights that may have gone bad
@@ -185,9 +194,34 @@ class GracefulStop(pl.Callback):
         if self._group is not None:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
         if flag[1].item():
-            self._stand_down()
+            self._stop_together(trainer)
             raise Diverged(_diverged_message(trainer, self._last if bad else None))
         return int(flag[0].item())
+
+    def _stop_together(self, trainer: pl.Trainer) -> None:
+        """Every process agreed to stop: the launcher takes its children from Lightning's
+        watcher (see the module doc), then all meet once more, so that no child can exit
+        before that is done."""
+        self._stand_down()
+        procs = getattr(trainer.strategy.launcher, "procs", None)
+        if isinstance(procs, list) and procs:
+            self._children = list(procs)
+            procs.clear()  # the watcher holds this very list: it sees no child and ends
+        if self._group is not None:
+            dist.barrier(group=self._group)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        # the launcher exits after its children (which stop by themselves; one stuck
+        # ``timeout`` seconds is killed, as Lightning's watcher would have)
+        children, self._children = self._children, []
+        for child in children:
+            try:
+                child.wait(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._stand_down()

@@ -205,6 +205,7 @@ class _Transfer:
         self.out.truncate()
         self.hashers = _hashers(self.algorithms)
         self.size = 0
+        self.validator = None  # the next answer's, the version now being fetched
         self.bar.reset(total=self.bar.total)
 
     def run(self, timeout: float, retries: int) -> dict[str, str]:
