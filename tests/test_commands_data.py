@@ -216,7 +216,7 @@ def test_fit_on_an_empty_data_folder_downloads_then_trains(
                             .read_text())  # fmt: skip
     assert config["data"]["init_args"]["download"] is True
     config["trainer"].update(accelerator="cpu", devices=1, precision="32-true", max_epochs=1)
-    config["model"].update(arch="resnet18", reduce_dim=8, iterations=3, pretrained=None)
+    config["model"].update(arch="resnet18", reduce_dim=8, head={"iterations": 3}, pretrained=None)
     config["data"]["init_args"].update(root="empty", image_size=32, batch_size=2, num_workers=0)
     (tmp_path / "cub.yaml").write_text(yaml.safe_dump(config))
     assert fgvc_main(["fit", "--config", "cub.yaml"]) == 0, capsys.readouterr().err[-2000:]

@@ -194,7 +194,8 @@ def test_the_configured_iterations_reach_the_meta_layer():
     features = {}
     for iterations in (1, 3):
         torch.manual_seed(0)  # the same weights for both counts
-        net = build_model(NetSpec("resnet18", 3, reduce_dim=8, iterations=iterations)).eval()
+        net = build_model(NetSpec("resnet18", 3, reduce_dim=8, head={"iterations": iterations}))
+        net = net.eval()
         with torch.no_grad():
             got = net.forward_features(x)
             head = net.head
@@ -205,7 +206,11 @@ def test_the_configured_iterations_reach_the_meta_layer():
         # the training module's keyword reaches the same place
         torch.manual_seed(0)
         module = FGVCClassifier(
-            arch="resnet18", num_classes=3, reduce_dim=8, iterations=iterations, pretrained=None
+            arch="resnet18",
+            num_classes=3,
+            reduce_dim=8,
+            head={"iterations": iterations},
+            pretrained=None,
         ).eval()
         with torch.no_grad():
             torch.testing.assert_close(module.model.forward_features(x), got)

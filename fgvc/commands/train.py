@@ -151,6 +151,11 @@ def main(argv: list[str] | None) -> int:
                 resume += "--ckpt_path last"
                 report(prog, f"{stop or 'stopped by SIGTERM'}{resume if 'fit' in prog else ''}")
             return code
+        except BaseException:
+            # any failure (a diverged fit, a peer gone): the W&B run is closed as failed, so
+            # that a resumed or restarted run can continue it (an open one counts as in use)
+            _finish_open_wandb_run(1)
+            raise
         summary = ""
         if cli.subcommand == "fit":
             log_dir = cli.trainer.log_dir  # every rank: a collective under DDP
