@@ -87,11 +87,27 @@ class BatchData(pl.LightningDataModule):
         return make_loader(n=24, batch=self.batch_size)
 
 
-@pytest.mark.parametrize("scaling, factor", [("linear", 4 * 3 / 10), ("none", 1.0)])
-def test_lr_follows_the_global_batch(scaling, factor, caplog):
-    """model.lr is for lr_batch_size images a step; the run uses lr x global batch / that."""
+@pytest.mark.parametrize(
+    "optimizer, scaling, factor, said",
+    [
+        ("sgd", "linear", 4 * 3 / 10, "linear scaling;"),
+        ("sgd", "auto", 4 * 3 / 10, "linear scaling (auto for sgd)"),
+        ("adamw", "auto", (4 * 3 / 10) ** 0.5, "sqrt scaling (auto for adamw)"),
+        ("sgd", "sqrt", (4 * 3 / 10) ** 0.5, "sqrt scaling;"),
+        ("adamw", "none", 1.0, "model.lr_scaling: none"),
+    ],
+)
+def test_lr_follows_the_global_batch(optimizer, scaling, factor, said, caplog):
+    """model.lr is for lr_batch_size images a step; the run scales it by global batch / that
+    (linear), its square root (sqrt), by the optimizer's usual rule (auto: linear for SGD,
+    square root for AdamW), or not at all."""
     module = FGVCClassifier(
-        **TINY, lr=0.01, lr_batch_size=10, lr_scaling=scaling, scheduler="constant"
+        **TINY,
+        optimizer=optimizer,
+        lr=0.01,
+        lr_batch_size=10,
+        lr_scaling=scaling,
+        scheduler="constant",
     )
     trainer = make_trainer(max_steps=1, accumulate_grad_batches=3)
     with caplog.at_level("INFO"):
@@ -99,7 +115,7 @@ def test_lr_follows_the_global_batch(scaling, factor, caplog):
     lrs = {g["name"]: g["lr"] for g in trainer.optimizers[0].param_groups}
     assert lrs["backbone"] == pytest.approx(0.01 * factor)
     assert lrs["classifier"] == pytest.approx(0.05 * factor)  # the x5 multiplier on top
-    assert f"learning rate {0.01 * factor:.4g}" in caplog.text
+    assert f"learning rate {0.01 * factor:.4g} ({said}" in caplog.text
     assert "global batch 12 = 1 process(es) x 4 images x 3 accumulated" in caplog.text
 
 

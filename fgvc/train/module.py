@@ -36,7 +36,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from fgvc.data.transforms import hflip_tta
 from fgvc.models import REPRESENTATIONS, NetSpec, build_model
-from fgvc.train.optim import RecipeLR, Schedule, parameter_groups, scaled_lr
+from fgvc.train.optim import LR_SCALINGS, RecipeLR, Schedule, lr_rule, parameter_groups, scaled_lr
 
 #: The CLI's choices for ``model.representation``: the head table's names.
 Representation = Literal[REPRESENTATIONS]
@@ -89,10 +89,11 @@ class FGVCClassifier(pl.LightningModule):
         lr: base learning rate, for a global batch of ``lr_batch_size`` (the authors': 1.2e-3
             for 10 images).
         lr_batch_size: the global batch ``lr`` is tuned for.
-        lr_scaling: ``"linear"`` (default): the rate used is ``lr * global batch /
-            lr_batch_size``, the global batch being per-device batch x devices x nodes x
-            gradient accumulation; ``"none"``: ``lr`` as it is. The rate used is printed at
-            the start of training.
+        lr_scaling: how ``lr`` follows the global batch (per-device batch x devices x nodes x
+            gradient accumulation): ``"linear"``: ``lr * global batch / lr_batch_size``;
+            ``"sqrt"``: ``lr * sqrt(global batch / lr_batch_size)``; ``"auto"`` (default):
+            linear for SGD, sqrt for AdamW; ``"none"``: ``lr`` as it is. The rate used is
+            printed at the start of training.
         momentum: SGD momentum.
         weight_decay: applied to conv and linear weights only.
         lr_mult_backbone, lr_mult_head, lr_mult_classifier: per-group multipliers of ``lr``.
@@ -124,7 +125,7 @@ class FGVCClassifier(pl.LightningModule):
         optimizer: Literal["sgd", "adamw"] = "sgd",
         lr: float = 1.2e-3,
         lr_batch_size: int = 10,
-        lr_scaling: Literal["linear", "none"] = "linear",
+        lr_scaling: Literal["auto", "linear", "sqrt", "none"] = "auto",
         momentum: float = 0.9,
         weight_decay: float = 1e-4,
         lr_mult_backbone: float = 1.0,
@@ -324,7 +325,8 @@ class FGVCClassifier(pl.LightningModule):
         """The base rate this run uses (see ``lr_scaling``), announced once."""
         hp = self.hparams
         batch = self.global_batch_size()
-        lr = scaled_lr(hp.lr, hp.lr_batch_size, batch, hp.lr_scaling)
+        rule = lr_rule(hp.lr_scaling, hp.optimizer)
+        lr = scaled_lr(hp.lr, hp.lr_batch_size, batch, rule)
         trainer = self.trainer
         if batch is None:
             rank_zero_info(
@@ -333,9 +335,11 @@ class FGVCClassifier(pl.LightningModule):
             )
             return lr
         per_device = batch // (trainer.world_size * trainer.accumulate_grad_batches)
-        rule = "model.lr_scaling: none" if hp.lr_scaling == "none" else "linear scaling"
+        how = "model.lr_scaling: none" if rule == "none" else f"{rule} scaling"
+        if hp.lr_scaling == "auto" and rule != "none":
+            how += f" (auto for {hp.optimizer})"
         rank_zero_info(
-            f"learning rate {lr:.4g} ({rule}; model.lr {hp.lr:g} is for a global batch of "
+            f"learning rate {lr:.4g} ({how}; model.lr {hp.lr:g} is for a global batch of "
             f"{hp.lr_batch_size}; global batch {batch} = {trainer.world_size} process(es) x "
             f"{per_device} images x {trainer.accumulate_grad_batches} accumulated)"
         )
@@ -382,8 +386,8 @@ def _check_recipe(hp: Mapping[str, Any]) -> None:
             f"model.lr_batch_size must be an integer >= 1, got {hp['lr_batch_size']!r}",
         ),
         (
-            hp["lr_scaling"] in ("linear", "none"),
-            f"model.lr_scaling must be linear or none, got {hp['lr_scaling']!r}",
+            hp["lr_scaling"] in LR_SCALINGS,
+            f"model.lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {hp['lr_scaling']!r}",
         ),
         (0 <= momentum < 1, f"model.momentum must be in [0, 1), got {momentum}"),
         (weight_decay >= 0, f"model.weight_decay must be >= 0, got {weight_decay}"),

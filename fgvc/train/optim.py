@@ -15,13 +15,26 @@ from fgvc.models.trunks.norms import no_decay_parameter_names
 GROUPS = ("backbone", "head", "classifier")
 
 
+#: ``lr_scaling`` values: a rule, or ``auto`` (the optimizer's: :data:`AUTO_RULE`).
+LR_SCALINGS = ("auto", "linear", "sqrt", "none")
+#: The usual rule per optimizer: linear for SGD (Goyal et al., 2017), the square root of the
+#: batch ratio for Adam-family optimizers (Malladi et al., 2022; Granziol et al., 2022).
+AUTO_RULE = {"sgd": "linear", "adamw": "sqrt"}
+
+
+def lr_rule(scaling: str, optimizer: str) -> str:
+    """The rule ``lr_scaling`` means for ``optimizer`` (``auto`` resolved)."""
+    return AUTO_RULE.get(optimizer, "linear") if scaling == "auto" else scaling
+
+
 def scaled_lr(lr: float, lr_batch_size: int, global_batch: int | None, rule: str) -> float:
-    """The linear scaling rule (Goyal et al., 2017): ``lr`` is for ``lr_batch_size`` images a
-    step; a step of ``global_batch`` images uses ``lr * global_batch / lr_batch_size``.
-    ``rule="none"`` or an unknown global batch leave ``lr`` as it is."""
+    """``lr`` is for ``lr_batch_size`` images a step; a step of ``global_batch`` images uses
+    ``lr * ratio`` (``"linear"``) or ``lr * sqrt(ratio)`` (``"sqrt"``), ratio = global_batch /
+    lr_batch_size. ``"none"`` or an unknown global batch leave ``lr`` as it is."""
     if rule == "none" or not global_batch:
         return lr
-    return lr * global_batch / lr_batch_size
+    ratio = global_batch / lr_batch_size
+    return lr * (math.sqrt(ratio) if rule == "sqrt" else ratio)
 
 
 def parameter_groups(
