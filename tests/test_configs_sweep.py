@@ -107,8 +107,10 @@ def test_agent_command_parses_into_the_sampled_recipe(program, monkeypatch, caps
     sweep["program"] = program  # what `wandb sweep --program configs/cars.yaml` does
     for trial in samples(sweep["parameters"], 3, seed=len(program)):
         words = agent_command(sweep, trial)
-        assert words[:5] == ["/usr/bin/env", "fgvc", "fit", "--config", program]
-        assert sorted(words[5:]) == sorted(f"--{k}={v}" for k, v in trial.items())
+        assert words[:6] == [
+            "/usr/bin/env", "fgvc", "fit", "--config", program, "--data.init_args.val_split=0.1"
+        ]  # fmt: skip
+        assert sorted(words[6:]) == sorted(f"--{k}={v}" for k, v in trial.items())
         capsys.readouterr()
         assert main([*words[2:], "--print_config"]) == 0
         printed = yaml.safe_load(capsys.readouterr().out)
@@ -116,3 +118,22 @@ def test_agent_command_parses_into_the_sampled_recipe(program, monkeypatch, caps
             assert printed["model"][name.split(".")[1]] == value, name
         base = yaml.safe_load((REPO / program).read_text(encoding="utf-8"))
         assert printed["data"]["class_path"] == base["data"]["class_path"]
+        assert printed["data"]["init_args"]["val_split"] == 0.1  # tuned on held-out data
+
+
+def test_a_sweep_trial_never_tunes_on_the_test_split(monkeypatch, capsys, tmp_path):
+    """A trial (WANDB_SWEEP_ID set) of a config that validates on the test split is refused
+    in one line before anything runs; the same with a held-out split starts."""
+    from tests.test_commands_train import write_config
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_SWEEP_ID", "abc123")
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    cfg = write_config(tmp_path, max_epochs=1)
+    assert main(["fit", "--config", str(cfg), "--data.init_args.val_split", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "W&B sweep trial" in err[0] and "val_split=0.1" in err[0], err
+    monkeypatch.delenv("WANDB_SWEEP_ID")
+    capsys.readouterr()
+    args = ["--data.init_args.val_split", "0", "--trainer.max_steps", "1"]
+    assert main(["fit", "--config", str(cfg), *args, "--trainer.limit_val_batches", "1"]) == 0

@@ -44,6 +44,7 @@ from fgvc.data.preprocessing import EvalPreprocessing
 from fgvc.data.sampler import EpochSeededSampler, ShardSampler
 from fgvc.data.splits import read_split_file, stratified_split, write_split_file
 from fgvc.data.transforms import build_transforms, decode_min_size, normalize_images
+from fgvc.errors import UsageError
 
 SPLIT_FILE = "val_split.json"
 DEFAULT_VAL_FRACTION = 0.1
@@ -256,6 +257,13 @@ class FGVCDataModule(pl.LightningDataModule):
         if self._uses_official_val():
             return self.official_val_split()
         if self.val_ids_file is None and self.val_split == 0:
+            if os.environ.get("WANDB_SWEEP_ID"):  # a trial of a W&B sweep: it tunes on val
+                raise UsageError(
+                    f"val_split=0 validates on the {self.test_split_name} split, and this run "
+                    f"is a W&B sweep trial (WANDB_SWEEP_ID): tuning on test scores is refused; "
+                    f"sweep with --data.init_args.val_split=0.1 (a held-out stratified 10% of "
+                    f"the training split, as configs/sweep.yaml does)"
+                )
             if warn:
                 rank_zero_warn(
                     f"val_split=0: validating on the {self.test_split_name} split (the "
