@@ -30,6 +30,7 @@ from fgvc.runs import RUNS_ROOT, FitCheckpoint, hpc_checkpoint
 from fgvc.runs import read_fit_checkpoint as _read_fit_checkpoint
 from fgvc.train.callbacks import ResumableSaveConfig, RunRecord, checkpoint_callbacks
 from fgvc.train.elastic import meet_afresh
+from fgvc.train.health import TrainingHealth
 from fgvc.train.interrupt import GracefulStop
 from fgvc.train.module import FGVCClassifier
 from fgvc.train.progress import progress_bar
@@ -304,6 +305,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> FGVCCLI:
                 GracefulStop(),
                 RunRecord(),
                 EvalReports(),
+                TrainingHealth(),
             ],
         },
         parser_kwargs={"description": "fine-grained recognition with iSQRT-COV networks"},
