@@ -28,7 +28,11 @@ commands:
   explain                 Grad-CAM heat maps of images (fgvc explain --help)
 
 exit codes: 0 success, 1 failure, 2 usage error (one line: fgvc <command>: error: ...)
+fgvc --version: fgvc's version and the versions of the libraries it runs on
 start with: fgvc fit --config configs/demo.yaml"""
+
+#: the libraries whose versions ``fgvc --version`` prints (read without importing them)
+_LIBRARIES = ("torch", "torchvision", "pytorch-lightning", "timm", "onnxruntime")
 
 _MODULES = {
     "data": "fgvc.commands.data",
@@ -47,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, file=sys.stdout if words else sys.stderr)
         return 0 if words else USAGE_ERROR
     command = words[0]
+    if command in ("-V", "--version"):
+        print(version_line())
+        return 0
     if command in _TRAINING:
         from fgvc.commands.train import main as train_main
 
@@ -56,6 +63,21 @@ def main(argv: list[str] | None = None) -> int:
         report("fgvc", f"unknown command {command!r}; see fgvc --help")
         return USAGE_ERROR
     return importlib.import_module(_MODULES[command]).main(words[1:])
+
+
+def version_line() -> str:
+    """``fgvc <version> (torch <v>, ...)``, for bug reports; instant (nothing imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from fgvc import __version__
+
+    found = []
+    for name in _LIBRARIES:
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            found.append(f"{name} not installed")
+    return f"fgvc {__version__} ({', '.join(found)}; Python {sys.version.split()[0]})"
 
 
 if __name__ == "__main__":
