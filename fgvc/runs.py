@@ -322,14 +322,20 @@ def run_folders(save_dir: str | os.PathLike, name: str) -> list[Path]:
     return [run for _, run in sorted(found)]
 
 
-def run_command(run: Path) -> str | None:
-    """The command that created a run folder, from its :data:`RUN_RECORD` (None: not
-    recorded, as in folders of fgvc before 0.5 or runs stopped before set-up)."""
+def run_record(run: Path) -> dict[str, Any]:
+    """A run folder's :data:`RUN_RECORD` (the command that created it, its launch, the
+    starting weights), or ``{}`` when there is none (fgvc before 0.5, a run stopped before
+    set-up) or it cannot be read."""
     try:
         record = json.loads((run / RUN_RECORD).read_text())
     except (OSError, ValueError):
-        return None
-    return record.get("command") if isinstance(record, dict) else None
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def run_command(run: Path) -> str | None:
+    """The command that created a run folder (None: not recorded)."""
+    return run_record(run).get("command")
 
 
 def run_of_checkpoint(ckpt: str | os.PathLike) -> Path | None:

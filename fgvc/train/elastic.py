@@ -22,7 +22,7 @@ import socket
 from datetime import timedelta
 from pathlib import Path
 
-from fgvc.runs import CHECKPOINTS, LAST, RUN_RECORD, run_folders
+from fgvc.runs import CHECKPOINTS, LAST, run_folders, run_record
 
 #: how long the processes of a restarted attempt wait for rank 0's new store
 MEET_TIMEOUT = timedelta(minutes=5)
@@ -44,20 +44,15 @@ def launch_record() -> dict[str, str]:
 def restart_resume_point(save_dir: str | os.PathLike, name: str) -> tuple[Path, Path] | None:
     """After a torchrun restart: ``(last.ckpt, run folder)`` of the run this launch started
     (the newest run of the config, recorded by this launch), or None when it saved none."""
-    import json
-
     if restart_count() == 0:
         return None
     runs = run_folders(save_dir, name)
     if not runs:
         return None
     newest = runs[-1]
-    try:
-        record = json.loads((newest / RUN_RECORD).read_text())
-    except (OSError, ValueError):
-        return None
+    record = run_record(newest)
     ours = {"command": "fit", **launch_record()}
-    if not isinstance(record, dict) or any(record.get(k) != v for k, v in ours.items()):
+    if any(record.get(k) != v for k, v in ours.items()):
         return None
     last = newest / CHECKPOINTS / LAST
     return (last, newest) if last.is_file() else None

@@ -14,11 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from fgvc.models.trunks.registry import Trunk, TrunkEntry
-from fgvc.models.trunks.timm_hub import describe_timm, load_timm
+from fgvc.models.trunks.registry import TrunkEntry
+from fgvc.models.trunks.timm_hub import TimmTrunk, describe_timm, load_timm
 
 
-class TimmCNNTrunk(Trunk):
+class TimmCNNTrunk(TimmTrunk):
     """``timm.create_model(name, features_only=True, out_indices=(-1,))``'s last map.
 
     Attributes:
@@ -26,17 +26,10 @@ class TimmCNNTrunk(Trunk):
         out: an identity on the output map, the layer Grad-CAM hooks.
     """
 
-    cam_layer = "out"
-
     def __init__(self, name: str, last_stride: int, reduction: int, channels: int) -> None:
-        super().__init__()
-        self.timm_name = name
-        self.arch = f"timm/{name}"
-        self.last_stride = last_stride
-        self.stride = reduction if last_stride == 2 else reduction // 2
-        self.out_channels = channels
-        self.model = self.create_timm(name)
-        self.out = nn.Identity()
+        super().__init__(
+            name, last_stride, reduction if last_stride == 2 else reduction // 2, channels
+        )
 
     def timm_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"features_only": True, "out_indices": (-1,)}

@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from fgvc.errors import DownloadError
-from fgvc.models.trunks.registry import TrunkWeights
+from fgvc.models.trunks.registry import Trunk, TrunkWeights
 from fgvc.models.trunks.weights import is_file_choice, load_trunk_state
 
 PREFIX = "timm/"
@@ -119,3 +119,24 @@ def _offline_line(full: str, err: BaseException) -> str:
         f"imagenet:/path/to/model.safetensors, or copy the hub's cached files into "
         f"{constants.HF_HUB_CACHE} (HF_HUB_CACHE / HF_HOME move it)"
     )
+
+
+class TimmTrunk(Trunk):
+    """What the timm trunks share: the timm model under ``model`` (its keys
+    ``model.<timm's names>``) and an identity ``out`` on the map, the layer Grad-CAM hooks.
+    Subclasses say how the model is created (:meth:`create_timm`) and read."""
+
+    cam_layer = "out"
+
+    def __init__(self, name: str, last_stride: int, stride: int, channels: int) -> None:
+        super().__init__()
+        self.timm_name = name
+        self.arch = f"{PREFIX}{name}"
+        self.last_stride = last_stride
+        self.stride = stride
+        self.out_channels = channels
+        self.model = self.create_timm(name)
+        self.out = nn.Identity()
+
+    def create_timm(self, name: str, **extra: Any) -> nn.Module:
+        raise NotImplementedError

@@ -19,29 +19,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from fgvc.models.trunks.registry import Trunk, TrunkEntry
-from fgvc.models.trunks.timm_hub import describe_timm, load_timm
+from fgvc.models.trunks.registry import TrunkEntry
+from fgvc.models.trunks.timm_hub import TimmTrunk, describe_timm, load_timm
 
 
-class TimmTokenTrunk(Trunk):
+class TimmTokenTrunk(TimmTrunk):
     """A timm transformer's final tokens as a (B, C, h, w) map.
 
     Attributes:
         model: timm's model without its classifier (keys ``model.<timm's names>``).
         out: an identity on the map, the layer Grad-CAM hooks.
     """
-
-    cam_layer = "out"
-
-    def __init__(self, name: str, last_stride: int, reduction: int, channels: int) -> None:
-        super().__init__()
-        self.timm_name = name
-        self.arch = f"timm/{name}"
-        self.last_stride = last_stride
-        self.stride = reduction
-        self.out_channels = channels
-        self.model = self.create_timm(name)
-        self.out = nn.Identity()
 
     def create_timm(self, name: str, **extra: Any) -> nn.Module:
         """The timm model this trunk wraps (``extra``: e.g. ``pretrained=True``)."""
