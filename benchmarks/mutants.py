@@ -122,11 +122,16 @@ TARGETS = {
     ),
     "pretrained": Target(("fgvc/models/pretrained.py",), ("tests/test_models_pretrained.py",)),
     "aircraft+io": Target(
-        ("fgvc/data/aircraft.py", "fgvc/data/io.py"),
+        ("fgvc/data/datasets/aircraft.py", "fgvc/data/io.py"),
         ("tests/test_data_datasets.py", "tests/test_data_io.py"),
     ),
     "cub+cars+folder": Target(
-        ("fgvc/data/cub.py", "fgvc/data/cars.py", "fgvc/data/folder.py", "fgvc/data/splits.py"),
+        (
+            "fgvc/data/datasets/cub.py",
+            "fgvc/data/datasets/cars.py",
+            "fgvc/data/datasets/folder.py",
+            "fgvc/data/splits.py",
+        ),
         ("tests/test_data_datasets.py", "tests/test_data_datamodule.py"),
         pytest_args=NOT_SLOW,
     ),

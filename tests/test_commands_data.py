@@ -135,7 +135,7 @@ def test_cars_download_explains_sources_and_layouts(tmp_path, capsys):
     assert "pytorch/vision/issues/7545" in out and "names.csv" in out and "cars_annos.mat" in out
     make_cars_folders(tmp_path)
     assert main(["download", "cars", "--root", str(tmp_path)]) == 0
-    assert "folders layout" in capsys.readouterr().out
+    assert "found: Stanford Cars in" in capsys.readouterr().out
 
 
 # -- check ---------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 
 from fgvc.commands.runner import CommandParser, run
-from fgvc.data.check import CHECKABLE, check_dataset
+from fgvc.data.check import check_dataset
+from fgvc.data.datasets import dataset_names, dataset_spec, registry
 from fgvc.data.synthetic import SYNTH_FOLDER, SynthConfig, make_synthetic
 from fgvc.errors import UsageError
 
@@ -22,10 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
+    automatic = [spec.title for spec in registry().values() if spec.sources]
     download = commands.add_parser(
-        "download", help="download and extract CUB-200-2011 or FGVC-Aircraft (Cars: sources)"
+        "download",
+        help=f"download and extract {', '.join(automatic)} (the others: where to get them)",
     )
-    download.add_argument("dataset", choices=("cub", "aircraft", "cars"))
+    download.add_argument("dataset", choices=dataset_names())
     download.add_argument("--root", default="data", help="folder to put the dataset in")
     download.add_argument("--keep-archive", action="store_true", help="keep the archive")
     download.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -35,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
         help="decode every image; report corrupt or oversized files, count mismatches and "
         "entries left out (link loops, folder links, unreadable folders)",
     )
-    check.add_argument("dataset", choices=CHECKABLE)
+    check.add_argument("dataset", choices=dataset_names())
     check.add_argument("--root", default="data", help="folder holding the dataset folder")
     check.add_argument("--workers", type=int, default=None, help="processes (default: all)")
 
@@ -52,18 +55,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from fgvc.data.download import CARS_HELP, download_dataset
+    from fgvc.data.download import download_dataset
 
-    if args.dataset == "cars":
-        from fgvc.data.cars import detect_cars_layout
-
-        print(CARS_HELP)
+    spec = dataset_spec(args.dataset)
+    if not spec.sources:  # bring your own: say where from, then whether it is there
+        print(spec.manual)
         try:
-            layout, folder = detect_cars_layout(args.root)
+            folder = spec.locate(args.root)
         except FileNotFoundError:
             print(f"\nnot found under {args.root} yet")
             return 1
-        print(f"\nfound: {layout} layout in {folder}")
+        print(f"\nfound: {spec.title} in {folder}")
         return 0
     folder = download_dataset(
         args.dataset, args.root, progress=not args.no_progress, keep_archive=args.keep_archive

@@ -1,10 +1,12 @@
 """Datasets, decoding, transforms and DataModules for fine-grained recognition.
 
-Datasets (``ds[i] -> (image, label)``, RGB ``uint8`` arrays without a transform):
-:class:`CUB200`, :class:`StanfordCars`, :class:`FGVCAircraft`, :class:`FolderDataset`.
-Transforms: :func:`build_transforms`. DataModules: :class:`CUBDataModule`,
-:class:`CarsDataModule`, :class:`AircraftDataModule`, :class:`FolderDataModule`,
-:class:`SyntheticDataModule`. Command line: ``fgvc data download|check|synth``.
+Datasets (``ds[i] -> (image, label)``, RGB ``uint8`` arrays without a transform) live one per
+module in :mod:`fgvc.data.datasets`, each with its descriptor (``fgvc data check|download``
+names them): :class:`CUB200`, :class:`StanfordCars`, :class:`FGVCAircraft`,
+:class:`FolderDataset` and the others there. Transforms: :func:`build_transforms`.
+DataModules: ``fgvc.data.<Name>DataModule`` for every dataset (``CUBDataModule``,
+``AircraftDataModule``, ``FolderDataModule``, ``SyntheticDataModule``...). Command line:
+``fgvc data download|check|synth``.
 
 The transforms and DataModules import albumentations / pytorch_lightning, which take a
 while; they are loaded on first use.
@@ -15,11 +17,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from fgvc.data.aircraft import FGVCAircraft
 from fgvc.data.base import ImageDataset
-from fgvc.data.cars import StanfordCars
-from fgvc.data.cub import CUB200
-from fgvc.data.folder import FolderDataset
+from fgvc.data.datasets.aircraft import FGVCAircraft
+from fgvc.data.datasets.cars import StanfordCars
+from fgvc.data.datasets.cub import CUB200
+from fgvc.data.datasets.folder import FolderDataset
 from fgvc.data.io import ImageDecodeError, load_rgb, read_rgb
 from fgvc.data.synthetic import SynthConfig, make_synthetic
 
@@ -29,11 +31,7 @@ _LAZY = {
     "hflip_tta": "fgvc.data.transforms",
     "EvalPreprocessing": "fgvc.data.preprocessing",
     "FGVCDataModule": "fgvc.data.datamodule",
-    "CUBDataModule": "fgvc.data.datamodules",
-    "CarsDataModule": "fgvc.data.datamodules",
-    "AircraftDataModule": "fgvc.data.datamodules",
-    "FolderDataModule": "fgvc.data.datamodules",
-    "SyntheticDataModule": "fgvc.data.datamodules",
+    "DescribedDataModule": "fgvc.data.datamodules",
 }
 
 __all__ = [
@@ -54,4 +52,12 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name.endswith("DataModule"):  # a dataset's DataModule, named by its descriptor
+        from fgvc.data.datasets import datamodule_spec
+
+        spec = datamodule_spec(name)
+        if spec is not None:
+            from fgvc.data.datamodules import described_datamodule
+
+            return described_datamodule(spec.name)
     raise AttributeError(f"module 'fgvc.data' has no attribute {name!r}")

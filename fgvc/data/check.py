@@ -9,15 +9,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fgvc.data.aircraft import FGVCAircraft
 from fgvc.data.base import ImageDataset
-from fgvc.data.cars import StanfordCars
-from fgvc.data.cub import CUB200
-from fgvc.data.folder import FolderDataset, list_classes
+from fgvc.data.datasets import dataset_spec
 from fgvc.data.io import ImageDecodeError, load_rgb
-from fgvc.data.synthetic import synth_folder
-
-CHECKABLE = ("cub", "cars", "aircraft", "folder", "synthetic")
 
 
 @dataclass
@@ -48,34 +42,12 @@ class CheckReport:
 
 
 def _splits(name: str, root: Path) -> Iterator[tuple[str, Callable[[], ImageDataset]]]:
-    if name in ("cub", "synthetic"):
-        folder = synth_folder(root) if name == "synthetic" else root
-        for split in ("train", "test"):
-            yield split, lambda split=split: CUB200(folder, split)
-    elif name == "cars":
-        for split in ("train", "test"):
-            yield split, lambda split=split: StanfordCars(root, split)
-    elif name == "aircraft":
-        for split in ("train", "val", "test"):
-            for level in ("variant", "family", "manufacturer"):
-                yield (
-                    f"{split}/{level}",
-                    lambda split=split, level=level: FGVCAircraft(root, split, level),
-                )
-    elif name == "folder":
-        if not root.is_dir():
-            raise FileNotFoundError(f"{root} is not a folder")
-        splits = list_classes(root)
-
-        def folder_split(split: str) -> FolderDataset:
-            # listed here, so that an unreadable train folder is a problem of each split
-            train = list_classes(root / "train") if "train" in splits else None
-            return FolderDataset(root, split, classes=train)
-
-        for split in splits:
-            yield split, lambda split=split: folder_split(split)
-    else:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {CHECKABLE}")
+    """``(label, make)`` for each split (and each of its ``check_options``) of ``name``."""
+    spec = dataset_spec(name)
+    for split in spec.split_names(root):
+        for options in spec.check_options:
+            label = "/".join((split, *map(str, options.values())))
+            yield label, lambda split=split, options=options: spec.parser(root, split, **options)
 
 
 def _decode(path: str) -> str | None:

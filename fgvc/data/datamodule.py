@@ -110,10 +110,12 @@ class FGVCDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if type(self).make_dataset is FGVCDataModule.make_dataset:
+            from fgvc.data.datasets import registry
+
+            names = ", ".join(spec.datamodule for spec in registry().values())
             raise ValueError(
-                "data: needs a class_path naming the dataset - fgvc.data.CUBDataModule, "
-                "CarsDataModule, AircraftDataModule, FolderDataModule or SyntheticDataModule "
-                "(see configs/)"
+                f"data: needs a class_path naming the dataset - fgvc.data.<one of {names}> "
+                f"(see configs/)"
             )
         preset = preset or self.default_preset
         # validates image_size and preset; the evaluation pipeline is built from it

@@ -1,24 +1,28 @@
-"""The DataModules of the benchmarks, image folders and the synthetic dataset.
+"""The DataModules: one per dataset, built from the dataset's descriptor.
 
-Each is :class:`~fgvc.data.datamodule.FGVCDataModule` (splits, transforms, loaders, the
-evaluation preprocessing) plus its dataset and its own default preset (the authors'
-preprocessing for that dataset); constructor arguments are the ``data:`` section of a config.
+:class:`DescribedDataModule` is :class:`~fgvc.data.datamodule.FGVCDataModule` (splits,
+transforms, loaders, the evaluation preprocessing) driven by a
+:class:`~fgvc.data.descriptor.DatasetSpec`: its parser, splits, preset and download.
+A dataset's DataModule (``fgvc.data.<spec.datamodule>``) is the one defined here when it
+takes arguments of its own (FGVC-Aircraft's ``level``), else made from the descriptor by
+:func:`described_datamodule`. Constructor arguments are the ``data:`` section of a config.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.utilities import rank_zero_warn
 
-from fgvc.data.aircraft import FGVCAircraft, resolve_aircraft_folder
 from fgvc.data.base import ImageDataset
-from fgvc.data.cars import StanfordCars
-from fgvc.data.cub import CUB200, CUB_FOLDER
 from fgvc.data.datamodule import FGVCDataModule
-from fgvc.data.folder import FolderDataset
+from fgvc.data.datasets import dataset_spec
+from fgvc.data.datasets.cub import CUB200
+from fgvc.data.datasets.folder import FolderDataset
+from fgvc.data.descriptor import DatasetSpec
 from fgvc.data.synthetic import (
     SynthConfig,
     make_synthetic,
@@ -29,58 +33,104 @@ from fgvc.data.synthetic import (
 from fgvc.utils.locks import file_lock
 
 
-class _Downloadable:
-    """``download: true``: fetch the dataset into ``root`` the first time it is needed
-    (checksum-verified, safely extracted, under a lock so that DDP ranks and nodes fetch it
-    once; :mod:`fgvc.data.download`, whose ``FGVC_<NAME>_URL`` / ``FGVC_MIRROR`` variables
-    point it at a mirror). A dataset already under ``root`` is used as it is."""
+class DescribedDataModule(FGVCDataModule):
+    """The DataModule of the dataset named ``dataset_name`` (its descriptor says the rest).
 
-    source_name = ""
-    root: str
-    download: bool
-
-    def _present(self) -> bool:
-        raise NotImplementedError
-
-    def fetch(self) -> None:
-        if self.download and not self._present():
-            from fgvc.data.download import download_dataset
-
-            download_dataset(self.source_name, self.root, progress=sys.stderr.isatty())
-
-
-class CUBDataModule(_Downloadable, FGVCDataModule):
-    """CUB-200-2011 (``root/CUB_200_2011``); no official validation split.
+    Without ``val_split`` the official validation split is used where the dataset has one;
+    with a number, training uses the train + val split (``trainval``) where there is one,
+    ``0`` validating on the test split (the papers' protocol), ``> 0`` holding out a
+    stratified fraction of it.
 
     Args:
-        download: fetch it into ``root`` when it is not there (see :class:`_Downloadable`).
+        root: folder holding the dataset folder (as torchvision uses it).
+        download: fetch it into ``root`` the first time it is needed (checksum-verified,
+            safely extracted, under a lock so that DDP ranks and nodes fetch it once;
+            :mod:`fgvc.data.download`, whose ``FGVC_<NAME>_URL`` / ``FGVC_MIRROR`` variables
+            point it at a mirror). A dataset already under ``root`` is used as it is.
+        **kwargs: see :class:`~fgvc.data.datamodule.FGVCDataModule`.
     """
 
-    default_preset = "cub"
-    source_name = "cub"
+    #: the descriptor's ``name``
+    dataset_name = ""
 
     def __init__(self, root: str = "data", download: bool = False, **kwargs: Any) -> None:
         super().__init__(root=root, **kwargs)
         self.download = download
 
-    def _present(self) -> bool:
-        root = Path(self.root).expanduser()
-        return any((p / "images.txt").is_file() for p in (root / CUB_FOLDER, root))
+    @property
+    def spec(self) -> DatasetSpec:
+        return dataset_spec(self.dataset_name)
+
+    @property
+    def default_preset(self) -> str:  # type: ignore[override]
+        return self.spec.name
+
+    @property
+    def test_split_name(self) -> str:  # type: ignore[override]
+        return self.spec.test_split
+
+    def official_val_split(self) -> str | None:
+        return self.spec.val_split
+
+    def _fit_train_split(self) -> str:
+        spec = self.spec
+        if self._uses_official_val() or spec.trainval_split is None:
+            return spec.train_split
+        return spec.trainval_split
+
+    def dataset_options(self) -> dict[str, Any]:
+        """Keyword arguments of the dataset's parser (a subclass's own arguments)."""
+        return {}
 
     def make_dataset(self, split: str) -> ImageDataset:
-        return CUB200(self.root, split)
+        return self.spec.parser(self.root, split, **self.dataset_options())
+
+    def fetch(self) -> None:
+        spec = self.spec
+        if not self.download or spec.present(self.root):
+            return
+        if not spec.sources:
+            raise FileNotFoundError(
+                f"{spec.title} cannot be downloaded automatically; `fgvc data download "
+                f"{spec.name}` says where to get it, then set download: false"
+            )
+        from fgvc.data.download import download_dataset
+
+        download_dataset(spec.name, self.root, progress=sys.stderr.isatty())
 
 
-class CarsDataModule(FGVCDataModule):
-    """Stanford Cars (``root/stanford_cars``, any accepted layout); no official val split."""
+@functools.cache
+def described_datamodule(name: str) -> type[FGVCDataModule]:
+    """The DataModule class of dataset ``name`` (``fgvc.data.<its datamodule name>``)."""
+    spec = dataset_spec(name)
+    own = globals().get(spec.datamodule)
+    if isinstance(own, type) and issubclass(own, FGVCDataModule):
+        return own
+    doc = (
+        f"{spec.title} ({spec.homepage}): the DataModule its descriptor describes "
+        f"(:mod:`fgvc.data.datasets.{spec.name}`).\n\n" + (DescribedDataModule.__doc__ or "")
+    )
+    return type(  # defined under fgvc.data, where configs name it and pickle finds it
+        spec.datamodule,
+        (DescribedDataModule,),
+        {"dataset_name": spec.name, "__module__": "fgvc.data", "__doc__": doc},
+    )
 
-    default_preset = "cars"
 
-    def make_dataset(self, split: str) -> ImageDataset:
-        return StanfordCars(self.root, split)
+class CUBDataModule(DescribedDataModule):
+    """CUB-200-2011 (``root/CUB_200_2011``); no official validation split."""
+
+    dataset_name = "cub"
 
 
-class AircraftDataModule(_Downloadable, FGVCDataModule):
+class CarsDataModule(DescribedDataModule):
+    """Stanford Cars (``root/stanford_cars``, any accepted layout); no official val split.
+    It cannot be downloaded automatically (``fgvc data download cars`` says from where)."""
+
+    dataset_name = "cars"
+
+
+class AircraftDataModule(DescribedDataModule):
     """FGVC-Aircraft (``root/fgvc-aircraft-2013b``).
 
     ``val_split=None`` (default): train on ``train``, validate on the official ``val``.
@@ -90,11 +140,11 @@ class AircraftDataModule(_Downloadable, FGVCDataModule):
     Args:
         level: ``"variant"`` (100 classes), ``"family"`` (70) or ``"manufacturer"`` (30).
         crop_banner: remove the 20-pixel copyright banner.
-        download: fetch it into ``root`` when it is not there (see :class:`_Downloadable`).
+        download: fetch it into ``root`` when it is not there (see
+            :class:`DescribedDataModule`).
     """
 
-    default_preset = "aircraft"
-    source_name = "aircraft"
+    dataset_name = "aircraft"
 
     def __init__(
         self,
@@ -104,26 +154,12 @@ class AircraftDataModule(_Downloadable, FGVCDataModule):
         download: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(root=root, **kwargs)
+        super().__init__(root=root, download=download, **kwargs)
         self.level = level
         self.crop_banner = crop_banner
-        self.download = download
 
-    def _present(self) -> bool:
-        try:
-            resolve_aircraft_folder(self.root)
-        except FileNotFoundError:
-            return False
-        return True
-
-    def official_val_split(self) -> str | None:
-        return "val"
-
-    def _fit_train_split(self) -> str:
-        return "train" if self._uses_official_val() else "trainval"
-
-    def make_dataset(self, split: str) -> ImageDataset:
-        return FGVCAircraft(self.root, split, level=self.level, crop_banner=self.crop_banner)
+    def dataset_options(self) -> dict[str, Any]:
+        return {"level": self.level, "crop_banner": self.crop_banner}
 
 
 class FolderDataModule(FGVCDataModule):

@@ -1,14 +1,16 @@
 """Albumentations pipelines reproducing the authors' preprocessing, and device-side helpers.
 
-Presets (``S = image_size``, 448 in the papers; ImageNet mean/std)::
+Presets are numbers (:class:`fgvc.data.presets.Preset`), one per dataset under the dataset's
+name plus ``generic`` (``S = image_size``, 448 in the papers; ImageNet mean/std)::
 
-    preset    train                                          eval
-    cub       resize short side S, center crop S, hflip      resize short side S, center crop S
-    aircraft  resize to R x R (R = 512 S / 448), center      same, no flip
-              crop S, hflip
-    cars      resize to S x S, hflip                         resize to S x S
-    generic   random-resized crop S (scale 0.08-1), hflip    resize short side S / 0.875,
-                                                             center crop S
+    preset        train                                          eval
+    cub           resize short side S, center crop S, hflip      resize short side S, center crop S
+    aircraft      resize to R x R (R = 512 S / 448), center      same, no flip
+                  crop S, hflip
+    cars          resize to S x S, hflip                         resize to S x S
+    generic       random-resized crop S (scale 0.08-1), hflip    resize short side S / 0.875,
+                                                                 center crop S
+    (the others: their dataset's module in :mod:`fgvc.data.datasets`)
 
 Resize and center crop run as one step (:class:`ResizeCrop`): by default OpenCV bilinear on
 just the region the crop keeps (fast; about one grey level from the authors' Pillow output
@@ -23,7 +25,6 @@ normalizes them on the device. Test-time flip augmentation is :func:`hflip_tta`.
 from __future__ import annotations
 
 import functools
-import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -37,15 +38,13 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
+from fgvc.data.datasets import presets  # noqa: E402
+from fgvc.data.presets import Preset  # noqa: E402
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-PRESETS = ("cub", "cars", "aircraft", "generic")
-GENERIC_CROP_FRACTION = 0.875
-
-
-def aircraft_resize(image_size: int) -> int:
-    """Side of the square resize before the center crop (512 for 448)."""
-    return round(image_size * 512 / 448)
+#: the preset names: each dataset's and ``generic``
+PRESETS: tuple[str, ...] = tuple(presets())
 
 
 class ResizeCrop(A.ImageOnlyTransform):
@@ -122,11 +121,12 @@ class ResizeCrop(A.ImageOnlyTransform):
         return text + (f", center crop {self.crop[0]}x{self.crop[1]}" if self.crop else "")
 
 
-def _check(preset: str, image_size: int) -> None:
+def _check(preset: str, image_size: int) -> Preset:
     if preset not in PRESETS:
         raise ValueError(f"unknown transform preset {preset!r}; choose one of {PRESETS}")
     if not isinstance(image_size, int) or image_size < 8:
         raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}")
+    return presets()[preset]
 
 
 def build_transforms(
@@ -144,28 +144,25 @@ def build_transforms(
     ImageNet-normalized, or ``uint8`` with ``normalize=False`` (see :func:`normalize_images`).
 
     Args:
-        preset: ``"cub"``, ``"cars"``, ``"aircraft"`` or ``"generic"``.
+        preset: a name in :data:`PRESETS` (a dataset's, or ``"generic"``).
         train: add the random parts (horizontal flip; random-resized crop for ``generic``).
         image_size: side ``S`` of the square output.
         normalize: end with ImageNet normalization (``float32``) instead of ``uint8``.
         antialias: resize with an antialiased kernel matching Pillow (slower).
         seed: seed of the pipeline's own random state (``None``: random).
     """
-    _check(preset, image_size)
-    size = image_size
+    numbers = _check(preset, image_size)
+    square = (image_size, image_size)
+    side = numbers.side(image_size)
     steps: list[A.BasicTransform] = []
-    square = (size, size)
-    side = resize_side(preset, size)
-    if preset == "cub":
-        steps.append(ResizeCrop(shortest_side=side, crop=square, antialias=antialias))
-    elif preset == "aircraft":
-        steps.append(ResizeCrop(size=(side, side), crop=square, antialias=antialias))
-    elif preset == "cars":
-        steps.append(ResizeCrop(size=square, antialias=antialias))
-    elif train:  # generic
+    if train and numbers.random_resized_crop:
         steps.append(A.RandomResizedCrop(size=square, scale=(0.08, 1.0)))
-    else:
+    elif numbers.resize == "short_side":
         steps.append(ResizeCrop(shortest_side=side, crop=square, antialias=antialias))
+    elif side == image_size:  # a square resize to S: nothing to crop
+        steps.append(ResizeCrop(size=square, antialias=antialias))
+    else:
+        steps.append(ResizeCrop(size=(side, side), crop=square, antialias=antialias))
     if train:
         steps.append(A.HorizontalFlip(p=0.5))
     if normalize:
@@ -179,23 +176,19 @@ def decode_min_size(preset: str, train: bool, image_size: int = 448) -> tuple[in
 
     Lets datasets decode JPEGs at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling) when the
     pipeline's resize target is at most that fraction of the stored image; ``None`` where
-    the pipeline may crop a small region and enlarge it (``generic`` training).
+    the pipeline may crop a small region and enlarge it (random-resized crops in training).
     """
-    _check(preset, image_size)
-    if preset == "generic" and train:
+    numbers = _check(preset, image_size)
+    if train and numbers.random_resized_crop:
         return None
-    side = resize_side(preset, image_size)
+    side = numbers.side(image_size)
     return side, side
 
 
 def resize_side(preset: str, image_size: int) -> int:
     """The side ``preset``'s deterministic resize scales to before its ``image_size`` crop
-    (the short side for ``cub`` and ``generic``, both sides for ``aircraft`` and ``cars``)."""
-    if preset == "aircraft":
-        return aircraft_resize(image_size)
-    if preset == "generic":
-        return math.ceil(image_size / GENERIC_CROP_FRACTION)
-    return image_size
+    (the short side or both sides, as the preset says)."""
+    return _check(preset, image_size).side(image_size)
 
 
 def normalize_images(

@@ -7,10 +7,26 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fgvc.data.base import ImageDataset, read_lines, resolve_folder
+from fgvc.data.descriptor import DatasetSource, DatasetSpec
+from fgvc.data.presets import Preset
 
 CUB_FOLDER = "CUB_200_2011"
 CUB_COUNTS = {"train": 5994, "test": 5794}
 CUB_NUM_CLASSES = 200
+
+
+def locate_cub(root: str | os.PathLike) -> Path:
+    """The ``CUB_200_2011`` folder under ``root`` (or ``root`` itself).
+
+    Raises:
+        FileNotFoundError: neither holds ``images.txt`` (the message says how to get it).
+    """
+    return resolve_folder(
+        root,
+        CUB_FOLDER,
+        ["images.txt"],
+        f"run `fgvc data download cub --root {root}`, set download: true, or ",
+    )
 
 
 def _id_table(path: Path) -> dict[str, str]:
@@ -66,12 +82,7 @@ class CUB200(ImageDataset):
         if split not in ("train", "test"):
             raise ValueError(f"CUB200 split must be 'train' or 'test', got {split!r}")
         self.split = split
-        self.folder = resolve_folder(
-            root,
-            CUB_FOLDER,
-            ["images.txt"],
-            f"run `fgvc data download cub --root {root}`, set download: true, or ",
-        )
+        self.folder = locate_cub(root)
         images = _id_table(self.folder / "images.txt")
         labels = _id_table(self.folder / "image_class_labels.txt")
         is_train = _id_table(self.folder / "train_test_split.txt")
@@ -125,3 +136,28 @@ class CUB200(ImageDataset):
                 f"CUB id files in {self.folder} disagree: {'; '.join(problems)}; "
                 f"restore the files from the original archive"
             )
+
+
+DATASET = DatasetSpec(
+    name="cub",
+    title="CUB-200-2011",
+    homepage="https://www.vision.caltech.edu/datasets/cub_200_2011/",
+    parser=CUB200,
+    locate=locate_cub,
+    splits=("train", "test"),
+    num_classes=CUB_NUM_CLASSES,
+    counts=CUB_COUNTS,
+    # the authors' fine-tuning code: short side to S, center crop S
+    preset=Preset("short_side"),
+    datamodule="CUBDataModule",
+    sources=(
+        DatasetSource(
+            url="https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz?download=1",
+            filename="CUB_200_2011.tgz",
+            folder=CUB_FOLDER,
+            sha256="0c685df5597a8b24909f6a7c9db6d11e008733779a671760afef78feb49bf081",
+            md5="97eceeb196236b17998738112f37df78",
+        ),
+    ),
+    citation="Wah et al., CNS-TR-2011-001; counts and checksums: shared/design/datasets.md",
+)

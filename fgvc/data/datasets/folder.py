@@ -6,8 +6,10 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from fgvc.data.base import ImageDataset
+from fgvc.data.descriptor import DatasetSpec
 from fgvc.data.files import (
     FileKey,
     WalkResult,
@@ -194,3 +196,39 @@ def _drop_shared_files(walks: dict[str, WalkResult]) -> None:
         kept_ = [i for i in range(len(walk.files)) if i not in indices]
         walk.files = [walk.files[i] for i in kept_]
         walk.keys = [walk.keys[i] for i in kept_]
+
+
+def locate_folder(root: str | os.PathLike) -> Path:
+    """``root`` itself, the folder holding the split folders."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder; expected {root}/<split>/<class>/<image>")
+    return root
+
+
+def read_folder_split(root: str | os.PathLike, split: str, **kwargs: Any) -> FolderDataset:
+    """Split ``split`` of a folder dataset, labelled with the ``train/`` split's classes
+    when there is one (so that labels agree across splits)."""
+    root = Path(root).expanduser()
+    train = list_classes(root / "train") if (root / "train").is_dir() else None
+    return FolderDataset(root, split, classes=train, **kwargs)
+
+
+def _split_folders(root: Path) -> list[str]:
+    return list_classes(locate_folder(root))
+
+
+DATASET = DatasetSpec(
+    name="folder",
+    title="image folders",
+    homepage="https://pytorch.org/vision/stable/generated/torchvision.datasets.ImageFolder.html",
+    parser=read_folder_split,
+    locate=locate_folder,
+    splits=(),
+    num_classes=None,
+    counts={},
+    preset=None,  # the ``generic`` preset
+    datamodule="FolderDataModule",
+    manual="Image folders are your own: put them under <root>/<split>/<class>/<image>.",
+    list_splits=_split_folders,
+)

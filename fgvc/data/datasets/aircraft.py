@@ -5,12 +5,15 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from fgvc.data.base import ImageDataset, read_lines
+from fgvc.data.descriptor import DatasetSource, DatasetSpec
 from fgvc.data.io import read_rgb
+from fgvc.data.presets import Preset
 
 AIRCRAFT_FOLDER = "fgvc-aircraft-2013b"
 AIRCRAFT_COUNTS = {"train": 3334, "val": 3333, "trainval": 6667, "test": 3333}
@@ -122,3 +125,30 @@ class FGVCAircraft(ImageDataset):
                 )
             image = image[:-rows]
         return image
+
+
+DATASET = DatasetSpec(
+    name="aircraft",
+    title="FGVC-Aircraft 2013b",
+    homepage="https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/",
+    parser=FGVCAircraft,
+    locate=resolve_aircraft_folder,
+    splits=("train", "val", "test"),
+    num_classes=AIRCRAFT_NUM_CLASSES["variant"],
+    counts=AIRCRAFT_COUNTS,
+    # the authors' fine-tuning code: resize to 512 x 512 (for S = 448), center crop S
+    preset=Preset("square", Fraction(512, 448)),
+    datamodule="AircraftDataModule",
+    sources=(
+        DatasetSource(
+            url="https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz",
+            filename="fgvc-aircraft-2013b.tar.gz",
+            folder=AIRCRAFT_FOLDER,
+            md5="d4acdd33327262359767eeaa97a4f732",
+        ),
+    ),
+    val_split="val",
+    trainval_split="trainval",
+    check_options=tuple({"level": level} for level in AIRCRAFT_CLASS_FILES),
+    citation="Maji et al., arXiv:1306.5151; counts and checksum: shared/design/datasets.md",
+)

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from fgvc.data.base import ImageDataset, read_lines
-from fgvc.data.folder import list_classes
+from fgvc.data.datasets.folder import list_classes
+from fgvc.data.descriptor import DatasetSpec
 from fgvc.data.io import IMAGE_EXTENSIONS
+from fgvc.data.presets import Preset
 
 CARS_FOLDER = "stanford_cars"
 CARS_COUNTS = {"train": 8144, "test": 8041}
@@ -254,3 +256,45 @@ class StanfordCars(ImageDataset):
             for image in _images(class_dir):
                 self.samples.append((str(image), index_of[class_dir.name]))
                 self.ids.append(image.name)
+
+
+CARS_HELP = f"""\
+Stanford Cars cannot be downloaded automatically: the original links
+(ai.stanford.edu/~jkrause/cars/) are dead, see https://github.com/pytorch/vision/issues/7545.
+Where users find the files today (bring them yourself, then check them):
+  - images: Kaggle dataset jessicali9530/stanford-cars-dataset (cars_train/, cars_test/;
+    remove the doubled folders such as cars_test/cars_test/)
+  - devkit: car_devkit.tgz attached to that issue
+    (https://github.com/pytorch/vision/files/11644847/car_devkit.tgz)
+  - test labels: cars_test_annos_withlabels.mat, linked from the issue
+    (https://github.com/pytorch/vision/issues/7545#issuecomment-1631441616)
+  - class-folder mirror: Kaggle jutrera/stanford-car-dataset-by-classes-folder
+    (car_data/, names.csv, anno_train.csv, anno_test.csv)
+Former md5s: car_devkit.tgz c3b158d763b6e2245038c8ad08e45376, cars_train.tgz
+065e5b463ae28d29e77c1b4b166cfe61, cars_test.tgz 4ce7ebf6a94d07f1952d94dd34c4d501,
+cars_test_annos_withlabels.mat b0a2b23655a3edd16d84508592a98d10.
+{CARS_LAYOUTS}
+Then check it: fgvc data check cars --root <root>"""
+
+
+def locate_cars(root: str | os.PathLike) -> Path:
+    """The Stanford Cars folder under ``root`` in any accepted layout (see
+    :func:`detect_cars_layout`)."""
+    return detect_cars_layout(root)[1]
+
+
+DATASET = DatasetSpec(
+    name="cars",
+    title="Stanford Cars",
+    homepage="https://ai.stanford.edu/~jkrause/cars/car_dataset.html",
+    parser=StanfordCars,
+    locate=locate_cars,
+    splits=("train", "test"),
+    num_classes=CARS_NUM_CLASSES,
+    counts=CARS_COUNTS,
+    # the authors' fine-tuning code: resize to S x S, no crop
+    preset=Preset("square"),
+    datamodule="CarsDataModule",
+    manual=CARS_HELP,
+    citation="Krause et al., 3dRR 2013; counts and former md5s: shared/design/datasets.md",
+)
