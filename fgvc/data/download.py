@@ -125,7 +125,15 @@ def _fetch_and_unpack(
             shutil.rmtree(stale, ignore_errors=True)
     existed = {source.filename: (root / source.filename).exists() for source in files}
     # every file first: a missing second file costs no extraction of the first
-    archives = [_fetch(name, source, root, progress, len(files) > 1) for source in files]
+    archives: list[Path] = []
+    try:
+        for source in files:
+            archives.append(_fetch(name, source, root, progress, len(files) > 1))
+    except BaseException:  # one failed: keep nothing this download fetched
+        for archive in archives:
+            if not existed[archive.name]:
+                archive.unlink(missing_ok=True)
+        raise
     staging = Path(tempfile.mkdtemp(dir=root, prefix=staging_prefix))
     try:
         build = staging / folder

@@ -71,6 +71,11 @@ class CUB200(ImageDataset):
         decode_min_size: see :class:`fgvc.data.base.ImageDataset`.
     """
 
+    #: the dataset's name in messages, its published counts and class count
+    title = "CUB-200-2011"
+    published = CUB_COUNTS
+    published_classes = CUB_NUM_CLASSES
+
     def __init__(
         self,
         root: str | os.PathLike,
@@ -80,9 +85,11 @@ class CUB200(ImageDataset):
     ) -> None:
         super().__init__(transform, decode_min_size)
         if split not in ("train", "test"):
-            raise ValueError(f"CUB200 split must be 'train' or 'test', got {split!r}")
+            raise ValueError(
+                f"{type(self).__name__} split must be 'train' or 'test', got {split!r}"
+            )
         self.split = split
-        self.folder = locate_cub(root)
+        self.folder = self.locate(root)
         images = _id_table(self.folder / "images.txt")
         labels = _id_table(self.folder / "image_class_labels.txt")
         is_train = _id_table(self.folder / "train_test_split.txt")
@@ -90,11 +97,12 @@ class CUB200(ImageDataset):
 
         self._check_ids_agree(images, labels, is_train)
         try:
-            class_ids = sorted(class_table, key=int)
+            class_ids = [int(c) for c in class_table]
         except ValueError:
             raise ValueError(f"{self.folder / 'classes.txt'}: class ids must be integers") from None
-        self.classes = [class_table[c] for c in class_ids]
-        index_of = {int(c): i for i, c in enumerate(class_ids)}
+        class_ids = self.label_classes(sorted(class_ids), labels)
+        self.classes = [class_table[str(c)] for c in class_ids]
+        index_of = {c: i for i, c in enumerate(class_ids)}
 
         self.samples, self.ids = [], []
         wanted = "1" if split == "train" else "0"
@@ -115,7 +123,16 @@ class CUB200(ImageDataset):
                 )
             self.samples.append((str(self.folder / "images" / rel_path), index_of[class_id]))
             self.ids.append(image_id)
-        self._check_counts("CUB-200-2011", CUB_COUNTS, CUB_NUM_CLASSES)
+        self._check_counts(self.title, self.published, self.published_classes)
+
+    @staticmethod
+    def locate(root: str | os.PathLike) -> Path:
+        """The dataset folder under ``root``."""
+        return locate_cub(root)
+
+    def label_classes(self, class_ids: list[int], labels: dict[str, str]) -> list[int]:
+        """The class ids that get labels, in label order: all of ``classes.txt`` here."""
+        return class_ids
 
     def _check_ids_agree(
         self, images: dict[str, str], labels: dict[str, str], is_train: dict[str, str]
@@ -133,7 +150,7 @@ class CUB200(ImageDataset):
                 problems.append(f"{name} has {_describe(extra)} not in images.txt")
         if problems:
             raise ValueError(
-                f"CUB id files in {self.folder} disagree: {'; '.join(problems)}; "
+                f"{self.title} id files in {self.folder} disagree: {'; '.join(problems)}; "
                 f"restore the files from the original archive"
             )
 
