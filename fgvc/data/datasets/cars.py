@@ -12,6 +12,7 @@ from fgvc.data.base import ImageDataset, read_lines
 from fgvc.data.datasets.folder import list_classes
 from fgvc.data.descriptor import DatasetSpec
 from fgvc.data.io import IMAGE_EXTENSIONS
+from fgvc.data.matfile import load_mat
 from fgvc.data.presets import Preset
 
 CARS_FOLDER = "stanford_cars"
@@ -27,18 +28,7 @@ Accepted Stanford Cars layouts (under <root>/stanford_cars/ or <root> itself):
 
 
 def _loadmat(path: Path) -> dict[str, Any]:
-    try:
-        from scipy.io import loadmat
-    except ImportError:  # pragma: no cover - scipy is a dependency
-        raise RuntimeError(
-            "reading Stanford Cars .mat files needs scipy: pip install scipy"
-        ) from None
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; see `fgvc data download cars` for sources")
-    try:
-        return loadmat(str(path), simplify_cells=True)
-    except Exception as err:
-        raise ValueError(f"{path}: not a readable .mat file ({err})") from err
+    return load_mat(path, "see `fgvc data download cars` for sources")
 
 
 def _records(mat: dict[str, Any], key: str, path: Path) -> list[dict[str, Any]]:
