@@ -19,6 +19,7 @@ import fgvc.data.download as download
 from fgvc.commands.data import main
 from fgvc.commands.main import main as fgvc_main
 from fgvc.data.datasets.flowers102 import DATASET, FLOWERS_CLASSES, Flowers102
+from fgvc.data.descriptor import DatasetSource
 from tests.replicas import pattern, write_jpeg
 from tests.test_commands_train import REPO, read_metrics, workdir, write_config
 
@@ -87,6 +88,34 @@ def torchvision_md5s(monkeypatch):
     return use
 
 
+def assert_same_items(dataset, reference) -> None:
+    """Every ``dataset[i]`` against torchvision's ``reference[i]`` (a PIL image, a label):
+    the same label and size, the same pixels up to two JPEG decoders' rounding."""
+    assert len(dataset) == len(reference)
+    for index in range(len(dataset)):
+        image, label = dataset[index]
+        expected = np.asarray(reference[index][0])
+        assert label == reference[index][1]
+        assert image.dtype == np.uint8 and image.shape == expected.shape
+        assert np.abs(image.astype(int) - expected).mean() < 1.0
+
+
+def served_sources(
+    sources: tuple[DatasetSource, ...], base_url: str, folder: Path
+) -> tuple[DatasetSource, ...]:
+    """A descriptor's sources with the URLs and checksums of the files in ``folder``,
+    served at ``base_url`` (what is unpacked where stays the descriptor's)."""
+    return tuple(
+        dataclasses.replace(
+            source,
+            url=f"{base_url}/{source.filename}",
+            sha256=hashlib.sha256((folder / source.filename).read_bytes()).hexdigest(),
+            md5=hashlib.md5((folder / source.filename).read_bytes()).hexdigest(),
+        )
+        for source in sources
+    )
+
+
 # -- the parser --------------------------------------------------------------------------------
 @pytest.mark.parametrize("split", ["train", "val", "test"])
 def test_matches_torchvision(tmp_path, torchvision_md5s, split):
@@ -100,12 +129,7 @@ def test_matches_torchvision(tmp_path, torchvision_md5s, split):
     assert dataset.samples == replica.samples(split)
     assert dataset.classes == reference.classes == FLOWERS_CLASSES
     assert dataset.ids == [Path(p).stem for p, _ in dataset.samples]
-    for index in range(len(dataset)):
-        image, label = dataset[index]
-        expected = np.asarray(reference[index][0])
-        assert label == reference[index][1]
-        assert image.dtype == np.uint8 and image.shape == expected.shape
-        assert np.abs(image.astype(int) - expected).mean() < 1.0  # two JPEG decoders
+    assert_same_items(dataset, reference)
 
 
 def test_trainval_is_train_then_val(tmp_path, torchvision_md5s):
@@ -233,16 +257,7 @@ def served(tmp_path, http_server):
         tar.add(replica.folder / "jpg", arcname="jpg")
     for name in ("imagelabels.mat", "setid.mat"):
         (folder / name).write_bytes((replica.folder / name).read_bytes())
-    sources = tuple(
-        dataclasses.replace(
-            source,
-            url=f"{base_url}/{source.filename}",
-            sha256=hashlib.sha256((folder / source.filename).read_bytes()).hexdigest(),
-            md5=hashlib.md5((folder / source.filename).read_bytes()).hexdigest(),
-        )
-        for source in DATASET.sources
-    )
-    return sources, replica
+    return served_sources(DATASET.sources, base_url, folder), replica
 
 
 def test_download_builds_the_folder_the_parsers_read(

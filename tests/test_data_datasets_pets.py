@@ -18,6 +18,7 @@ import fgvc.data.download as download
 from fgvc.commands.data import main
 from fgvc.data.datasets.pets import DATASET, OxfordIIITPet
 from tests.replicas import pattern, write_jpeg
+from tests.test_data_datasets_flowers102 import assert_same_items, served_sources
 
 FOLDER = "oxford-iiit-pet"
 #: the 37 raw breeds in CLASS-ID order (TFDS ``_LABEL_CLASSES``; capitalised: cats)
@@ -92,12 +93,7 @@ def test_matches_torchvision(tmp_path, split):
     assert dataset.classes == ["Abyssinian", "American Pit Bull Terrier", "British Shorthair",
                                "Yorkshire Terrier"]  # fmt: skip
     assert dataset.ids == [image_id for image_id, _ in replica.lines[split]]
-    for index in range(len(dataset)):
-        image, label = dataset[index]
-        expected = np.asarray(reference[index][0])
-        assert label == reference[index][1]
-        assert image.dtype == np.uint8 and image.shape == expected.shape
-        assert np.abs(image.astype(int) - expected).mean() < 1.0  # two JPEG decoders
+    assert_same_items(dataset, reference)
 
 
 def test_all_37_breeds_named_as_torchvision_names_them(tmp_path):
@@ -243,16 +239,7 @@ def served(tmp_path, http_server):
     for name in ("images", "annotations"):
         with tarfile.open(folder / f"{name}.tar.gz", "w:gz") as tar:
             tar.add(replica.folder / name, arcname=name)
-    sources = tuple(
-        dataclasses.replace(
-            source,
-            url=f"{base_url}/{source.filename}",
-            sha256=hashlib.sha256((folder / source.filename).read_bytes()).hexdigest(),
-            md5=hashlib.md5((folder / source.filename).read_bytes()).hexdigest(),
-        )
-        for source in DATASET.sources
-    )
-    return sources, replica
+    return served_sources(DATASET.sources, base_url, folder), replica
 
 
 def test_download_builds_the_folder_the_parsers_read(tmp_path, monkeypatch, served):

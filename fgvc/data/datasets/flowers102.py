@@ -171,18 +171,6 @@ class Flowers102(ImageDataset):
             self._check_counts("Flowers-102", FLOWERS_COUNTS, len(FLOWERS_CLASSES))
 
 
-def _source(filename: str, md5: str, sha256: str, extract: bool = True) -> DatasetSource:
-    return DatasetSource(
-        url=FLOWERS_URL + filename,
-        filename=filename,
-        folder=FLOWERS_FOLDER,
-        md5=md5,
-        sha256=sha256,
-        into="",  # the archive holds jpg/; the .mat files go beside it
-        extract=extract,
-    )
-
-
 DATASET = DatasetSpec(
     name="flowers102",
     title="Oxford Flowers-102",
@@ -196,22 +184,32 @@ DATASET = DatasetSpec(
     # recipe for Flowers, and its photos, like CUB's, are not square
     preset=Preset("short_side"),
     datamodule="Flowers102DataModule",
+    # the archive holds jpg/, unpacked into flowers-102/; the .mat files are copied beside it
     sources=(
-        _source(
-            "102flowers.tgz",  # 344,862,509 bytes
+        DatasetSource(
+            url=FLOWERS_URL + "102flowers.tgz",  # 344,862,509 bytes
+            filename="102flowers.tgz",
+            folder=FLOWERS_FOLDER,
             md5="52808999861908f626f3c1f4e79d11fa",
             sha256="2d01ecc807db462958cfe3d92f57a8c252b4abd240eb955770201e45f783b246",
+            into="",
         ),
-        _source(
-            "imagelabels.mat",  # 502 bytes
+        DatasetSource(
+            url=FLOWERS_URL + "imagelabels.mat",  # 502 bytes
+            filename="imagelabels.mat",
+            folder=FLOWERS_FOLDER,
             md5="e0620be6f572b9609742df49c70aed4d",
             sha256="4903e94206bac23bf772aadf06451916df56b58fc483a62db32a97b82656651d",
+            into="",
             extract=False,
         ),
-        _source(
-            "setid.mat",  # 14,989 bytes
+        DatasetSource(
+            url=FLOWERS_URL + "setid.mat",  # 14,989 bytes
+            filename="setid.mat",
+            folder=FLOWERS_FOLDER,
             md5="a5357ecc9cb78c4bef273ce3793fc85c",
             sha256="46b8678f91fd95d3c8f4feab80d271a6c834a1dd896fe29fd3e6ad9ce5c8dccd",
+            into="",
             extract=False,
         ),
     ),

@@ -168,17 +168,6 @@ class OxfordIIITPet(ImageDataset):
         self._check_counts("Oxford-IIIT Pets", PETS_COUNTS, PETS_NUM_CLASSES)
 
 
-def _source(filename: str, md5: str, sha256: str) -> DatasetSource:
-    return DatasetSource(
-        url=PETS_URL + filename,
-        filename=filename,
-        folder=PETS_FOLDER,
-        md5=md5,
-        sha256=sha256,
-        into="",  # images/ and annotations/ side by side, as torchvision extracts them
-    )
-
-
 DATASET = DatasetSpec(
     name="pets",
     title="Oxford-IIIT Pets",
@@ -192,16 +181,23 @@ DATASET = DatasetSpec(
     # recipe for Pets, and its photos are not square
     preset=Preset("short_side"),
     datamodule="PetsDataModule",
+    # images/ and annotations/ unpacked side by side into oxford-iiit-pet/, as torchvision does
     sources=(
-        _source(
-            "images.tar.gz",  # 791,918,971 bytes
+        DatasetSource(
+            url=PETS_URL + "images.tar.gz",  # 791,918,971 bytes
+            filename="images.tar.gz",
+            folder=PETS_FOLDER,
             md5="5c4f3ee8e5d25df40f4fd59a7f44e54c",
             sha256="67195c5e1c01f1ab5f9b6a5d22b8c27a580d896ece458917e61d459337fa318d",
+            into="",
         ),
-        _source(
-            "annotations.tar.gz",  # 19,173,078 bytes
+        DatasetSource(
+            url=PETS_URL + "annotations.tar.gz",  # 19,173,078 bytes
+            filename="annotations.tar.gz",
+            folder=PETS_FOLDER,
             md5="95a8c909bbe2e81eed6a22bccdf3f68f",
             sha256="52425fb6de5c424942b7626b428656fcbd798db970a937df61750c0f1d358e91",
+            into="",
         ),
     ),
     train_split="trainval",
