@@ -14,7 +14,7 @@ from fgvc.data.download import SOURCES
 from fgvc.data.transforms import PRESETS
 from fgvc.errors import UsageError
 
-NEW = ("nabirds", "dogs")
+NEW = ("nabirds", "dogs", "flowers102", "pets")
 
 
 def test_registry_holds_every_dataset_module():

@@ -28,7 +28,7 @@ Accepted Stanford Cars layouts (under <root>/stanford_cars/ or <root> itself):
 
 
 def _loadmat(path: Path) -> dict[str, Any]:
-    return load_mat(path, "cars")
+    return load_mat(path, "see `fgvc data download cars` for sources")
 
 
 def _records(mat: dict[str, Any], key: str, path: Path) -> list[dict[str, Any]]:

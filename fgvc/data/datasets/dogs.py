@@ -118,7 +118,7 @@ class StanfordDogs(ImageDataset):
 
     def _read_list(self, split: str) -> tuple[list[str], list[int], Path]:
         path = self.folder / f"{split}_list.mat"
-        mat = load_mat(path, "dogs")
+        mat = load_mat(path, "see `fgvc data download dogs` for where to get it")
         files = _column(mat, "file_list", path)
         if not all(isinstance(file, str) for file in files):
             raise ValueError(f"{path}: file_list must be a cell of file names")

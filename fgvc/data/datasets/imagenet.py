@@ -183,7 +183,7 @@ class ImageNet(ImageDataset):
             return words
         meta = _find(self.folder, self.root, _DEVKIT / "meta.mat")
         if meta is not None:
-            synsets = load_mat(meta, "imagenet").get("synsets")
+            synsets = load_mat(meta, "see `fgvc data download imagenet`").get("synsets")
             if not isinstance(synsets, list):
                 raise ValueError(f"{meta} has no 'synsets' struct array; is it the devkit's?")
             return {
@@ -235,7 +235,7 @@ class ImageNet(ImageDataset):
                 f"ILSVRC2012_devkit_t12.tar.gz into {self.folder}"
             )
         self._val_source = truth
-        synsets = load_mat(meta, "imagenet").get("synsets") or []
+        synsets = load_mat(meta, "see `fgvc data download imagenet`").get("synsets") or []
         wnid_of = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets}
         labels = {}
         for number, line in enumerate(read_lines(truth), start=1):
