@@ -145,3 +145,12 @@ def test_check_and_datamodule(tmp_path, capsys):
     assert module.eval_preprocessing.resize == "resize short side to 19, center crop 16x16"
     module.setup("fit")
     assert len(module.val_set) == 8 and len(module.train_set) == 8
+
+
+def test_download_says_where_to_get_it(tmp_path, capsys):
+    assert main(["download", "imagenet", "--root", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "image-net.org" in out and "1d675b47d978889d74fa0da5fadfb00e" in out
+    make_imagenet(tmp_path, "kaggle")
+    assert main(["download", "imagenet", "--root", str(tmp_path)]) == 0
+    assert "found: ImageNet (ILSVRC-2012) in" in capsys.readouterr().out
