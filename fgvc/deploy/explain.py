@@ -313,6 +313,39 @@ def explain_images(
     return explanations, errors
 
 
+def explain_crops(
+    model: Explainable,
+    crops: Sequence[torch.Tensor],
+    names: Sequence[str],
+    method: str = "gradcam",
+    target: int | str | Sequence[int | str | None] | None = None,
+    tta: bool | None = None,
+    batch_size: int = 8,
+) -> list[Explanation]:
+    """Class activation maps of images already prepared for the network: ``(3, S, S)``
+    ``uint8`` crops from :meth:`EvalPreprocessing.prepare
+    <fgvc.data.preprocessing.EvalPreprocessing.prepare>` or ``load``. ``names[i]`` stands
+    for crop ``i`` in captions and file names; the other arguments are those of
+    :func:`explain_images`.
+
+    Raises:
+        UsageError: an unknown method or class, or as many names as crops.
+    """
+    _cam_class(method)
+    if len(names) != len(crops):
+        raise UsageError(f"{len(names)} names for {len(crops)} images")
+    classes = _classes_for(target, len(crops), model.class_names)
+    prep, net = model.preprocessing, model.net.eval()
+    tta = prep.tta if tta is None else tta
+    device = next(net.parameters()).device
+    good = [(i, Path(n), c, t) for i, (n, c, t) in enumerate(zip(names, crops, classes))]
+    explanations: list[Explanation] = []
+    for start in range(0, len(good), max(1, batch_size)):
+        chunk = good[start : start + max(1, batch_size)]
+        explanations += _explain_batch(net, prep, chunk, tta, device, method, model)
+    return explanations
+
+
 def _explain_batch(
     net: torch.nn.Module,
     prep: EvalPreprocessing,

@@ -1,4 +1,4 @@
-"""What `fgvc fit` ends with in its run folder (fgvc.commands.train): one export/, replaced
+"""What a fit ends with in its run folder (fgvc.deploy.finish): one export/, replaced
 whole by a resumed run, and kept when the new export fails."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
-from fgvc.commands.train import export_best
+from fgvc.deploy.finish import export_best
 from fgvc.runs import MONITOR
 
 
