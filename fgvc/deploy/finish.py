@@ -35,7 +35,8 @@ EXPLAINED_PAIRS = 2
 
 @dataclasses.dataclass(frozen=True)
 class FitOutputs:
-    """Where a finished fit's results are (None: not made, or not on rank 0).
+    """Where a finished fit's results are, as absolute paths (None: not made, or not on
+    rank 0).
 
     Attributes:
         run_dir: the run folder (``trainer.log_dir``).
@@ -79,14 +80,19 @@ def finish_fit(
     score = best.best_model_score if best is not None else None
     last = _last_callback(trainer)
     return FitOutputs(
-        run_dir=Path(log_dir) if log_dir else None,
-        best_checkpoint=Path(best.best_model_path) if best and best.best_model_path else None,
+        run_dir=_absolute(log_dir),
+        best_checkpoint=_absolute(best.best_model_path if best else None),
         best_score=float(score) if score is not None else None,
-        last_checkpoint=Path(last.best_model_path) if last and last.best_model_path else None,
-        export=bundle,
-        explain=explained,
+        last_checkpoint=_absolute(last.best_model_path if last else None),
+        export=_absolute(bundle),
+        explain=_absolute(explained),
         summary=fit_summary(trainer, log_dir, bundle, explained),
     )
+
+
+def _absolute(path: str | Path | None) -> Path | None:
+    """Absolute: a notebook may change its working folder after the fit."""
+    return Path(path).absolute() if path else None
 
 
 class FinishFit(pl.Callback):
