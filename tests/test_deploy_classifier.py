@@ -174,7 +174,8 @@ def test_bad_images_are_one_line_naming_them(setup, tmp_path):
         (lambda: model.predict(None), "a NoneType is not an image"),
         (lambda: model.predict(good, top_k=0), "top_k, batch_size and workers must be >= 1"),
         (lambda: model.predict(good, on_error="ignore"), "on_error='ignore'"),
-        (lambda: model.explain(good, target="Nonesuch"), "--class 'Nonesuch' is not a class"),
+        (lambda: model.explain(good, target="Nonesuch"), "target 'Nonesuch' is not a class"),
+        (lambda: model.explain([good, good], target=[0]), "1 target classes for 2 images"),
     ]:
         with pytest.raises(UsageError, match=message.replace("(", r"\(")):
             call()

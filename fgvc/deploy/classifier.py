@@ -38,7 +38,7 @@ from PIL import Image
 
 from fgvc.data.io import image_to_rgb
 from fgvc.data.preprocessing import EvalPreprocessing
-from fgvc.deploy.explain import Explanation, explain_crops
+from fgvc.deploy.explain import Explanation, explain_crops, resolve_class
 from fgvc.deploy.predict import Predictor, TorchPredictor, load_or_reason, load_predictor
 from fgvc.deploy.predict import top_k as top_k_rows  # predict() has a parameter top_k
 from fgvc.errors import FgvcError, ImageDecodeError, UsageError, one_line
@@ -264,7 +264,7 @@ class Classifier:
             out = Path(out).expanduser().absolute()
             check_destination(out, force, "files of the same names")  # before any work
         items = as_image_list(images)
-        targets = _per_image(target, len(items))
+        targets = _per_image(target, len(items), self.classes)
         kept: list[tuple[int, torch.Tensor]] = []
         errors: list[tuple[Path, str]] = []
         for i, item in enumerate(items):
@@ -390,13 +390,14 @@ def _tensor_to_array(image: torch.Tensor, name: str) -> Any:
     return image.detach().cpu().numpy()
 
 
-def _per_image(target: Any, count: int) -> list[Any] | Any:
+def _per_image(target: Any, count: int, classes: list[str]) -> list[int | None] | int | None:
+    """``target`` as class indices: one for every image, or one (or None) per image."""
     if target is None or isinstance(target, (int, str)):
-        return target
+        return None if target is None else resolve_class(target, classes, "target")
     target = list(target)
     if len(target) != count:
         raise UsageError(f"{len(target)} target classes for {count} images")
-    return target
+    return [None if t is None else resolve_class(t, classes, "target") for t in target]
 
 
 def _check_on_error(on_error: str) -> None:

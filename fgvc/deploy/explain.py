@@ -126,8 +126,9 @@ class Explanation:
         return show_cam_on_image(crop, self.cam, use_rgb=True, image_weight=image_weight)
 
 
-def resolve_class(value: str | int, class_names: Sequence[str]) -> int:
-    """A class index from a class name or an index (a name wins where both could match).
+def resolve_class(value: str | int, class_names: Sequence[str], option: str = "--class") -> int:
+    """A class index from a class name or an index (a name wins where both could match);
+    ``option`` names the value in the error.
 
     Raises:
         UsageError: neither a class name nor an index in range.
@@ -143,7 +144,7 @@ def resolve_class(value: str | int, class_names: Sequence[str]) -> int:
     shown = ", ".join(repr(n) for n in class_names[:5])
     more = f", ... ({len(class_names)} classes)" if len(class_names) > 5 else ""
     raise UsageError(
-        f"--class {value!r} is not a class of this model; give a class name ({shown}{more}) "
+        f"{option} {value!r} is not a class of this model; give a class name ({shown}{more}) "
         f"or an index from 0 to {len(class_names) - 1}"
     )
 
