@@ -181,6 +181,28 @@ def test_bad_images_are_one_line_naming_them(setup, tmp_path):
             call()
 
 
+def test_a_folder_is_its_image_files_as_in_fgvc_predict(setup, tmp_path):
+    bundle, _, _, files = setup
+    model = fgvc.load(bundle)
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "b.png").write_bytes(files["b.png"].read_bytes())
+    (folder / "a.png").write_bytes(files["a.png"].read_bytes())
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "link").symlink_to(folder / "sub")  # a folder link: not followed, reported
+    results = model.predict([folder, files["c.jpg"]], top_k=9, on_error="skip")
+    cli = cli_probabilities([folder / "a.png", folder / "sub" / "b.png"], bundle)
+    assert [Path(t.image).name for t in results] == ["a.png", "b.png", "link", "c.jpg"]
+    for top in results[:2]:
+        np.testing.assert_allclose(by_class(top), cli[top.image], atol=1e-5)
+    assert "link" in results[2].error and not results[2] and results[3].error is None
+    with pytest.raises(ImageDecodeError, match="link"):
+        model.predict(folder)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no image given"):
+        model.predict(tmp_path / "empty")
+
+
 def test_explain_returns_the_maps_explain_images_computes(setup, tmp_path):
     bundle, _, _, files = setup
     model = fgvc.load(bundle)

@@ -12,7 +12,8 @@ run's flip TTA, in batches, through the same code as ``fgvc predict``: the same 
 the same probabilities. What an image may be:
 
 * a file path (``str`` or ``os.PathLike``): decoded as ``fgvc predict`` decodes it
-  (reduced-scale JPEG decoding included, where the preprocessing allows it);
+  (reduced-scale JPEG decoding included, where the preprocessing allows it); a folder: the
+  image files under it, sorted (:func:`~fgvc.data.files.collect_images`);
 * a PIL image, or a ``numpy`` array ``(H, W, 3)`` RGB (``(H, W)`` grey, ``(H, W, 4)`` RGBA:
   alpha dropped) of ``uint8``: taken at the size given;
 * a ``torch`` tensor ``(3, H, W)`` (``(1, H, W)``, ``(H, W)``) of ``uint8``, as
@@ -32,20 +33,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
-from fgvc.data.io import image_to_rgb
 from fgvc.data.preprocessing import EvalPreprocessing
 from fgvc.deploy.explain import Explanation, explain_crops, resolve_class
-from fgvc.deploy.predict import Predictor, TorchPredictor, load_or_reason, load_predictor
+from fgvc.deploy.images import ImageLike, as_image_list, image_name, prepare_image
+from fgvc.deploy.predict import Predictor, TorchPredictor, load_predictor
 from fgvc.deploy.predict import top_k as top_k_rows  # predict() has a parameter top_k
-from fgvc.errors import FgvcError, ImageDecodeError, UsageError, one_line
+from fgvc.errors import ImageDecodeError, UsageError, one_line
 from fgvc.runs import RUNS_ROOT
 
-#: What :meth:`Classifier.predict` and :meth:`Classifier.explain` take as one image.
-ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 ON_ERROR = ("raise", "skip")
 
 
@@ -200,7 +197,8 @@ class Classifier:
 
             def submit(start: int) -> list[tuple[int, Future]]:
                 stop = min(start + batch_size, len(items))
-                return [(i, pool.submit(self._prepare, items[i], i)) for i in range(start, stop)]
+                indices = range(start, stop)
+                return [(i, pool.submit(prepare_image, prep, items[i], i)) for i in indices]
 
             pending = submit(0)
             for start in range(0, len(items), batch_size):
@@ -268,7 +266,7 @@ class Classifier:
         kept: list[tuple[int, torch.Tensor]] = []
         errors: list[tuple[Path, str]] = []
         for i, item in enumerate(items):
-            crop = self._prepare(item, i)
+            crop = prepare_image(self.preprocessing, item, i)
             if isinstance(crop, torch.Tensor):
                 kept.append((i, crop))
             elif on_error == "raise":
@@ -304,22 +302,6 @@ class Classifier:
             self._torch = load_predictor(self.source, "torch", device)  # type: ignore[assignment]
         return self._torch  # type: ignore[return-value]
 
-    def _prepare(self, image: ImageLike, index: int) -> torch.Tensor | FgvcError:
-        """The ``(3, S, S)`` uint8 crop of one image, or the error that says why not."""
-        prep = self.preprocessing
-        if isinstance(image, (str, os.PathLike)):
-            loaded = load_or_reason(prep, Path(image))
-            return loaded if isinstance(loaded, torch.Tensor) else ImageDecodeError(loaded)
-        name = image_name(image, index)
-        try:
-            if isinstance(image, torch.Tensor):
-                image = _tensor_to_array(image, name)
-            return prep.prepare(image_to_rgb(image, name))
-        except FgvcError as err:
-            return err
-        except (ValueError, RuntimeError, OSError) as err:  # e.g. cv2 on a degenerate image
-            return ImageDecodeError(f"{name}: {one_line(err)}")
-
 
 def load(
     path: str | os.PathLike,
@@ -346,48 +328,6 @@ def load(
         CheckpointError: unreadable or mismatching files.
     """
     return Classifier(load_predictor(path, backend, device, runs_root))
-
-
-def as_image_list(images: Any) -> list[Any]:
-    """One image or several as a list of single images (see the module doc).
-
-    Raises:
-        UsageError: ``images`` is empty or not images.
-    """
-    if isinstance(images, (str, os.PathLike, Image.Image)):
-        return [images]
-    if isinstance(images, (np.ndarray, torch.Tensor)):
-        return list(images) if images.ndim == 4 else [images]
-    if isinstance(images, Iterable) and not isinstance(images, (bytes, dict)):
-        items = list(images)
-        if items:
-            return items
-        raise UsageError("no image given (an empty list)")
-    raise UsageError(
-        f"a {type(images).__name__} is not an image; give file paths, PIL images, uint8 "
-        f"arrays (H, W, 3) or tensors (3, H, W), or a list of them"
-    )
-
-
-def image_name(image: Any, index: int) -> str:
-    """How an image is named in results and errors: its path, else ``image <index>``."""
-    return os.fsdecode(image) if isinstance(image, (str, os.PathLike)) else f"image {index}"
-
-
-def _tensor_to_array(image: torch.Tensor, name: str) -> Any:
-    if image.is_floating_point():
-        raise ImageDecodeError(
-            f"{name}: a {str(image.dtype).replace('torch.', '')} tensor; predict takes uint8 "
-            f"pixels (C, H, W) - give (x * 255).round().byte() for pixels in [0, 1], or pass "
-            f"network-ready (normalized) batches to Classifier.logits"
-        )
-    if image.ndim == 3 and image.shape[0] in (1, 3, 4):
-        image = image[0] if image.shape[0] == 1 else image.permute(1, 2, 0)
-    elif image.ndim != 2:
-        raise ImageDecodeError(
-            f"{name}: a tensor of shape {tuple(image.shape)} is not an image; give (3, H, W)"
-        )
-    return image.detach().cpu().numpy()
 
 
 def _per_image(target: Any, count: int, classes: list[str]) -> list[int | None] | int | None:
