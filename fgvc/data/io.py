@@ -185,17 +185,54 @@ def _to_rgb_uint8(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array[:, :, :3])
 
 
+def pil_to_rgb(image: Image.Image) -> np.ndarray:
+    """A Pillow image as an ``(H, W, 3)`` RGB ``uint8`` array, as files Pillow decodes
+    become (16-bit samples scaled to 8 bits, alpha dropped)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        array = np.asarray(image).astype(np.int64)
+        if image.mode == "I" and array.max(initial=0) <= 255:
+            return _to_rgb_uint8(np.clip(array, 0, 255).astype(np.uint8))
+        return _to_rgb_uint8(np.clip(array, 0, 65535).astype(np.uint16))
+    return np.ascontiguousarray(np.asarray(image.convert("RGB")))
+
+
+def image_to_rgb(image: Image.Image | np.ndarray, name: str = "<image>") -> np.ndarray:
+    """An image already in memory as a decoded file would be: a Pillow image, or an
+    ``(H, W)`` / ``(H, W, 3)`` / ``(H, W, 4)`` ``uint8`` (or ``uint16``) RGB(A) array ->
+    ``(H, W, 3)`` RGB ``uint8``, held to the same shape rule as files (the pixel limit
+    guards decoding, so it does not apply).
+
+    Raises:
+        ImageDecodeError: another type, dtype or shape, or a strip (the message names
+            ``name`` and says what to give).
+    """
+    if isinstance(image, Image.Image):
+        array = pil_to_rgb(image)
+    else:
+        array = np.asarray(image) if isinstance(image, np.ndarray) else None
+        shape = None if array is None else array.shape
+        if array is None or not (array.ndim == 2 or (array.ndim == 3 and shape[2] in (3, 4))):
+            what = type(image).__name__ if array is None else f"array of shape {shape}"
+            raise ImageDecodeError(
+                f"{name}: {what} is not an image; give an (H, W, 3) RGB uint8 array, a PIL "
+                f"image or a file"
+            )
+        if array.dtype not in (np.uint8, np.uint16):
+            raise ImageDecodeError(
+                f"{name}: {array.dtype} pixels; give uint8 RGB (0-255), e.g. "
+                f"(x * 255).round().astype(np.uint8) for floats in [0, 1]"
+            )
+        array = _to_rgb_uint8(array)
+    _check_pixels(name, array.shape[0], array.shape[1], (None, ""))
+    return array
+
+
 def _decode_pil(data: bytes, name: str, limit: tuple[int | None, str]) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as image:
             _check_pixels(name, image.height, image.width, limit)  # open() read the header only
             image.load()
-            if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-                array = np.asarray(image).astype(np.int64)
-                if image.mode == "I" and array.max(initial=0) <= 255:
-                    return _to_rgb_uint8(np.clip(array, 0, 255).astype(np.uint8))
-                return _to_rgb_uint8(np.clip(array, 0, 65535).astype(np.uint16))
-            return np.ascontiguousarray(np.asarray(image.convert("RGB")))
+            return pil_to_rgb(image)
     # Pillow's own guard (PIL.Image.MAX_IMAGE_PIXELS) is no OSError, and its warning is
     # raised when warnings are errors: both become our error instead of a crash
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from fgvc.data.io import read_rgb
@@ -101,7 +102,12 @@ class EvalPreprocessing:
         Raises:
             ImageDecodeError: the file cannot be read or decoded (the message names it).
         """
-        image = read_rgb(path, self.decode_min_size)[0]
+        return self.prepare(read_rgb(path, self.decode_min_size)[0])
+
+    def prepare(self, image: np.ndarray) -> torch.Tensor:
+        """``(3, S, S)`` ``uint8`` tensor of a decoded ``(H, W, 3)`` RGB ``uint8`` image: the
+        resize and crop of :meth:`load` (which decodes a JPEG at reduced scale first where
+        ``fast_decode`` allows; an image given already decoded is taken at its full size)."""
         return self._uint8_pipeline(image=image)["image"]
 
     def batch(self, images: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -5,6 +5,8 @@ them back, and predict image files.
     bundle.py     model.json, Bundle, load
     predict.py    predictors (ONNX Runtime / PyTorch) and predict_files; outputs.py
     explain.py    Grad-CAM maps of a bundle's predictions; overlays.py draws and writes them
+    classifier.py fgvc.load: a bundle, checkpoint or run as an object that predicts and explains
+    finish.py     what a fit ends with (export, Grad-CAM, summary), for fgvc fit and notebooks
 """
 
 from fgvc.deploy.bundle import Bundle, load

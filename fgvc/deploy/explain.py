@@ -126,8 +126,9 @@ class Explanation:
         return show_cam_on_image(crop, self.cam, use_rgb=True, image_weight=image_weight)
 
 
-def resolve_class(value: str | int, class_names: Sequence[str]) -> int:
-    """A class index from a class name or an index (a name wins where both could match).
+def resolve_class(value: str | int, class_names: Sequence[str], option: str = "--class") -> int:
+    """A class index from a class name or an index (a name wins where both could match);
+    ``option`` names the value in the error.
 
     Raises:
         UsageError: neither a class name nor an index in range.
@@ -143,7 +144,7 @@ def resolve_class(value: str | int, class_names: Sequence[str]) -> int:
     shown = ", ".join(repr(n) for n in class_names[:5])
     more = f", ... ({len(class_names)} classes)" if len(class_names) > 5 else ""
     raise UsageError(
-        f"--class {value!r} is not a class of this model; give a class name ({shown}{more}) "
+        f"{option} {value!r} is not a class of this model; give a class name ({shown}{more}) "
         f"or an index from 0 to {len(class_names) - 1}"
     )
 
@@ -311,6 +312,39 @@ def explain_images(
     finally:
         bar.close()
     return explanations, errors
+
+
+def explain_crops(
+    model: Explainable,
+    crops: Sequence[torch.Tensor],
+    names: Sequence[str],
+    method: str = "gradcam",
+    target: int | str | Sequence[int | str | None] | None = None,
+    tta: bool | None = None,
+    batch_size: int = 8,
+) -> list[Explanation]:
+    """Class activation maps of images already prepared for the network: ``(3, S, S)``
+    ``uint8`` crops from :meth:`EvalPreprocessing.prepare
+    <fgvc.data.preprocessing.EvalPreprocessing.prepare>` or ``load``. ``names[i]`` stands
+    for crop ``i`` in captions and file names; the other arguments are those of
+    :func:`explain_images`.
+
+    Raises:
+        UsageError: an unknown method or class, or as many names as crops.
+    """
+    _cam_class(method)
+    if len(names) != len(crops):
+        raise UsageError(f"{len(names)} names for {len(crops)} images")
+    classes = _classes_for(target, len(crops), model.class_names)
+    prep, net = model.preprocessing, model.net.eval()
+    tta = prep.tta if tta is None else tta
+    device = next(net.parameters()).device
+    good = [(i, Path(n), c, t) for i, (n, c, t) in enumerate(zip(names, crops, classes))]
+    explanations: list[Explanation] = []
+    for start in range(0, len(good), max(1, batch_size)):
+        chunk = good[start : start + max(1, batch_size)]
+        explanations += _explain_batch(net, prep, chunk, tta, device, method, model)
+    return explanations
 
 
 def _explain_batch(
