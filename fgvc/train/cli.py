@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
@@ -29,6 +30,7 @@ from fgvc.models import NetSpec
 from fgvc.runs import RUNS_ROOT, FitCheckpoint, hpc_checkpoint
 from fgvc.runs import read_fit_checkpoint as _read_fit_checkpoint
 from fgvc.train.callbacks import ResumableSaveConfig, RunRecord, checkpoint_callbacks
+from fgvc.train.compose import expand_config_args, name_the_run
 from fgvc.train.elastic import meet_afresh
 from fgvc.train.health import TrainingHealth
 from fgvc.train.interrupt import GracefulStop
@@ -102,10 +104,20 @@ class FGVCCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.classes", "model.class_names", apply_on="instantiate")
+        parser.add_argument(
+            "--name",
+            type=str | None,
+            default=None,
+            help="the run's name: its folder <save_dir>/<name>/version_<n> and its W&B name "
+            "(default: a logger's own name, else <dataset>_<trunk>, e.g. cub_resnet50)",
+        )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # `fgvc` passes argv=None when run from the command line, so Lightning's warning
-        # about args given beside sys.argv does not apply
+        # about args given beside sys.argv does not apply. Configs that list bases are
+        # expanded first (fgvc.train.compose).
+        if args is None or isinstance(args, list):
+            args = expand_config_args(sys.argv[1:] if args is None else list(args))
         self.config = parser.parse_args(args)
         # Lightning reads --ckpt_path's hyperparameters right after this: find the file
         # `last` means and check it first, like any other path
@@ -122,6 +134,7 @@ class FGVCCLI(LightningCLI):
             )
         config.weights_only = True
         give_run_a_folder(config)
+        name_the_run(config)
         ckpt_path = config.get("ckpt_path")
         if isinstance(ckpt_path, str) and ckpt_path.startswith("registry"):
             raise ConfigError(
@@ -283,11 +296,38 @@ def _optional(callback: Any) -> bool:
     return isinstance(callback, ProgressBar | LearningRateMonitor)
 
 
-def build_cli(args: list[str] | None = None, run: bool = True) -> FGVCCLI:
-    """The LightningCLI (``run=False``: parse and instantiate only, for tests and tools)."""
+class _ParseOnly(FGVCCLI):
+    """Parses and resolves the config (bases expanded, the run named, the run folder chosen)
+    and builds nothing."""
+
+    def before_instantiate_classes(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+    def after_instantiate_classes(self) -> None:
+        pass
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        pass
+
+
+def resolve_config(args: list[str]) -> dict[str, Any]:
+    """The config ``fgvc <subcommand> <args>`` would run with, as a dict, nothing built or
+    downloaded (for tests and tools; ``args`` start with the subcommand)."""
+    cli = build_cli(args, parse_only=True)
+    config = cli.config[cli.subcommand].as_dict()
+    config.pop("config", None)  # the files it came from
+    return config
+
+
+def build_cli(args: list[str] | None = None, run: bool = True, parse_only: bool = False) -> FGVCCLI:
+    """The LightningCLI (``run=False``: parse and instantiate only, for tests and tools;
+    ``parse_only``: parse only, see :func:`resolve_config`)."""
     from fgvc.train.checkpoint_io import AtomicCheckpoints
 
-    return FGVCCLI(
+    return (_ParseOnly if parse_only else FGVCCLI)(
         FGVCClassifier,
         FGVCDataModule,
         subclass_mode_data=True,
