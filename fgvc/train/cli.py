@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from jsonargparse import Namespace
-from pytorch_lightning.callbacks import LearningRateMonitor, ProgressBar
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelSummary, ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_info
@@ -204,12 +204,26 @@ class FGVCCLI(LightningCLI):
                     f"the config's recipe differs from the checkpoint's (the config's is used): "
                     f"{', '.join(changes)}"
                 )
+        _example_input(self.model, self.datamodule, self.trainer)
         # every split the command reads, parsed now: a bad one ends here, in one line
         if isinstance(self.datamodule, FGVCDataModule) and self.subcommand:
             try:
                 self.datamodule.check_splits(self.subcommand)
             except (ValueError, OSError, FgvcError) as err:
                 raise ConfigError(user_message(err)) from err
+
+
+def _example_input(model: Any, datamodule: Any, trainer: Any) -> None:
+    """One zero image at the data's size: Lightning's model summary then counts the
+    network's FLOPs and shows layer sizes (without one it prints ``FLOPs 0``). Not for a
+    compiled backbone, which would compile once more for a batch of 1."""
+    summary = any(isinstance(cb, ModelSummary) for cb in getattr(trainer, "callbacks", []))
+    size = getattr(datamodule, "image_size", None)
+    if summary and isinstance(size, int) and isinstance(model, FGVCClassifier):
+        if not model.hparams.get("compile"):
+            import torch
+
+            model.example_input_array = torch.zeros(1, 3, size, size)
 
 
 def slurm_interactive_tasks() -> int:
@@ -325,8 +339,10 @@ def resolve_config(args: list[str]) -> dict[str, Any]:
 def build_cli(args: list[str] | None = None, run: bool = True, parse_only: bool = False) -> FGVCCLI:
     """The LightningCLI (``run=False``: parse and instantiate only, for tests and tools;
     ``parse_only``: parse only, see :func:`resolve_config`)."""
+    from fgvc.train import quiet
     from fgvc.train.checkpoint_io import AtomicCheckpoints
 
+    quiet.install()
     return (_ParseOnly if parse_only else FGVCCLI)(
         FGVCClassifier,
         FGVCDataModule,
