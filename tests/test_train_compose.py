@@ -156,7 +156,7 @@ def test_bad_bases_are_one_line(tmp_path, capsys, content, expected):
 
 @pytest.mark.parametrize(
     "part",
-    sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.glob("*/*.yaml")),
+    ["base.yaml", *sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.glob("*/*.yaml"))],
 )
 def test_every_part_is_valid_on_its_own(part, capsys):
     """A recipe, a dataset or a trunk alone parses (keys, types, class paths)."""
@@ -168,5 +168,5 @@ def test_every_part_is_valid_on_its_own(part, capsys):
     elif kind == "trunks":
         trunk = yaml.safe_load((CONFIGS / part).read_text())["model"]
         assert printed["model"]["arch"] == trunk["arch"]
-    else:  # a recipe brings the trainer and its loggers (base.yaml)
-        assert kind == "recipes" and len(printed["trainer"]["logger"]) == 2
+    else:  # base.yaml, and a recipe that starts from it: the trainer and its two loggers
+        assert kind in ("recipes", "base.yaml") and len(printed["trainer"]["logger"]) == 2
