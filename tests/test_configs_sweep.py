@@ -15,6 +15,7 @@ import yaml
 
 from fgvc.commands.main import main
 from fgvc.runs import MONITOR
+from fgvc.train.cli import resolve_config
 from fgvc.train.module import FGVCClassifier
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,7 +117,7 @@ def test_agent_command_parses_into_the_sampled_recipe(program, monkeypatch, caps
         printed = yaml.safe_load(capsys.readouterr().out)
         for name, value in trial.items():
             assert printed["model"][name.split(".")[1]] == value, name
-        base = yaml.safe_load((REPO / program).read_text(encoding="utf-8"))
+        base = resolve_config(["fit", "--config", program])  # composed from parts
         assert printed["data"]["class_path"] == base["data"]["class_path"]
         assert printed["data"]["init_args"]["val_split"] == 0.1  # tuned on held-out data
 

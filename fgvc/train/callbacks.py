@@ -4,7 +4,9 @@ needs in every run folder."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -15,20 +17,55 @@ from fgvc.train.elastic import launch_record
 from fgvc.utils.atomic import atomic_write_text
 
 
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint``, which also recognizes its own folder when a resumed
+    run names it by another path (``runs/x`` and ``/home/me/runs/x``) or the run folder was
+    moved (copied off a cluster): Lightning would then forget the best score and keep a
+    worse checkpoint as the new best beside the real one. The saved paths are moved to the
+    folder the run continues in."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old, new = state_dict.get("dirpath"), self.dirpath
+        if old and new and old != new and _same_run_folder(state_dict, str(old), str(new)):
+            state_dict = _moved(state_dict, str(old), str(new))
+        super().load_state_dict(state_dict)
+
+
+def _same_run_folder(state: dict[str, Any], old: str, new: str) -> bool:
+    """``old`` is ``new`` by another path, or ``new`` holds the checkpoints ``old`` did."""
+    if os.path.realpath(old) == os.path.realpath(new):
+        return True
+    best = state.get("best_model_path") or ""
+    return bool(best) and Path(new, Path(best).name).is_file()
+
+
+def _moved(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    def move(path: Any) -> Any:
+        return str(Path(new, Path(path).name)) if isinstance(path, str) and path else path
+
+    state = dict(state, dirpath=new)
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        if key in state:
+            state[key] = move(state[key])
+    if isinstance(state.get("best_k_models"), dict):
+        state["best_k_models"] = {move(k): v for k, v in state["best_k_models"].items()}
+    return state
+
+
 def checkpoint_callbacks() -> list[ModelCheckpoint]:
     """The best checkpoint on ``val/top1`` and ``last.ckpt`` rewritten every epoch.
 
     Two callbacks: Lightning's ``save_last`` only refreshes ``last.ckpt`` in epochs that
     also saved a best checkpoint, which would make resuming restart from an old epoch.
     """
-    best = ModelCheckpoint(
+    best = RunCheckpoint(
         monitor=MONITOR,
         mode="max",
         save_top_k=1,
         filename=BEST_PREFIX + "-epoch{epoch:03d}-top1_{val/top1:.4f}",
         auto_insert_metric_name=False,
     )
-    last = ModelCheckpoint(save_top_k=1, filename=Path(LAST).stem, enable_version_counter=False)
+    last = RunCheckpoint(save_top_k=1, filename=Path(LAST).stem, enable_version_counter=False)
     return [best, last]
 
 

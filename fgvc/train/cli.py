@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
 from jsonargparse import Namespace
-from pytorch_lightning.callbacks import LearningRateMonitor, ProgressBar
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelSummary, ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_info
@@ -29,6 +30,7 @@ from fgvc.models import NetSpec
 from fgvc.runs import RUNS_ROOT, FitCheckpoint, hpc_checkpoint
 from fgvc.runs import read_fit_checkpoint as _read_fit_checkpoint
 from fgvc.train.callbacks import ResumableSaveConfig, RunRecord, checkpoint_callbacks
+from fgvc.train.compose import expand_config_args, name_the_run
 from fgvc.train.elastic import meet_afresh
 from fgvc.train.health import TrainingHealth
 from fgvc.train.interrupt import GracefulStop
@@ -102,10 +104,20 @@ class FGVCCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.classes", "model.class_names", apply_on="instantiate")
+        parser.add_argument(
+            "--name",
+            type=str | None,
+            default=None,
+            help="the run's name: its folder <save_dir>/<name>/version_<n> and its W&B name "
+            "(default: a logger's own name, else <dataset>_<trunk>, e.g. cub_resnet50)",
+        )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # `fgvc` passes argv=None when run from the command line, so Lightning's warning
-        # about args given beside sys.argv does not apply
+        # about args given beside sys.argv does not apply. Configs that list bases are
+        # expanded first (fgvc.train.compose).
+        if args is None or isinstance(args, list):
+            args = expand_config_args(sys.argv[1:] if args is None else list(args))
         self.config = parser.parse_args(args)
         # Lightning reads --ckpt_path's hyperparameters right after this: find the file
         # `last` means and check it first, like any other path
@@ -122,6 +134,7 @@ class FGVCCLI(LightningCLI):
             )
         config.weights_only = True
         give_run_a_folder(config)
+        name_the_run(config)
         ckpt_path = config.get("ckpt_path")
         if isinstance(ckpt_path, str) and ckpt_path.startswith("registry"):
             raise ConfigError(
@@ -191,12 +204,26 @@ class FGVCCLI(LightningCLI):
                     f"the config's recipe differs from the checkpoint's (the config's is used): "
                     f"{', '.join(changes)}"
                 )
+        _example_input(self.model, self.datamodule, self.trainer)
         # every split the command reads, parsed now: a bad one ends here, in one line
         if isinstance(self.datamodule, FGVCDataModule) and self.subcommand:
             try:
                 self.datamodule.check_splits(self.subcommand)
             except (ValueError, OSError, FgvcError) as err:
                 raise ConfigError(user_message(err)) from err
+
+
+def _example_input(model: Any, datamodule: Any, trainer: Any) -> None:
+    """One zero image at the data's size: Lightning's model summary then counts the
+    network's FLOPs and shows layer sizes (without one it prints ``FLOPs 0``). Not for a
+    compiled backbone, which would compile once more for a batch of 1."""
+    summary = any(isinstance(cb, ModelSummary) for cb in getattr(trainer, "callbacks", []))
+    size = getattr(datamodule, "image_size", None)
+    if summary and isinstance(size, int) and isinstance(model, FGVCClassifier):
+        if not model.hparams.get("compile"):
+            import torch
+
+            model.example_input_array = torch.zeros(1, 3, size, size)
 
 
 def slurm_interactive_tasks() -> int:
@@ -283,11 +310,40 @@ def _optional(callback: Any) -> bool:
     return isinstance(callback, ProgressBar | LearningRateMonitor)
 
 
-def build_cli(args: list[str] | None = None, run: bool = True) -> FGVCCLI:
-    """The LightningCLI (``run=False``: parse and instantiate only, for tests and tools)."""
+class _ParseOnly(FGVCCLI):
+    """Parses and resolves the config (bases expanded, the run named, the run folder chosen)
+    and builds nothing."""
+
+    def before_instantiate_classes(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+    def after_instantiate_classes(self) -> None:
+        pass
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        pass
+
+
+def resolve_config(args: list[str]) -> dict[str, Any]:
+    """The config ``fgvc <subcommand> <args>`` would run with, as a dict, nothing built or
+    downloaded (for tests and tools; ``args`` start with the subcommand)."""
+    cli = build_cli(args, parse_only=True)
+    config = cli.config[cli.subcommand].as_dict()
+    config.pop("config", None)  # the files it came from
+    return config
+
+
+def build_cli(args: list[str] | None = None, run: bool = True, parse_only: bool = False) -> FGVCCLI:
+    """The LightningCLI (``run=False``: parse and instantiate only, for tests and tools;
+    ``parse_only``: parse only, see :func:`resolve_config`)."""
+    from fgvc.train import quiet
     from fgvc.train.checkpoint_io import AtomicCheckpoints
 
-    return FGVCCLI(
+    quiet.install()
+    return (_ParseOnly if parse_only else FGVCCLI)(
         FGVCClassifier,
         FGVCDataModule,
         subclass_mode_data=True,

@@ -156,6 +156,10 @@ class WandbLogger(_WandbLogger):
         chosen = resolve_wandb_mode(mode)
         resolved = chosen.mode
         _make_dir(save_dir, "the W&B logger's save_dir")
+        # wandb's warnings and errors, not its banner and end-of-run tables: fgvc says where
+        # the run is (below, and at the end of fit); WANDB_QUIET / WANDB_SHOW_INFO or a
+        # settings argument say otherwise
+        self._quiet = _quiet_settings(kwargs.get("settings"))
         # Lightning refuses log_model when offline; the best checkpoint is logged here
         # instead (offline artifacts upload with `wandb sync`).
         super().__init__(
@@ -169,10 +173,28 @@ class WandbLogger(_WandbLogger):
             **({"resume": resume} if resume else {}),
             **kwargs,
         )
+        # Lightning passes anonymous=None, which this wandb warns is deprecated
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
         self.wandb_mode = resolved
         self.mode_reason = chosen.reason
         self.upload_best = bool(log_model)
         self._checkpoint_callback: Any = None
+
+    @property
+    def experiment(self) -> Any:
+        fresh = self._experiment is None
+        if fresh and self._quiet and rank_zero_only.rank == 0:
+            import wandb
+
+            if self._offline:  # what Lightning sets next; wandb warns of a change after setup
+                os.environ["WANDB_MODE"] = "dryrun"
+            wandb.setup(settings=wandb.Settings(**self._quiet))  # wandb's printing is global
+        run = super().experiment
+        if fresh and self._experiment is not None and self.wandb_mode != "disabled":
+            where = getattr(run, "url", None) if self.wandb_mode == "online" else self.run_dir()
+            rank_zero_info(f"W&B run {run.name} ({self.wandb_mode}: {self.mode_reason}): {where}")
+        return run
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         if getattr(checkpoint_callback, "monitor", None):  # the best one, not last.ckpt
@@ -217,6 +239,19 @@ class WandbLogger(_WandbLogger):
             rank_zero_info(
                 f"W&B run saved offline in {run_dir}; upload it later with: wandb sync {run_dir}"
             )
+
+
+def _quiet_settings(settings: Any) -> dict[str, bool]:
+    """wandb's ``quiet`` and ``show_info`` off, unless the user set them (in the logger's
+    ``settings`` or the environment)."""
+    chosen = settings if isinstance(settings, dict) else {}
+    if settings is not None and not isinstance(settings, dict):  # a wandb.Settings
+        chosen = {k: True for k in ("quiet", "show_info")}
+    return {
+        key: value
+        for key, value in {"quiet": True, "show_info": False}.items()
+        if key not in chosen and f"WANDB_{key.upper()}" not in os.environ
+    }
 
 
 def active_wandb_loggers(trainer: pl.Trainer) -> list[WandbLogger]:

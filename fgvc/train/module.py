@@ -37,6 +37,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from fgvc.data.transforms import hflip_tta
 from fgvc.models import REPRESENTATIONS, NetSpec, build_model
 from fgvc.train.optim import LR_SCALINGS, RecipeLR, Schedule, lr_rule, parameter_groups, scaled_lr
+from fgvc.train.progress import epoch_label
 
 #: The CLI's choices for ``model.representation``: the head table's names.
 Representation = Literal[REPRESENTATIONS]
@@ -226,7 +227,7 @@ class FGVCClassifier(pl.LightningModule):
         rates = {g["group"]: g["lr"] for g in scheduler.optimizer.param_groups}
         rates = ", ".join(f"{name} {lr:.4g}" for name, lr in rates.items())
         rank_zero_info(
-            f"continuing with epoch {self.current_epoch + 1} of {self.trainer.max_epochs} on "
+            f"continuing with {epoch_label(self.current_epoch, self.trainer.max_epochs)} on "
             f"this config's {self.hparams.scheduler} schedule{moved}; learning rates: {rates}"
         )
 

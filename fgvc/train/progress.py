@@ -4,6 +4,10 @@ Rich's live progress bar redraws the same screen lines many times a second; writ
 SLURM or nohup log file that becomes megabytes of escape codes. :class:`LineProgress` prints
 one line every ``interval`` seconds during training and one per finished epoch and
 evaluation instead. :func:`progress_bar` picks it, or Rich on a terminal.
+
+Epochs are numbered from 0, as Lightning numbers them in checkpoint names
+(``best-epoch003-...``), ``metrics.csv``, W&B and its own messages: ``epoch 3/99`` is the
+fourth of 100 epochs (:func:`epoch_label`, on the Rich bar too).
 """
 
 from __future__ import annotations
@@ -14,6 +18,22 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
+
+
+def epoch_label(epoch: int, max_epochs: int | None) -> str:
+    """``epoch <e>/<last>``, 0-based like the checkpoint names and ``metrics.csv``
+    (``epoch <e>`` when the run is bounded by steps, not epochs)."""
+    if max_epochs is not None and max_epochs > 0:
+        return f"epoch {epoch}/{max_epochs - 1}"
+    return f"epoch {epoch}"
+
+
+class RichProgress(RichProgressBar):
+    """Rich's live bar, its epochs labelled as everywhere else (:func:`epoch_label`)."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        label = epoch_label(current_epoch, self.trainer.max_epochs).capitalize()
+        return f"{label:{len(self.validation_description)}}"
 
 
 def _format(metrics: dict[str, Any]) -> str:
@@ -80,7 +100,7 @@ class LineProgress(ProgressBar):
         if isinstance(total, int) and rate > 0:
             left = f"  {rate:.2f} it/s  epoch ends in {_duration((total - done) / rate)}"
         self._say(
-            f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  step {done}/{total}  "
+            f"{epoch_label(trainer.current_epoch, trainer.max_epochs)}  step {done}/{total}  "
             f"{_format(self.get_metrics(trainer, pl_module))}{left}"
         )
 
@@ -90,7 +110,7 @@ class LineProgress(ProgressBar):
             k: v for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))
         }
         self._say(
-            f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} done in {took}  "
+            f"{epoch_label(trainer.current_epoch, trainer.max_epochs)} done in {took}  "
             f"{_format(metrics)}"
         )
 
@@ -111,4 +131,4 @@ def progress_bar(interactive: bool | None = None) -> ProgressBar:
     asks whether stdout is a terminal)."""
     if interactive is None:
         interactive = sys.stdout.isatty()
-    return RichProgressBar(leave=True) if interactive else LineProgress()
+    return RichProgress(leave=True) if interactive else LineProgress()
