@@ -340,7 +340,9 @@ def test_fit_composes_with_the_data_config(workdir, capsys):
     run = workdir / "runs" / "tiny" / "version_0"
     saved = yaml.safe_load((run / "config.yaml").read_text())["data"]
     assert saved["class_path"] == "fgvc.data.Flowers102DataModule"
-    assert saved["init_args"]["val_split"] == 0.0 and saved["init_args"]["preset"] == "flowers102"
+    # the dataset from the data config, the protocol from the recipe
+    assert saved["init_args"]["preset"] == "flowers102"
+    assert saved["init_args"]["val_split"] == config["data"]["init_args"]["val_split"]
     assert not any(key.startswith("synth") for key in saved["init_args"])  # the recipe's data
     hparams = yaml.safe_load((run / "hparams.yaml").read_text())
     assert hparams["num_classes"] == 102 and hparams["class_names"] == FLOWERS_CLASSES

@@ -14,7 +14,7 @@ from fgvc.data.download import SOURCES
 from fgvc.data.transforms import PRESETS
 from fgvc.errors import UsageError
 
-NEW = ("nabirds", "dogs", "flowers102", "pets")
+NEW = ("nabirds", "dogs", "flowers102", "pets", "imagenet")
 
 
 def test_registry_holds_every_dataset_module():
@@ -66,16 +66,18 @@ def test_not_downloadable_dataset_with_download_true_says_where_to_get_it(tmp_pa
 
 
 @pytest.mark.parametrize("name", NEW)
-def test_data_config_composes_with_a_recipe(name, capsys):
-    """configs/data/<name>.yaml over a benchmark config: that dataset, the recipe kept."""
+def test_data_config_composes_with_a_recipe_and_a_trunk(name, capsys):
+    """configs/data/<name>.yaml between a recipe and a trunk: that dataset, the recipe kept."""
     import yaml
 
     from fgvc.commands.train import main
     from tests.test_commands_train import REPO
 
-    recipe, data = REPO / "configs" / "cub.yaml", REPO / "configs" / "data" / f"{name}.yaml"
-    assert main(["fit", "--config", str(recipe), "--config", str(data), "--print_config"]) == 0
+    parts = ["recipes/isqrt_finetune.yaml", f"data/{name}.yaml", "trunks/resnet50.yaml"]
+    args = [word for part in parts for word in ("--config", str(REPO / "configs" / part))]
+    assert main(["fit", *args, "--print_config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["data"]["class_path"] == f"fgvc.data.{dataset_spec(name).datamodule}"
-    assert printed["data"]["init_args"]["preset"] == name
-    assert printed["model"]["representation"] == "isqrt"
+    init = printed["data"]["init_args"]
+    assert (init["preset"], init["image_size"], init["batch_size"]) == (name, 448, 10)
+    assert (printed["model"]["lr"], printed["model"]["arch"]) == (1.2e-3, "resnet50")

@@ -103,12 +103,18 @@ def expand_config_args(args: list[str]) -> list[str]:
 
 
 def derived_name(config: Any) -> str:
-    """``<dataset>_<trunk>[_<representation>]`` from the resolved config: the DataModule's
-    class without ``DataModule`` (``CUBDataModule`` -> ``cub``), the trunk without its hub
+    """``<dataset>_<trunk>[_<representation>]`` from the resolved config: the dataset's name
+    in its descriptor (``CUBDataModule`` -> ``cub``; another class: its name without
+    ``DataModule``), the trunk without its hub
     (``timm/convnext_tiny`` -> ``convnext_tiny``), the representation unless iSQRT-COV."""
+    from fgvc.data.datasets import datamodule_spec
+
     data = config.get("data")
-    class_path = str(getattr(data, "class_path", None) or "data")
-    dataset = class_path.rsplit(".", 1)[-1].removesuffix("DataModule").lower() or "data"
+    class_name = str(getattr(data, "class_path", None) or "data").rsplit(".", 1)[-1]
+    spec = datamodule_spec(
+        class_name
+    )  # a dataset's own name (``Flowers102DataModule``: flowers102)
+    dataset = spec.name if spec else class_name.removesuffix("DataModule").lower() or "data"
     model = config.get("model")
     arch = str(model.get("arch") if model is not None else "model")
     parts = [dataset, arch.rstrip("/").rsplit("/", 1)[-1]]
