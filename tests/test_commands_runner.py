@@ -144,7 +144,7 @@ def test_a_strip_image_is_the_same_one_line_in_check_fit_validate_and_predict(
     strip = save_strip(root / "train" / "a" / "strip.png")  # met in training
     assert main(["fit", "--config", str(cfg)]) == 1
     assert error_lines(capsys, "fgvc fit") == [f"fgvc fit: error: {rule(strip)}"]
-    assert main(["data", "check", "folder", "--root", str(root), "--workers", "1"]) == 1
+    assert main(["data", "check", "folder", "--root", str(root), "--jobs", "1"]) == 1
     assert f"bad file: {rule(strip)}\n" in capsys.readouterr().out
 
     strip.rename(root / "val" / "b" / "strip.png")
@@ -168,7 +168,7 @@ def test_a_bad_pixel_limit_variable_is_one_usage_line_in_every_command(
         "fgvc validate": ["validate", "--config", str(cfg)],
         "fgvc predict": ["predict", str(image), "--model", str(ckpt)],
         "fgvc explain": ["explain", str(image), "--model", str(ckpt), "-o", str(workdir / "e")],
-        "fgvc data": ["data", "check", "folder", "--root", str(workdir), "--workers", "1"],
+        "fgvc data": ["data", "check", "folder", "--root", str(workdir), "--jobs", "1"],
     }
     for prog, argv in commands.items():
         assert main(argv) == 2, prog
