@@ -67,10 +67,6 @@ class CommandParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see {self.prog} --help)")
 
-    def warn(self, message: str) -> None:
-        """``<prog>: warning: <message>`` on stderr (one line)."""
-        print(f"{self.prog}: warning: {message}", file=sys.stderr, flush=True)
-
 
 class _Deprecated(argparse.Action):
     """An old spelling of a flag: does what ``new`` does, after one warning line."""
@@ -86,11 +82,7 @@ class _Deprecated(argparse.Action):
         values: Any,
         option_string: str | None = None,
     ) -> None:
-        note = f"{option_string} is deprecated; use {self.new}"
-        if isinstance(parser, CommandParser):
-            parser.warn(note)
-        else:
-            print(f"{parser.prog}: warning: {note}", file=sys.stderr, flush=True)
+        warn(parser.prog, f"{option_string} is deprecated; use {self.new}")
         setattr(namespace, self.dest, values)
 
 
@@ -149,6 +141,11 @@ def add_workers(parser: argparse.ArgumentParser, default: int, kind: str = "thre
 def report(prog: str, message: str, stderr: TextIO | None = None) -> None:
     """Print ``<prog>: error: <message>`` on stderr."""
     print(f"{prog}: error: {message}", file=stderr or sys.stderr, flush=True)
+
+
+def warn(prog: str, message: str, stderr: TextIO | None = None) -> None:
+    """Print ``<prog>: warning: <message>`` on stderr."""
+    print(f"{prog}: warning: {message}", file=stderr or sys.stderr, flush=True)
 
 
 def run(prog: str, body: Callable[[], int | None], stderr: TextIO | None = None) -> int:
