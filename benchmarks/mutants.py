@@ -56,7 +56,9 @@ TARGETS = {
     # reference.py is the tests' float64 oracle (eigendecomposition, the authors' code)
     "ops": Target(("fgvc/ops/*.py",), ("tests/test_ops.py",), exclude=("fgvc/ops/reference.py",)),
     "sampler": Target(("fgvc/data/sampler.py",), ("tests/test_data_sampler.py",)),
-    "transforms": Target(("fgvc/data/transforms.py",), ("tests/test_data_transforms.py",)),
+    "transforms": Target(
+        ("fgvc/data/transforms.py", "fgvc/data/resize_crop.py"), ("tests/test_data_transforms.py",)
+    ),
     # the count warning's stacklevel is asserted, and the trampoline adds frames under it
     "base": Target(
         ("fgvc/data/base.py",),
@@ -198,6 +200,7 @@ TARGETS = {
         (
             "tests/test_commands_data.py",
             "tests/test_commands_train.py",
+            "tests/test_commands_predict.py",
             "tests/test_deploy_predict.py",
             "tests/test_deploy_explain.py",
             "tests/test_deploy_export.py",

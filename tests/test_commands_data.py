@@ -192,7 +192,7 @@ def test_synth_command(tmp_path, capsys):
 
 def test_usage_errors_return_2(capsys):
     assert main([]) == 2
-    assert main(["download", "imagenet"]) == 2
+    assert main(["download", "imagenet-21k"]) == 2
     assert main(["--help"]) == 0
 
 

@@ -3,7 +3,14 @@ them (fgvc.commands.runner: every command's error line and exit code)."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -14,8 +21,9 @@ from PIL import Image
 
 import fgvc.models.authors
 from fgvc.commands.main import main
+from fgvc.commands.runner import run
 from fgvc.models.authors import AUTHORS_CHECKPOINTS, AUTHORS_REPO, AuthorsCheckpoint
-from tests.test_commands_train import write_config
+from tests.test_commands_train import subprocess_env, write_config
 
 
 @pytest.fixture
@@ -144,7 +152,7 @@ def test_a_strip_image_is_the_same_one_line_in_check_fit_validate_and_predict(
     strip = save_strip(root / "train" / "a" / "strip.png")  # met in training
     assert main(["fit", "--config", str(cfg)]) == 1
     assert error_lines(capsys, "fgvc fit") == [f"fgvc fit: error: {rule(strip)}"]
-    assert main(["data", "check", "folder", "--root", str(root), "--workers", "1"]) == 1
+    assert main(["data", "check", "folder", "--root", str(root), "--jobs", "1"]) == 1
     assert f"bad file: {rule(strip)}\n" in capsys.readouterr().out
 
     strip.rename(root / "val" / "b" / "strip.png")
@@ -168,7 +176,7 @@ def test_a_bad_pixel_limit_variable_is_one_usage_line_in_every_command(
         "fgvc validate": ["validate", "--config", str(cfg)],
         "fgvc predict": ["predict", str(image), "--model", str(ckpt)],
         "fgvc explain": ["explain", str(image), "--model", str(ckpt), "-o", str(workdir / "e")],
-        "fgvc data": ["data", "check", "folder", "--root", str(workdir), "--workers", "1"],
+        "fgvc data": ["data", "check", "folder", "--root", str(workdir), "--jobs", "1"],
     }
     for prog, argv in commands.items():
         assert main(argv) == 2, prog
@@ -274,3 +282,121 @@ def test_one_failing_rank_is_its_line_and_the_other_rank_stops_quietly(workdir):
         "fgvc fit: error: stopped: another process of this run failed (its error is above)",
     ], proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and "[rank0]" not in proc.stderr
+
+
+# -- one vocabulary: a flag means the same in every command ------------------------------------
+def _parsers() -> dict[str, argparse.ArgumentParser]:
+    """Every fgvc parser that is not LightningCLI's, by its prog."""
+    from fgvc.commands import data, explain, export, predict
+
+    parsers = [predict.build_parser(), explain.build_parser(), export.build_parser()]
+    top = data._parser()
+    for action in top._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            parsers += list(action.choices.values())
+    return {parser.prog: parser for parser in parsers}
+
+
+def _visible(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {
+        flag: action
+        for action in parser._actions
+        if action.help != argparse.SUPPRESS
+        for flag in action.option_strings
+    }
+
+
+def test_shared_flags_mean_the_same_in_every_command():
+    parsers = _parsers()
+    assert {"fgvc predict", "fgvc explain", "fgvc export", "fgvc data check"} <= set(parsers)
+    seen: dict[str, list[tuple[str, argparse.Action]]] = {}
+    for prog, parser in parsers.items():
+        for flag, action in _visible(parser).items():
+            seen.setdefault(flag, []).append((prog, action))
+    for prog, action in seen["--out"]:  # always a folder
+        assert "folder" in (action.help or "").lower() or action.metavar == "DIR", prog
+    for prog, action in seen["-o"]:  # -o, where a command has it, is --out
+        assert "--out" in action.option_strings, prog
+    for prog, action in seen["--workers"]:  # always data-loader workers
+        assert "data-loader workers" in action.help, prog
+    assert [prog for prog, _ in seen["--jobs"]] == ["fgvc data check"]
+    # the model source, device and runs root: the same values and defaults
+    for flag in ("--model", "--device", "--runs-root"):
+        first = seen[flag][0][1]
+        for prog, action in seen[flag][1:]:
+            same = (action.default, action.choices, action.type, action.nargs)
+            assert same == (first.default, first.choices, first.type, first.nargs), (flag, prog)
+    for prog, action in seen["--model"]:
+        assert ".ckpt" in action.help and "run folder" in action.help, prog
+
+
+def test_data_check_jobs_and_its_old_spelling(tmp_path, capsys):
+    from fgvc.commands.data import main as data_main
+    from tests.replicas import make_folders
+
+    make_folders(tmp_path / "folder", {"train": {"a": 2, "b": 2}, "test": {"a": 1, "b": 1}})
+    argv = ["check", "folder", "--root", str(tmp_path)]
+    assert data_main([*argv, "--jobs", "2"]) == 0
+    new = capsys.readouterr()
+    assert "with 2 processes" in new.out + new.err and "warning" not in new.err
+    assert data_main([*argv, "--workers", "1"]) == 0  # scripts written before --jobs
+    old = capsys.readouterr()
+    assert "with 1 processes" in old.out + old.err
+    assert old.err.count("warning") == 1
+    assert "fgvc data check: warning: --workers is deprecated; use --jobs N" in old.err
+    assert data_main([*argv, "-j", "0"]) == 2
+    assert "--jobs must be >= 1, got 0" in capsys.readouterr().err
+
+
+# -- exit codes 130 / 143 outside fit -----------------------------------------------------------
+def test_sigterm_ends_a_command_with_143_one_line_and_its_cleanup(capsys):
+    from fgvc.commands.runner import sigterm_exits
+
+    previous = signal.getsignal(signal.SIGTERM)
+    cleaned = []
+
+    def body() -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises in this frame at once
+            return 0
+        finally:
+            cleaned.append(True)
+
+    with sigterm_exits():
+        started = time.monotonic()
+        assert run("fgvc predict", body) == 143
+    assert time.monotonic() - started < 4 and cleaned == [True]
+    assert capsys.readouterr().err == "fgvc predict: error: stopped by SIGTERM\n"
+    assert signal.getsignal(signal.SIGTERM) is previous  # put back
+
+
+def test_ctrl_c_ends_a_command_with_130(capsys):
+    def body() -> int:
+        raise KeyboardInterrupt
+
+    assert run("fgvc explain", body) == 130
+    assert capsys.readouterr().err == "fgvc explain: error: interrupted\n"
+
+
+def test_sigterm_reaches_a_running_command_in_a_child(workdir):
+    """The ``fgvc`` process itself: SIGTERM while ``data download`` waits on a server that
+    never answers exits 143 with one line and leaves nothing of the download behind."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    env = {**subprocess_env(), "FGVC_CUB_URL": f"http://127.0.0.1:{port}/CUB_200_2011.tgz"}
+    root = workdir / "data"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fgvc", "data", "download", "cub", "--root", str(root),
+         "--no-progress"],
+        cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    server.settimeout(120)
+    with server, server.accept()[0]:  # the request has come: the child waits for an answer
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == ["fgvc data: error: stopped by SIGTERM"]
+    left = [p.name for p in root.rglob("*") if p.is_file()] if root.exists() else []
+    assert left == [], left

@@ -147,5 +147,5 @@ def test_download_unpacks_both_archives_into_one_folder(tmp_path, monkeypatch, h
 
 def test_check_passes_on_replica(tmp_path, capsys):
     make_dogs(tmp_path)
-    assert main(["check", "dogs", "--root", str(tmp_path), "--workers", "1"]) == 0
+    assert main(["check", "dogs", "--root", str(tmp_path), "--jobs", "1"]) == 0
     assert "test: 4 images, 4 classes" in capsys.readouterr().out

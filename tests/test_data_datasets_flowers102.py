@@ -214,7 +214,7 @@ def test_published_counts_checked_when_all_classes_are_labelled(tmp_path):
 # -- fgvc data check ---------------------------------------------------------------------------
 def test_check_passes_on_the_replica(tmp_path, capsys):
     make_flowers(tmp_path)
-    assert main(["check", "flowers102", "--root", str(tmp_path), "--workers", "1"]) == 0
+    assert main(["check", "flowers102", "--root", str(tmp_path), "--jobs", "1"]) == 0
     out = capsys.readouterr().out
     for split, count in (("train", 8), ("val", 8), ("test", 12)):
         assert f"{split}: {count} images, 102 classes" in out
@@ -227,7 +227,7 @@ def test_check_reports_a_corrupt_file_and_count_mismatches(tmp_path, capsys):
     )
     corrupt, _ = replica.samples("test")[0]
     Path(corrupt).write_bytes(Path(corrupt).read_bytes()[:100])
-    assert main(["check", "flowers102", "--root", str(tmp_path), "--workers", "2"]) == 1
+    assert main(["check", "flowers102", "--root", str(tmp_path), "--jobs", "2"]) == 1
     out = capsys.readouterr().out
     assert f"bad file: {corrupt}" in out
     for split, count, published in (("train", 102, 1020), ("val", 102, 1020), ("test", 102, 6149)):

@@ -138,7 +138,7 @@ def test_val_image_without_label_names_it(tmp_path):
 
 def test_check_and_datamodule(tmp_path, capsys):
     make_imagenet(tmp_path)
-    assert main(["check", "imagenet", "--root", str(tmp_path), "--workers", "1"]) == 0
+    assert main(["check", "imagenet", "--root", str(tmp_path), "--jobs", "1"]) == 0
     assert "val: 8 images, 4 classes" in capsys.readouterr().out
     module = fgvc_data.ImageNetDataModule(root=str(tmp_path), image_size=16, num_workers=0)
     assert module.test_split_name == "val" and module.official_val_split() == "val"

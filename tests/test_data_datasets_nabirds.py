@@ -106,7 +106,7 @@ def test_missing_dataset_points_to_the_terms_page(tmp_path, capsys):
 
 def test_check_passes_on_replica_and_reports_published_counts(tmp_path, capsys):
     make_nabirds(tmp_path)
-    assert main(["check", "nabirds", "--root", str(tmp_path), "--workers", "1"]) == 0
+    assert main(["check", "nabirds", "--root", str(tmp_path), "--jobs", "1"]) == 0
     out = capsys.readouterr().out
     assert "train: 8 images, 4 classes" in out and "- ok" in out
     spec = dataset_spec("nabirds")

@@ -199,7 +199,7 @@ def test_small_replicas_are_not_count_checked(tmp_path):
 # -- fgvc data check ---------------------------------------------------------------------------
 def test_check_passes_on_the_replica(tmp_path, capsys):
     make_pets(tmp_path)
-    assert main(["check", "pets", "--root", str(tmp_path), "--workers", "1"]) == 0
+    assert main(["check", "pets", "--root", str(tmp_path), "--jobs", "1"]) == 0
     out = capsys.readouterr().out
     assert "trainval: 12 images, 4 classes" in out and "test: 8 images, 4 classes" in out
     assert "20 images checked, 0 bad files, 0 problems" in out and "- ok" in out
@@ -209,7 +209,7 @@ def test_check_reports_a_corrupt_file_and_count_mismatches(tmp_path, capsys):
     replica = make_pets(tmp_path, BREEDS, per_class=(1, 1), size=(8, 8))
     corrupt, _ = replica.samples("trainval")[5]
     Path(corrupt).write_bytes(Path(corrupt).read_bytes()[:100])
-    assert main(["check", "pets", "--root", str(tmp_path), "--workers", "2"]) == 1
+    assert main(["check", "pets", "--root", str(tmp_path), "--jobs", "2"]) == 1
     out = capsys.readouterr().out
     assert f"bad file: {corrupt}" in out
     assert "trainval: 37 images, published 3680" in out and "test: 37 images, published 3669" in out

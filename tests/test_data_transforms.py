@@ -128,7 +128,7 @@ def test_pipelines_serialize_and_come_back_equal(preset):
     pipeline = build_transforms(preset, False, SIZE, normalize=False, antialias=True)
     step = A.to_dict(pipeline)["transform"]["transforms"][0]
     own = pipeline.transforms[0]
-    assert step["__class_fullname__"] == "fgvc.data.transforms.ResizeCrop"
+    assert step["__class_fullname__"] == "fgvc.data.resize_crop.ResizeCrop"
     assert {k: step[k] for k in ("size", "shortest_side", "crop", "antialias")} == {
         "size": own.size,
         "shortest_side": own.shortest_side,

@@ -73,7 +73,7 @@ def test_folder_with_corrupt_image(setup, tmp_path):
     bundle, _, folder = setup
     target = tmp_path / "out.json"
     code, out, err = run(
-        [str(folder), "--model", str(bundle), "--format", "json", "--output", str(target)]
+        [str(folder), "--model", str(bundle), "--format", "json", "--results-file", str(target)]
     )
     assert code == 1 and out == ""
     skipped = [line for line in err.splitlines() if "skipped" in line]
@@ -159,7 +159,7 @@ def test_usage_errors_exit_2(setup, tmp_path):
         [str(folder), "--model", str(tmp_path / "nothing")],
         [str(folder), "--model", str(ckpt), "--backend", "onnx"],
         [str(folder), "--model", str(bundle), "--topk", "0"],
-        [str(folder), "--model", str(bundle), "--output", str(tmp_path / "no" / "x.csv")],
+        [str(folder), "--model", str(bundle), "--results-file", str(tmp_path / "no" / "x.csv")],
         [str(folder), "--format", "xml"],
     ]
     for argv in cases:

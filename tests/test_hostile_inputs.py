@@ -102,10 +102,10 @@ def test_predict_output_is_atomic_escaped_and_formula_safe(odd_bundle, tmp_path,
         return predict_main(list(argv), stdout=io.StringIO(), stderr=io.StringIO())
 
     # a failing run leaves the existing file as it was
-    assert run("=cmd.png", "--model", str(tmp_path / "nothing"), "-o", str(out)) == 2
+    assert run("=cmd.png", "--model", str(tmp_path / "nothing"), "--results-file", str(out)) == 2
     assert out.read_text() == "my earlier results\n"
     argv = [odd, "=cmd.png", "plain.png", "--model", str(odd_bundle), "--topk", "3"]
-    assert run(*argv, "--format", "csv", "-o", str(out), "--no-progress") == 0
+    assert run(*argv, "--format", "csv", "--results-file", str(out), "--no-progress") == 0
     text = out.read_bytes().decode("utf-8")  # valid UTF-8, whatever the names
     assert "caf\\xe9 \\x1b[31m.png" in text and "\x1b" not in text
     assert "'=cmd.png" in text and "\n=cmd" not in text and ",=" not in text

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from fgvc.commands.runner import CommandParser, run
+from fgvc.commands.runner import CommandParser, add_deprecated, run
 from fgvc.data.check import check_dataset
 from fgvc.data.datasets import dataset_names, dataset_spec, registry
 from fgvc.data.synthetic import SYNTH_FOLDER, SynthConfig, make_synthetic
@@ -40,7 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("dataset", choices=dataset_names())
     check.add_argument("--root", default="data", help="folder holding the dataset folder")
-    check.add_argument("--workers", type=int, default=None, help="processes (default: all)")
+    check.add_argument(
+        "--jobs", "-j", type=int, default=None, metavar="N", help="processes (default: one a CPU)"
+    )
+    # --workers is data-loader workers in every fgvc command; check runs processes
+    add_deprecated(check, "--workers", dest="jobs", new="--jobs N", type=int)
 
     synth = commands.add_parser("synth", help="write the synthetic dataset (CUB layout)")
     defaults = SynthConfig()
@@ -75,8 +79,10 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     try:
-        report = check_dataset(args.dataset, args.root, workers=args.workers)
+        report = check_dataset(args.dataset, args.root, workers=args.jobs)
     except (OSError, ValueError) as err:  # no dataset there at all
         raise UsageError(str(err)) from err
     for message in report.bad_files:

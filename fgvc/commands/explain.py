@@ -1,6 +1,6 @@
 """``fgvc explain``: heat maps of where a trained network found the evidence for a class.
 
-    fgvc explain IMAGE_OR_FOLDER... [--model DIR|CKPT|best] --out DIR [--force]
+    fgvc explain IMAGE_OR_FOLDER... [--model DIR|CKPT|RUN|best] -o/--out DIR [--force]
                  [--method gradcam|gradcam++|scorecam] [--class NAME_OR_INDEX] [--tta | --no-tta]
 
 Writes one PNG per image (the evaluation crop beside its heat map, captioned with the class
@@ -19,7 +19,14 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from fgvc.commands.runner import CommandParser, add_images_and_model, log_to_stderr, report, run
+from fgvc.commands.runner import (
+    CommandParser,
+    add_images_and_model,
+    add_out_folder,
+    log_to_stderr,
+    report,
+    run,
+)
 from fgvc.data.files import collect_images, display_path
 from fgvc.deploy.explain import METHODS, explain_images, resolve_class
 from fgvc.deploy.overlays import write_explanations
@@ -36,10 +43,13 @@ def build_parser() -> CommandParser:
         description="Class activation maps (Grad-CAM, Grad-CAM++, Score-CAM) of images, on "
         "the crop the network sees, at the last stage of the ResNet trunk.",
         epilog="Exit codes: 0 all images explained; 1 some images could not be read "
-        "(reported on stderr, the others written); 2 usage errors.",
+        "(reported on stderr, the others written); 2 usage errors; 130/143 stopped by "
+        "Ctrl-C/SIGTERM (nothing half-written).",
     )
     add_images_and_model(parser)
-    parser.add_argument("--out", "-o", required=True, help="output folder (empty or new)")
+    add_out_folder(
+        parser, "the heat maps, contact sheet and explanations.json (empty or new)", True
+    )
     parser.add_argument(
         "--force",
         action="store_true",
@@ -65,8 +75,7 @@ def build_parser() -> CommandParser:
         help="flip-average the probabilities in the captions (default: as the model was "
         "evaluated; as fgvc predict)",
     )
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8, help="images per pass")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 

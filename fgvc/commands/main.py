@@ -2,12 +2,14 @@
 
     fgvc fit|validate|test --config configs/<x>.yaml [--ckpt_path ...]   training (LightningCLI)
     fgvc data download|check|synth ...                                    datasets
-    fgvc export --ckpt <path|best> --out DIR [--formats ...]              deployment bundle
-    fgvc predict IMAGES_OR_FOLDERS --model <bundle|ckpt|best> ...         inference
-    fgvc explain IMAGES_OR_FOLDERS --model <bundle|ckpt|best> --out DIR   Grad-CAM heat maps
+    fgvc export --model <ckpt|run|best> --out DIR [--formats ...]         deployment bundle
+    fgvc predict IMAGES_OR_FOLDERS --model <bundle|ckpt|run|best> ...     inference
+    fgvc explain IMAGES_OR_FOLDERS --model <bundle|ckpt|run|best> -o DIR  Grad-CAM heat maps
 
-Subcommands import only what they need (``fgvc data`` starts without Lightning). Exit codes
-and error lines: :mod:`fgvc.commands.runner`.
+Subcommands import only what they need: no Lightning outside training, and no torchvision,
+albumentations, timm, ONNX or W&B before the work needs them (``--help`` never does; see
+``benchmarks/startup.py``). Exit codes, error lines and the shared flags:
+:mod:`fgvc.commands.runner`.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import importlib
 import sys
 
 from fgvc.commands.runner import USAGE as USAGE_ERROR
-from fgvc.commands.runner import report
+from fgvc.commands.runner import exit_code_table, report, sigterm_exits
 
-USAGE = """usage: fgvc <command> [options]
+USAGE = f"""usage: fgvc <command> [options]
 
 commands:
   fit | validate | test   train / evaluate from a config (fgvc fit --help)
@@ -27,7 +29,16 @@ commands:
   predict                 classify image files or folders (fgvc predict --help)
   explain                 Grad-CAM heat maps of images (fgvc explain --help)
 
-exit codes: 0 success, 1 failure, 2 usage error (one line: fgvc <command>: error: ...)
+the same flag means the same in every command:
+  --model SRC    what to run: export folder, .ckpt file, run folder or 'best'
+  -o, --out DIR  the folder the command writes into (predict prints, or --results-file FILE)
+  --workers N    data-loader workers decoding images (fit: --data.num_workers;
+                 data check's processes: --jobs N)
+  --device, --runs-root, --batch-size, --tta, --force, --no-progress
+
+exit codes (an error is one line on stderr: fgvc <command>: error: <what, and the fix>):
+{exit_code_table()}
+
 fgvc --version: fgvc's version and the versions of the libraries it runs on
 start with: fgvc fit --config configs/demo.yaml"""
 
@@ -62,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     if command not in _MODULES:
         report("fgvc", f"unknown command {command!r}; see fgvc --help")
         return USAGE_ERROR
-    return importlib.import_module(_MODULES[command]).main(words[1:])
+    with sigterm_exits():  # fit has its own: every process stops at the same step
+        return importlib.import_module(_MODULES[command]).main(words[1:])
 
 
 def version_line() -> str:

@@ -12,10 +12,11 @@ name plus ``generic`` (``S = image_size``, 448 in the papers; ImageNet mean/std)
                                                                  center crop S
     (the others: their dataset's module in :mod:`fgvc.data.datasets`)
 
-Resize and center crop run as one step (:class:`ResizeCrop`): by default OpenCV bilinear on
-just the region the crop keeps (fast; about one grey level from the authors' Pillow output
-on photos), or with ``antialias=True`` torch's antialiased bilinear kernel, which matches
-Pillow's (the authors' torchvision ``Resize``) to within rounding.
+Resize and center crop run as one step (:class:`~fgvc.data.resize_crop.ResizeCrop`): by
+default OpenCV bilinear on just the region the crop keeps (fast; about one grey level from
+the authors' Pillow output on photos), or with ``antialias=True`` torch's antialiased
+bilinear kernel, which matches Pillow's (the authors' torchvision ``Resize``) to within
+rounding. albumentations is imported when a pipeline is first built.
 
 With ``normalize=False`` the pipeline ends in a ``uint8`` CHW tensor: batches are four times
 smaller, and :func:`normalize_images` (or the DataModules' ``on_after_batch_transfer``)
@@ -25,100 +26,21 @@ normalizes them on the device. Test-time flip augmentation is :func:`hflip_tta`.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI request at import
+import torch
 
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from albumentations.pytorch import ToTensorV2  # noqa: E402
+from fgvc.data.datasets import presets
+from fgvc.data.presets import Preset
 
-from fgvc.data.datasets import presets  # noqa: E402
-from fgvc.data.presets import Preset  # noqa: E402
+if TYPE_CHECKING:
+    import albumentations as A
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: the preset names: each dataset's and ``generic``
 PRESETS: tuple[str, ...] = tuple(presets())
-
-
-class ResizeCrop(A.ImageOnlyTransform):
-    """Resize, then center-crop: torchvision's ``Resize`` + ``CenterCrop`` in one step.
-
-    The resize goes to ``size=(height, width)``, or scales the short side to
-    ``shortest_side`` (long side truncated, as torchvision does); ``crop=(height, width)``
-    then keeps the center (offsets rounded as torchvision rounds them).
-
-    Bilinear (default): only the source region that the crop keeps is resized, straight to
-    the crop size, with OpenCV - about a quarter less work than resizing the whole image,
-    and equal to it up to a sub-pixel shift. ``antialias=True``: torch's antialiased
-    bilinear kernel (Pillow's ``BILINEAR`` filter, which the authors' pipeline uses) on the
-    whole image, then the crop - the authors' pixels to within rounding, but slower.
-    """
-
-    def __init__(
-        self,
-        size: tuple[int, int] | None = None,
-        shortest_side: int | None = None,
-        crop: tuple[int, int] | None = None,
-        antialias: bool = False,
-        p: float = 1.0,
-    ) -> None:
-        super().__init__(p=p)
-        if (size is None) == (shortest_side is None):
-            raise ValueError("ResizeCrop needs exactly one of size and shortest_side")
-        self.size = size
-        self.shortest_side = shortest_side
-        self.crop = crop
-        self.antialias = antialias
-
-    def _resized_shape(self, height: int, width: int) -> tuple[int, int]:
-        if self.size is not None:
-            return self.size
-        side = self.shortest_side
-        if height <= width:
-            return side, int(side * width / height)
-        return int(side * height / width), side
-
-    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
-        height, width = img.shape[:2]
-        out_h, out_w = self._resized_shape(height, width)
-        crop_h, crop_w = self.crop or (out_h, out_w)
-        if crop_h > out_h or crop_w > out_w:
-            raise ValueError(f"crop {self.crop} is larger than the resized image {out_h}x{out_w}")
-        top, left = int(round((out_h - crop_h) / 2.0)), int(round((out_w - crop_w) / 2.0))
-        if self.antialias:
-            tensor = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]
-            if (out_h, out_w) != (height, width):
-                tensor = F.interpolate(tensor, size=(out_h, out_w), mode="bilinear", antialias=True)
-            out = tensor[0, :, top : top + crop_h, left : left + crop_w].permute(1, 2, 0)
-            return np.ascontiguousarray(out.numpy())
-        scale_y, scale_x = height / out_h, width / out_w
-        y0, y1 = round(top * scale_y), round((top + crop_h) * scale_y)
-        x0, x1 = round(left * scale_x), round((left + crop_w) * scale_x)
-        # a crop under a source pixel wide (a 1-pixel-high image) keeps the pixel it lies in
-        y0, x0 = min(y0, height - 1), min(x0, width - 1)
-        y1, x1 = max(y1, y0 + 1), max(x1, x0 + 1)
-        region = img[y0:y1, x0:x1]
-        if region.shape[:2] == (crop_h, crop_w):
-            return np.ascontiguousarray(region)
-        return cv2.resize(region, (crop_w, crop_h), interpolation=cv2.INTER_LINEAR)
-
-    def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("size", "shortest_side", "crop", "antialias")
-
-    def describe(self) -> str:
-        """In words, e.g. ``"resize short side to 512, center crop 448x448"``."""
-        if self.size is not None:
-            text = f"resize to {self.size[0]}x{self.size[1]}"
-        else:
-            text = f"resize short side to {self.shortest_side}"
-        return text + (f", center crop {self.crop[0]}x{self.crop[1]}" if self.crop else "")
 
 
 def _check(preset: str, image_size: int) -> Preset:
@@ -152,6 +74,10 @@ def build_transforms(
         seed: seed of the pipeline's own random state (``None``: random).
     """
     numbers = _check(preset, image_size)
+    # albumentations (half a second to import) only where a pipeline is built, as
+    # ResizeCrop's module imports it (without the update check)
+    from fgvc.data.resize_crop import A, ResizeCrop, ToTensorV2
+
     square = (image_size, image_size)
     side = numbers.side(image_size)
     steps: list[A.BasicTransform] = []
@@ -232,3 +158,11 @@ def hflip_tta(
     if logits is None:
         logits = forward(images)
     return (logits + forward(torch.flip(images, dims=[-1]))) / 2
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ResizeCrop":  # where it was defined before; imports albumentations
+        from fgvc.data.resize_crop import ResizeCrop
+
+        return ResizeCrop
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,19 +8,23 @@ the iSQRT-COV ResNets. Pools have no parameters: keys are torchvision's either w
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from functools import partial
 
 import torch
-import torchvision.models as tvm
 from torch import nn
 
 from fgvc.models.trunks.registry import Trunk, TrunkEntry
-from fgvc.models.trunks.weights import describe_torchvision, load_torchvision, torchvision_member
+from fgvc.models.trunks.weights import (
+    describe_torchvision,
+    load_torchvision,
+    torchvision_builder,
+    torchvision_member,
+)
 
-_DENSENETS: dict[str, tuple[Callable[..., tvm.DenseNet], type[tvm.WeightsEnum]]] = {
-    "densenet121": (tvm.densenet121, tvm.DenseNet121_Weights),
-    "densenet161": (tvm.densenet161, tvm.DenseNet161_Weights),
+#: torchvision's ImageNet weights enum of each architecture (torchvision: imported on use).
+_DENSENETS: dict[str, str] = {
+    "densenet121": "DenseNet121_Weights",
+    "densenet161": "DenseNet161_Weights",
 }
 _CHANNELS = {"densenet121": 1024, "densenet161": 2208}
 
@@ -38,7 +42,7 @@ class DenseNetTrunk(Trunk):
         super().__init__()
         if last_stride not in (1, 2) or isinstance(last_stride, bool):
             raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
-        self.features = _DENSENETS[arch][0](weights=None).features
+        self.features = torchvision_builder(arch, _DENSENETS[arch])[0](weights=None).features
         self.relu = nn.ReLU()  # torchvision applies it functionally; a module for Grad-CAM
         if last_stride == 1:
             pool = self.features.transition3.pool
@@ -65,16 +69,16 @@ def _features(net: nn.Module) -> dict:
 
 
 def _entry(arch: str) -> TrunkEntry:
-    builder, enum = _DENSENETS[arch]
+    tv = partial(torchvision_builder, arch, _DENSENETS[arch])  # imports torchvision when called
     return TrunkEntry(
         name=arch,
         family="torchvision DenseNet",
         channels=_CHANNELS[arch],
         strides={2: 32, 1: 16},
         build=partial(DenseNetTrunk, arch),
-        weights=lambda choice: describe_torchvision(torchvision_member(enum, choice)),
+        weights=lambda choice: describe_torchvision(torchvision_member(tv()[1], choice)),
         load_imagenet=lambda trunk, choice, progress: load_torchvision(
-            trunk, builder, enum, choice, progress, _features, fix_old_keys
+            trunk, *tv(), choice, progress, _features, fix_old_keys
         ),
         last_stride_means="1 removes transition3's pooling (denseblock4 at stride 16), 2 is "
         "torchvision's stride 32",

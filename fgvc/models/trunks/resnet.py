@@ -9,23 +9,30 @@ and up; 80.9% top-1 for ResNet-50).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING
 
-import torchvision.models as tvm
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from fgvc.models.trunks.registry import Trunk, TrunkEntry
-from fgvc.models.trunks.weights import describe_torchvision, load_torchvision, torchvision_member
+from fgvc.models.trunks.weights import (
+    describe_torchvision,
+    load_torchvision,
+    torchvision_builder,
+    torchvision_member,
+)
 
-#: torchvision builder and ImageNet weights enum for each supported architecture.
-_RESNETS: dict[str, tuple[Callable[..., tvm.ResNet], type[tvm.WeightsEnum]]] = {
-    "resnet18": (tvm.resnet18, tvm.ResNet18_Weights),
-    "resnet34": (tvm.resnet34, tvm.ResNet34_Weights),
-    "resnet50": (tvm.resnet50, tvm.ResNet50_Weights),
-    "resnet101": (tvm.resnet101, tvm.ResNet101_Weights),
-    "resnet152": (tvm.resnet152, tvm.ResNet152_Weights),
+if TYPE_CHECKING:
+    import torchvision.models as tvm
+
+#: torchvision's ImageNet weights enum of each supported architecture (torchvision itself is
+#: imported when a trunk is built: see :func:`~fgvc.models.trunks.weights.torchvision_models`).
+_RESNETS: dict[str, str] = {
+    "resnet18": "ResNet18_Weights",
+    "resnet34": "ResNet34_Weights",
+    "resnet50": "ResNet50_Weights",
+    "resnet101": "ResNet101_Weights",
+    "resnet152": "ResNet152_Weights",
 }
 
 #: The trunk's children, in torchvision's names (so torchvision/authors' keys map 1:1).
@@ -34,7 +41,7 @@ TRUNK_CHILDREN = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3
 
 def imagenet_weights(arch: str) -> tvm.WeightsEnum:
     """torchvision's default ImageNet weights for ``arch``: IMAGENET1K_V1."""
-    return torchvision_member(_RESNETS[arch][1], None)
+    return torchvision_member(torchvision_builder(arch, _RESNETS[arch])[1], None)
 
 
 class ResNetTrunk(nn.Sequential, Trunk):
@@ -52,7 +59,8 @@ class ResNetTrunk(nn.Sequential, Trunk):
         if arch not in _RESNETS:
             raise ValueError(f"unknown ResNet {arch!r}; choose one of {', '.join(_RESNETS)}")
         check_last_stride(last_stride)
-        net = _RESNETS[arch][0](weights=None)  # torchvision's own initialization
+        builder = torchvision_builder(arch, _RESNETS[arch])[0]
+        net = builder(weights=None)  # torchvision's own initialization
         super().__init__(OrderedDict((name, getattr(net, name)) for name in TRUNK_CHILDREN))
         self.arch = arch
         self.out_channels: int = net.fc.in_features
@@ -76,6 +84,8 @@ def set_layer_stride(layer: nn.Sequential, stride: int) -> None:
     torchvision, and the shortcut's 1x1 conv), so parameter shapes and keys stay the same
     and weights trained with either stride load unchanged.
     """
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
     block = layer[0]
     if isinstance(block, Bottleneck):
         block.conv2.stride = (stride, stride)
@@ -94,16 +104,16 @@ def _trunk_part(net: nn.Module) -> dict:
 
 
 def _entry(arch: str) -> TrunkEntry:
-    builder, enum = _RESNETS[arch]
+    tv = partial(torchvision_builder, arch, _RESNETS[arch])  # imports torchvision when called
     return TrunkEntry(
         name=arch,
         family="torchvision ResNet",
         channels=512 if arch in ("resnet18", "resnet34") else 2048,
         strides={2: 32, 1: 16},
         build=partial(ResNetTrunk, arch),
-        weights=lambda choice: describe_torchvision(torchvision_member(enum, choice)),
+        weights=lambda choice: describe_torchvision(torchvision_member(tv()[1], choice)),
         load_imagenet=lambda trunk, choice, progress: load_torchvision(
-            trunk, builder, enum, choice, progress, _trunk_part
+            trunk, *tv(), choice, progress, _trunk_part
         ),
         last_stride_means="layer4's stride: 1 gives total stride 16, 2 torchvision's 32",
     )

@@ -8,19 +8,23 @@ it: torchvision's ``features`` whole, stride 32. Max-pools have no parameters, s
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 
 import torch
-import torchvision.models as tvm
 from torch import nn
 
 from fgvc.models.trunks.registry import Trunk, TrunkEntry
-from fgvc.models.trunks.weights import describe_torchvision, load_torchvision, torchvision_member
+from fgvc.models.trunks.weights import (
+    describe_torchvision,
+    load_torchvision,
+    torchvision_builder,
+    torchvision_member,
+)
 
-_VGGS: dict[str, tuple[Callable[..., tvm.VGG], type[tvm.WeightsEnum]]] = {
-    "vgg16": (tvm.vgg16, tvm.VGG16_Weights),
-    "vgg16_bn": (tvm.vgg16_bn, tvm.VGG16_BN_Weights),
+#: torchvision's ImageNet weights enum of each architecture (torchvision: imported on use).
+_VGGS: dict[str, str] = {
+    "vgg16": "VGG16_Weights",
+    "vgg16_bn": "VGG16_BN_Weights",
 }
 
 
@@ -37,7 +41,7 @@ class VGGTrunk(Trunk):
         super().__init__()
         if last_stride not in (1, 2) or isinstance(last_stride, bool):
             raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
-        features = _VGGS[arch][0](weights=None).features
+        features = torchvision_builder(arch, _VGGS[arch])[0](weights=None).features
         if last_stride == 1:
             assert isinstance(features[-1], nn.MaxPool2d)
             features = features[:-1]
@@ -59,16 +63,16 @@ def _features(net: nn.Module) -> dict:
 
 
 def _entry(arch: str) -> TrunkEntry:
-    builder, enum = _VGGS[arch]
+    tv = partial(torchvision_builder, arch, _VGGS[arch])  # imports torchvision when called
     return TrunkEntry(
         name=arch,
         family="torchvision VGG",
         channels=512,
         strides={2: 32, 1: 16},
         build=partial(VGGTrunk, arch),
-        weights=lambda choice: describe_torchvision(torchvision_member(enum, choice)),
+        weights=lambda choice: describe_torchvision(torchvision_member(tv()[1], choice)),
         load_imagenet=lambda trunk, choice, progress: load_torchvision(
-            trunk, builder, enum, choice, progress, _features
+            trunk, *tv(), choice, progress, _features
         ),
         last_stride_means="1 drops the last max-pool (conv5_3 at stride 16, the authors' "
         "VGG-D), 2 keeps it (stride 32)",

@@ -14,14 +14,18 @@ import pickle
 import urllib.error
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import torch
-import torchvision.models as tvm
 from torch import nn
 
 from fgvc.errors import CheckpointError, DownloadError
 from fgvc.models.trunks.registry import TrunkWeights
+
+if TYPE_CHECKING:
+    import torchvision.models as tvm
 
 IMAGENET = "imagenet"
 
@@ -59,6 +63,23 @@ def read_weights_file(path: str) -> dict[str, torch.Tensor]:
 
 
 # ------------------------------------------------------------------------------ torchvision
+def torchvision_models() -> ModuleType:
+    """``torchvision.models``, imported on first use: torchvision brings ``torch._dynamo``
+    along (over a second), which building a network needs but naming one (a config, a
+    bundle's ``model.json``, ``--help``) does not."""
+    import torchvision.models
+
+    return torchvision.models
+
+
+def torchvision_builder(
+    arch: str, enum_name: str
+) -> tuple[Callable[..., nn.Module], type[tvm.WeightsEnum]]:
+    """torchvision's constructor of ``arch`` (``resnet50``) and its weights enum."""
+    models = torchvision_models()
+    return getattr(models, arch), getattr(models, enum_name)
+
+
 def torchvision_member(enum: type[tvm.WeightsEnum], choice: str | None) -> tvm.WeightsEnum:
     """The enum member ``choice`` names (None: ``IMAGENET1K_V1``, which every torchvision
     classifier here has, so all trunks start from the same kind of weights by default).
