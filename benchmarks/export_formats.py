@@ -37,6 +37,7 @@ from fgvc.deploy.bundle import load
 from fgvc.deploy.export import export_checkpoint
 from fgvc.deploy.formats import by_name
 from fgvc.deploy.formats.base import torch_runner
+from fgvc.deploy.formats.onnx_fp32 import onnx_runner
 from fgvc.runs import RUNS_ROOT, resolve_checkpoint
 
 FORMATS = ("onnx", "onnx-int8", "pt2")
@@ -87,9 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         loaded = load(bundle)
         prep = loaded.preprocessing
         runners = {"eager": torch_runner(loaded.net, "cpu")}
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = args.threads  # as many as torch's
         for name in FORMATS:
             fmt = by_name(name)
-            runners[name] = fmt.load(bundle / fmt.file, "cpu")
+            path = bundle / fmt.file
+            onnx = fmt.runtime == "onnxruntime"
+            runners[name] = onnx_runner(path, "cpu", options) if onnx else fmt.load(path, "cpu")
         sizes = {name: (bundle / by_name(name).file).stat().st_size / 2**20 for name in FORMATS}
         sizes["eager"] = (bundle / "model.safetensors").stat().st_size / 2**20
 

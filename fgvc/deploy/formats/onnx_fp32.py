@@ -135,9 +135,10 @@ def onnx_logits(session: Any, images: np.ndarray) -> np.ndarray:
     return session.run([ONNX_OUTPUT], {ONNX_INPUT: images})[0]
 
 
-def onnx_runner(path: Path, device: str = "cpu") -> LogitsFn:
-    """A :data:`LogitsFn` on an ONNX file (float32 or quantized)."""
-    session = onnx_session(path, device)
+def onnx_runner(path: Path, device: str = "cpu", options: Any = None) -> LogitsFn:
+    """A :data:`LogitsFn` on an ONNX file (float32 or quantized); ``options``: ONNX Runtime
+    ``SessionOptions`` (e.g. threads)."""
+    session = onnx_session(path, device, options)
 
     def run(images: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)

@@ -1,10 +1,12 @@
-"""``onnx-int8``: the ONNX model with int8 weights and dynamically quantized activations
-(``onnxruntime.quantization.quantize_dynamic``), for CPUs: a smaller file, faster on CPUs
-with int8 dot-product instructions (VNNI), at some accuracy - measured by
-``benchmarks/export_formats.py``.
+"""``onnx-int8``: the ONNX model with 8-bit weights and dynamically quantized activations
+(``onnxruntime.quantization.quantize_dynamic``): a file a quarter the size, at some accuracy
+and - for a convolutional trunk on ONNX Runtime's CPU kernels - no speed-up; both measured by
+``benchmarks/export_formats.py`` (README, "Deploy").
 
-Convolutions become ``ConvInteger`` and the classifier ``MatMulInteger`` (weights per output
-channel); the iSQRT-COV head's own matrix products (activation x activation) stay float32.
+Convolutions become ``ConvInteger`` and the classifier ``MatMulInteger``, with uint8 weights
+per output channel (ONNX Runtime's ``ConvInteger`` with int8 weights ran about 4x slower than
+with uint8 on the machine measured, at the same accuracy); the iSQRT-COV head's own matrix
+products (activation x activation) stay float32.
 Activations are quantized per tensor over the whole batch, so an image's logits move a
 little with the other images of its batch.
 
@@ -57,7 +59,7 @@ def export_int8(net: nn.Module, example: torch.Tensor, path: Path) -> dict[str, 
                     path,
                     op_types_to_quantize=list(QUANTIZED_OPS),
                     per_channel=True,
-                    weight_type=QuantType.QInt8,
+                    weight_type=QuantType.QUInt8,
                 )
         except Exception as err:  # onnxruntime's own error types
             raise ExportError(f"int8 quantization failed; {first_line(err)}") from err
@@ -66,7 +68,7 @@ def export_int8(net: nn.Module, example: torch.Tensor, path: Path) -> dict[str, 
     return {
         **info,
         "quantization": "onnxruntime.quantization.quantize_dynamic",
-        "weights": "int8, per output channel",
+        "weights": "uint8, per output channel",
         "activations": "uint8, per tensor, scale computed per batch at run time",
         "quantized_ops": quantized,
     }
@@ -78,7 +80,7 @@ FORMAT = ExportFormat(
     export=export_int8,
     load=onnx_runner,
     runtime="onnxruntime",
-    purpose="ONNX Runtime on CPUs, int8 (smaller, faster where the CPU has VNNI; approximate)",
+    purpose="ONNX Runtime, 8-bit weights: a quarter of the size, approximate",
     tolerance=None,
     min_top1=MIN_TOP1,
 )
