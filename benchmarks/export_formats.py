@@ -32,7 +32,7 @@ import torch
 from _timing import time_ms
 from inference import cpu_name
 
-from fgvc.data.cub import CUB200
+from fgvc.data import CUB200
 from fgvc.deploy.bundle import load
 from fgvc.deploy.export import export_checkpoint
 from fgvc.deploy.formats import by_name

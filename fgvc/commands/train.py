@@ -45,7 +45,7 @@ def export_best(trainer: pl.Trainer, log_dir: str | None) -> Path | None:
     except (FgvcError, ValueError, OSError) as err:
         print(
             f"fgvc fit: warning: export of {best} failed ({one_line(err)}); the checkpoint is "
-            f"intact - retry with fgvc export --model {best}",
+            f"intact - retry with fgvc export --ckpt {best}",
             flush=True,
         )
         return None
