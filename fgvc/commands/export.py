@@ -26,10 +26,10 @@ PROG = "fgvc export"
 
 
 def _formats_help() -> str:
-    lines = [f"{f.name} ({f.file}): {f.purpose}" for f in FORMATS]
+    names = [f"{f.name} (deprecated)" if f.deprecated else f.name for f in FORMATS]
     return (
-        "what to write, any of: " + "; ".join(lines) + f". Default: {' '.join(DEFAULT_NAMES)} "
-        "(safetensors is always written)"
+        f"any of: {', '.join(names)}; default: {' '.join(DEFAULT_NAMES)} (safetensors is always "
+        "written). Files and uses: README, Deploy"
     )
 
 

@@ -3,17 +3,8 @@
 loop over. A new format is a module here with its record, a line in :data:`FORMATS`, and
 its round-trip test (``tests/test_deploy_formats.py``).
 
-==============  ======================  ===========  =======  ===========================
-name            file                    runtime      default  verified against PyTorch
-==============  ======================  ===========  =======  ===========================
-safetensors     model.safetensors       torch        always   |logit diff| <= 1e-5
-onnx            model.onnx              onnxruntime  yes      |logit diff| <= 1e-3
-pt2             model.pt2               torch        no       |logit diff| <= 1e-5
-onnx-int8       model.int8.onnx         onnxruntime  no       top-1 agrees on >= 75%
-torchscript     model.torchscript.pt    torch        no       |logit diff| <= 1e-4
-==============  ======================  ===========  =======  ===========================
-
-(every check but int8's also requires identical top-1 on every verification image.)
+Each record says its file, runtime, tolerance and whether it is written by default; the
+README's format table (checked against this one by the tests) says what each is for.
 """
 
 from __future__ import annotations
