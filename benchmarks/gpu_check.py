@@ -306,7 +306,7 @@ def bundle_parity(bundle: Path, device: torch.device) -> dict:
     import onnxruntime as ort
 
     from fgvc.deploy.bundle import load
-    from fgvc.deploy.exporters import onnx_logits, onnx_session
+    from fgvc.deploy.formats.onnx_fp32 import onnx_logits, onnx_session
     from fgvc.deploy.verify import verification_images
 
     loaded = load(bundle)

@@ -1,10 +1,11 @@
 """Inference speed of the exported ONNX model on ONNX Runtime against eager PyTorch.
 
 One run, same weights and inputs: an iSQRT-COV ResNet-50 (d = 256, N = 5, 200 classes) at
-448 px, exported with fgvc's exporter (fgvc.deploy.exporters.export_onnx, as ``fgvc export``),
-timed at batch 1 (latency) and batch 32 (throughput) on the CPU, and on CUDA too when a GPU
-is present (ONNX Runtime needs its CUDA provider, i.e. the onnxruntime-gpu package). Top-1 of
-ONNX Runtime is compared with eager PyTorch on the timed batches.
+448 px, exported with fgvc's exporter (fgvc.deploy.formats.onnx_fp32.export_onnx, as
+``fgvc export``), timed at batch 1 (latency) and batch 32 (throughput) on the CPU, and on
+CUDA too when a GPU is present (ONNX Runtime needs its CUDA provider, i.e. the
+onnxruntime-gpu package). Top-1 of ONNX Runtime is compared with eager PyTorch on the timed
+batches.
 
     python benchmarks/inference.py                          # CPU (and CUDA when present)
     python benchmarks/inference.py --batch 1 8 --repeats 5 --repeats-batched 3
@@ -32,7 +33,8 @@ import onnxruntime as ort
 import torch
 from _timing import time_ms
 
-from fgvc.deploy.exporters import export_onnx, onnx_logits, onnx_session
+from fgvc.deploy.formats import example_input
+from fgvc.deploy.formats.onnx_fp32 import export_onnx, onnx_logits, onnx_session
 from fgvc.models import build_model
 
 
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         start = time.perf_counter()
-        info = export_onnx(model, onnx_path, args.image_size)
+        info = export_onnx(model, example_input(args.image_size), onnx_path)
         export_s = time.perf_counter() - start
         print(f"exported with {info['exporter']} in {export_s:.0f} s", file=sys.stderr)
         rows = []

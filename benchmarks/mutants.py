@@ -174,8 +174,13 @@ TARGETS = {
         pytest_args=NOT_SLOW,
     ),
     "export": Target(
-        ("fgvc/deploy/export.py", "fgvc/deploy/exporters.py"),
+        ("fgvc/deploy/export.py",),
         ("tests/test_deploy_export.py",),
+        pytest_args=NOT_SLOW,
+    ),
+    "formats": Target(
+        ("fgvc/deploy/formats/*.py",),
+        ("tests/test_deploy_formats.py", "tests/test_deploy_export.py"),
         pytest_args=NOT_SLOW,
     ),
     "predict": Target(

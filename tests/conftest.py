@@ -48,6 +48,17 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Path,
     return root, module, ckpt, run
 
 
+@pytest.fixture(scope="session")
+def all_formats_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_run) -> Path:
+    """The tiny run's best checkpoint exported in every format of the table (read-only:
+    copy it before changing it)."""
+    from fgvc.deploy.export import export_checkpoint
+    from fgvc.deploy.formats import NAMES
+
+    _, _, ckpt, _ = tiny_run
+    return export_checkpoint(ckpt, tmp_path_factory.mktemp("all-formats") / "bundle", NAMES)
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 - stdlib signature
         pass

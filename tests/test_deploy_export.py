@@ -17,11 +17,12 @@ import torch
 from safetensors.torch import load_file
 
 import fgvc
-import fgvc.deploy.exporters as exporters
+import fgvc.deploy.formats.onnx_fp32 as onnx_fp32
 import fgvc.deploy.verify as verify
 from fgvc.commands.export import main as export_main
 from fgvc.deploy.bundle import read_config, summary
 from fgvc.deploy.export import export_checkpoint
+from fgvc.deploy.formats import EXPORT_BATCH
 from fgvc.errors import CheckpointError, ExportError, UsageError
 from fgvc.export import load
 from fgvc.runs import model_checkpoint_state
@@ -30,9 +31,9 @@ from tests.tiny import CLASS_NAMES, IMAGE_SIZE, make_two_epoch_run
 
 @pytest.fixture(scope="module")
 def bundle(tiny_run):
-    """Exported through the CLI: --ckpt best under --runs-root, default --out <run>/export."""
+    """Exported through the CLI: --model best under --runs-root, default --out <run>/export."""
     root, _, _, run = tiny_run
-    code = export_main(["--ckpt", "best", "--runs-root", str(root / "runs")])
+    code = export_main(["--model", "best", "--runs-root", str(root / "runs")])
     assert code == 0
     return run / "export"
 
@@ -85,7 +86,7 @@ def test_model_json_describes_model_preprocessing_and_checkpoint(tiny_run, bundl
     verified = config["onnx"]["verify"]
     assert verified["max_abs_logit_diff"] <= 1e-3 and verified["top1_identical"]
     assert len(verified["batch_sizes"]) == 2
-    assert exporters.EXPORT_BATCH not in verified["batch_sizes"]
+    assert EXPORT_BATCH not in verified["batch_sizes"]
 
 
 def test_load_gives_the_lightning_modules_logits(tiny_run, bundle):
@@ -117,7 +118,7 @@ def test_onnx_mismatch_fails_and_writes_nothing(
     tiny_run, tmp_path, monkeypatch, capsys, corruption
 ):
     _, _, ckpt, _ = tiny_run
-    real = verify.onnx_logits
+    real = onnx_fp32.onnx_logits
 
     def corrupted(path, batch):
         out = real(path, batch)
@@ -125,13 +126,13 @@ def test_onnx_mismatch_fails_and_writes_nothing(
             return out + np.array([0.0, 0.01, 0.0], dtype=out.dtype)
         return out[:, ::-1].copy()  # another class wins
 
-    monkeypatch.setattr(verify, "onnx_logits", corrupted)
+    monkeypatch.setattr(onnx_fp32, "onnx_logits", corrupted)
     out = tmp_path / "nested" / "bundle"
     if corruption == "offset":
         with pytest.raises(ExportError, match=r"disagrees with PyTorch: max \|logit diff"):
             export_checkpoint(ckpt, out)
     else:
-        assert export_main(["--ckpt", str(ckpt), "--out", str(out)]) == 1
+        assert export_main(["--model", str(ckpt), "--out", str(out)]) == 1
         err = capsys.readouterr().err
         assert "top-1 differs" in err and "nothing was written" in err
     assert list(tmp_path.iterdir()) == []  # no bundle, no temp folder, no parent created
@@ -149,7 +150,7 @@ def test_existing_folder_kept_without_force_and_on_failure(tiny_run, tmp_path, m
     (out / "model.json").write_text("{}")
     with pytest.raises(UsageError, match="--force"):
         export_checkpoint(ckpt, out, formats=("safetensors",))
-    assert export_main(["--ckpt", str(ckpt), "--out", str(out)]) == 2
+    assert export_main(["--model", str(ckpt), "--out", str(out)]) == 2
     monkeypatch.setattr(verify, "compare_logits", _always_fails)
     with pytest.raises(ExportError):
         export_checkpoint(ckpt, out, formats=("safetensors", "torchscript"), force=True)
@@ -163,15 +164,15 @@ def test_existing_folder_kept_without_force_and_on_failure(tiny_run, tmp_path, m
     assert listing(tmp_path) == {"out"}
 
 
-def test_legacy_exporter_fallback_and_torchscript(tiny_run, tmp_path, monkeypatch):
+def test_legacy_exporter_fallback(tiny_run, tmp_path, monkeypatch):
     _, module, ckpt, _ = tiny_run
 
     def broken(*args, **kwargs):
         raise RuntimeError("dynamo exporter unavailable")
 
-    legacy = exporters.ONNX_EXPORTERS[1]
-    monkeypatch.setattr(exporters, "ONNX_EXPORTERS", [("torch.export (dynamo)", broken), legacy])
-    out = export_checkpoint(ckpt, tmp_path / "b", formats=("safetensors", "onnx", "torchscript"))
+    legacy = onnx_fp32.ONNX_EXPORTERS[1]
+    monkeypatch.setattr(onnx_fp32, "ONNX_EXPORTERS", [("torch.export (dynamo)", broken), legacy])
+    out = export_checkpoint(ckpt, tmp_path / "b", formats=("safetensors", "onnx"))
     config = read_config(out)
     assert config["onnx"]["exporter"] == "torchscript (legacy)"
     assert config["onnx"]["verify"]["max_abs_logit_diff"] <= 1e-3
@@ -180,9 +181,6 @@ def test_legacy_exporter_fallback_and_torchscript(tiny_run, tmp_path, monkeypatc
         ref = module(x)
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {"images": x.numpy()})[0], ref.numpy(), atol=1e-3)
-    scripted = torch.jit.load(str(out / "model.torchscript.pt"))
-    with torch.no_grad():
-        torch.testing.assert_close(scripted(x), ref, rtol=0, atol=1e-4)
 
 
 def test_not_an_fgvc_checkpoint(tmp_path):
@@ -190,7 +188,7 @@ def test_not_an_fgvc_checkpoint(tmp_path):
     torch.save({"state_dict": {}}, path)
     with pytest.raises(CheckpointError, match="fgvc fit"):
         export_checkpoint(path, tmp_path / "b")
-    assert export_main(["--ckpt", str(path), "--out", str(tmp_path / "b")]) == 2
+    assert export_main(["--model", str(path), "--out", str(tmp_path / "b")]) == 2
     assert listing(tmp_path) == {"plain.ckpt"}
 
 
@@ -220,3 +218,73 @@ def test_model_json_score_is_the_exported_checkpoints_own(
     assert load(out).preprocessing.tta is False
     shown = "val/top1 1.0000" if score is not None else "val/top1 n/a"
     assert f"checkpoint: {ckpt.name}, epoch {epoch}, {shown}" in summary(out)
+
+
+def test_ckpt_is_a_deprecated_alias_of_model(tiny_run, tmp_path, capsys):
+    _, _, ckpt, _ = tiny_run
+    out = tmp_path / "b"
+    args = ["--out", str(out), "--formats", "safetensors"]
+    assert export_main(["--ckpt", str(ckpt), *args]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if "warning:" in line] == [
+        f"fgvc export: warning: --ckpt is deprecated, use --model {ckpt}"
+    ]
+    assert read_config(out)["checkpoint"]["path"] == str(ckpt.resolve())
+    assert export_main(["--model", str(ckpt), *args, "--force"]) == 0
+    assert "warning:" not in capsys.readouterr().err
+    assert export_main(["--model", str(ckpt), "--ckpt", str(ckpt), *args]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "not allowed with argument" in line
+
+
+def test_unknown_format_and_a_bundle_as_model_are_one_line(tiny_run, bundle, tmp_path, capsys):
+    _, _, ckpt, _ = tiny_run
+    out = tmp_path / "b"
+    assert (
+        export_main(["--model", str(ckpt), "--out", str(out), "--formats", "onnx", "tflite"]) == 2
+    )
+    assert capsys.readouterr().err.splitlines() == [
+        "fgvc export: error: unknown export format 'tflite'; known formats: "
+        "safetensors, onnx, pt2, onnx-int8, torchscript"
+    ]
+    assert export_main(["--model", str(bundle), "--out", str(out)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"fgvc export: error: --model {bundle} is an export folder; ")
+    assert not out.exists()
+
+
+def test_every_format_is_verified_and_recorded(all_formats_bundle):
+    """Each format's model.json entry: its file, exporter facts and a passed verification."""
+    from fgvc.deploy.formats import FORMATS
+
+    config = read_config(all_formats_bundle)
+    assert listing(all_formats_bundle) == {"model.json", *(f.file for f in FORMATS)}
+    assert config["files"] == {f.key: f.file for f in FORMATS}
+    for fmt in FORMATS:
+        verified = config[fmt.key]["verify"]
+        assert config[fmt.key]["file"] == fmt.file
+        assert verified["top1_agreement"] >= fmt.min_top1 and verified["tolerance"] == fmt.tolerance
+        if fmt.tolerance is not None:
+            assert verified["max_abs_logit_diff"] <= fmt.tolerance and verified["top1_identical"]
+    assert config["pt2"]["exporter"] == "torch.export"
+    text = summary(all_formats_bundle)
+    for fmt in FORMATS:
+        assert f"  {fmt.key}: " in text and fmt.file in text
+
+
+def test_a_pt2_that_disagrees_fails_and_writes_nothing(tiny_run, tmp_path, monkeypatch):
+    """A format whose loaded model gives other logits than PyTorch's: the whole export fails
+    (the pt2 file went through torch.export.save and load; its module is corrupted after)."""
+    import fgvc.deploy.formats.pt2 as pt2
+
+    _, _, ckpt, _ = tiny_run
+    real = pt2.torch_runner
+
+    def shifted(module, device):
+        run = real(module, device)
+        return lambda x: run(x) + 2e-5  # over pt2's 1e-5, under ONNX's 1e-3
+
+    monkeypatch.setattr(pt2, "torch_runner", shifted)
+    with pytest.raises(ExportError, match=r"pt2 model model.pt2 disagrees with PyTorch"):
+        export_checkpoint(ckpt, tmp_path / "b", formats=("pt2",))
+    assert list(tmp_path.iterdir()) == []

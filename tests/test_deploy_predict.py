@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -330,3 +331,71 @@ def test_the_library_default_tta_is_the_bundles_setting(setup, tmp_path, backend
         assert predictor.preprocessing.tta is setting
         assert probs(predictor, None) == probs(predictor, setting), source
         assert probs(predictor, None) != probs(predictor, not setting)  # the flip matters
+
+
+def layout(source: Path, folder: Path, keep: set[str]) -> Path:
+    """A copy of the bundle ``source`` with only the format keys ``keep`` (files and
+    model.json entries): the layouts of older exports and of partial ones."""
+    shutil.copytree(source, folder)
+    config = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    for key, name in list(config["files"].items()):
+        if key not in keep:
+            (folder / name).unlink()
+            del config["files"][key]
+            config.pop(key, None)
+    (folder / "model.json").write_text(json.dumps(config), encoding="utf-8")
+    return folder
+
+
+def _probs(argv: list[str]) -> tuple[str, dict[str, list[float]], list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        document = predict_json(argv)
+    deprecations = [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
+    return document["backend"], probs_of(document), deprecations
+
+
+@pytest.mark.parametrize(
+    "keep, backend, expected",
+    [
+        ({"weights", "pt2"}, "auto", "pt2"),  # fgvc export --formats pt2
+        ({"pt2"}, "auto", "pt2"),  # no weights at all: the pt2 alone
+        ({"weights"}, "auto", "torch"),  # no optional format
+        ({"weights", "torchscript"}, "auto", "torch"),  # the old TorchScript layout
+        ({"weights", "torchscript"}, "torchscript", "torchscript"),
+        ({"torchscript"}, "auto", "torchscript"),  # nothing else to run
+        ({"weights", "onnx-int8"}, "auto", "torch"),  # int8 only when asked for
+        ({"weights", "onnx-int8"}, "onnx-int8", "onnx-int8"),
+        ({"weights", "onnx", "pt2"}, "pt2", "pt2"),
+    ],
+)
+def test_bundle_layouts_predict(setup, all_formats_bundle, tmp_path, keep, backend, expected):
+    """fgvc predict on bundles holding some of the formats: auto picks ONNX, then pt2, then
+    the weights; TorchScript's deprecation warning only where TorchScript runs."""
+    reference, _, folder = setup
+    bundle = layout(all_formats_bundle, tmp_path / "bundle", keep)
+    args = [str(folder / "a.png"), str(folder / "sym.png"), "--topk", "3"]
+    _, truth, _ = _probs([*args, "--model", str(reference), "--backend", "torch"])
+    got_backend, got, deprecations = _probs([*args, "--model", str(bundle), "--backend", backend])
+    assert got_backend == expected
+    assert bool(deprecations) == (expected == "torchscript"), deprecations
+    atol = 2e-2 if expected == "onnx-int8" else 1e-5
+    for name, probs in truth.items():
+        np.testing.assert_allclose(got[name], probs, atol=atol)
+        assert np.argmax(got[name]) == np.argmax(probs)
+
+
+def test_a_format_the_bundle_lacks_is_one_line(setup, all_formats_bundle, tmp_path):
+    _, ckpt, folder = setup
+    bundle = layout(all_formats_bundle, tmp_path / "bundle", {"weights", "onnx"})
+    for backend in ("pt2", "torchscript"):
+        code, out, err = run([str(folder / "a.png"), "--model", str(bundle), "--backend", backend])
+        assert code == 2 and out == ""
+        file = {"pt2": "model.pt2", "torchscript": "model.torchscript.pt"}[backend]
+        assert err.splitlines() == [
+            f"fgvc predict: error: {bundle} has no {file} ({backend}); export it with fgvc "
+            f"export --formats {backend}, or use --backend auto"
+        ]
+    code, _, err = run([str(folder / "a.png"), "--model", str(ckpt), "--backend", "pt2"])
+    assert code == 2 and "checkpoints run with --backend torch" in err
+    assert len(err.splitlines()) == 1

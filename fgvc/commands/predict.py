@@ -52,7 +52,8 @@ def build_parser() -> CommandParser:
         "--backend",
         choices=BACKENDS,
         default="auto",
-        help="auto (default): ONNX Runtime when the export folder has model.onnx, else torch",
+        help="auto (default): ONNX Runtime when the export folder has model.onnx, else pt2, "
+        "else torch",
     )
     parser.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
     parser.add_argument(

@@ -1,9 +1,10 @@
-"""Deployment: export bundles (weights, ``model.json``, verified ONNX / TorchScript), load
+"""Deployment: export bundles (weights, ``model.json``, verified ONNX / pt2 / ...), load
 them back, and predict image files.
 
-    export.py     checkpoint -> bundle (verify.py, exporters.py, publish.py)
+    formats/      one record per export format (write, load to logits, tolerance)
+    export.py     checkpoint -> bundle (formats/, verify.py, publish.py)
     bundle.py     model.json, Bundle, load
-    predict.py    predictors (ONNX Runtime / PyTorch) and predict_files; outputs.py
+    predict.py    predictors (any format of formats/) and predict_files; outputs.py
     explain.py    Grad-CAM maps of a bundle's predictions; overlays.py draws and writes them
     classifier.py fgvc.load: a bundle, checkpoint or run as an object that predicts and explains
     finish.py     what a fit ends with (export, Grad-CAM, summary), for fgvc fit and notebooks

@@ -5,15 +5,15 @@ Layout::
     <bundle>/
         model.json            what the network is and how to feed it (below)
         model.safetensors     the weights (backbone.*, head.*, classifier.*)
-        model.onnx            optional: dynamic batch, input "images", output "logits"
-        model.torchscript.pt  optional
+        model.onnx, ...       the other formats asked for (:mod:`fgvc.deploy.formats`)
 
 ``model.json`` (format ``fgvc-export``, version 2): ``net`` (the
 :class:`~fgvc.models.NetSpec`), ``class_names``, ``preprocessing`` (the
 :class:`~fgvc.data.preprocessing.EvalPreprocessing`, with its resize policy in words),
-``checkpoint`` (file, epoch, step, monitored metric and score), ``files``, the ``onnx`` /
-``torchscript`` entries with their verification against PyTorch, and the fgvc and torch
-versions. :func:`load` rebuilds the network from it.
+``checkpoint`` (file, epoch, step, monitored metric and score), ``files`` (format key ->
+file name), one entry per format (``weights``, ``onnx``, ``pt2``, ...) with what its exporter
+reports and its verification against PyTorch, and the fgvc and torch versions. :func:`load`
+rebuilds the network from it.
 """
 
 from __future__ import annotations
@@ -40,10 +40,6 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "model.json"
 WEIGHTS_FILE = "model.safetensors"
-ONNX_FILE = "model.onnx"
-TORCHSCRIPT_FILE = "model.torchscript.pt"
-#: Every file a bundle may hold; ``--force`` replaces these and keeps anything else.
-BUNDLE_FILES = (CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE, TORCHSCRIPT_FILE)
 BUNDLE_FORMAT = "fgvc-export"
 BUNDLE_VERSION = 2
 
@@ -237,11 +233,17 @@ def summary(folder: str | os.PathLike) -> str:
         lines.append(
             f"  checkpoint: {ckpt['file']}, epoch {ckpt['epoch']}, {ckpt['monitor']} {value}"
         )
-    if "onnx" in config:
-        verify = config["onnx"]["verify"]
-        lines.append(
-            f"  onnx: {config['onnx']['exporter']}, opset {config['onnx']['opset']}; vs PyTorch "
-            f"on {verify['images']}: max |logit diff| {verify['max_abs_logit_diff']:.2e}, "
-            f"top-1 identical"
-        )
+    for key in config["files"]:
+        entry = config.get(key)
+        verify = entry.get("verify") if isinstance(entry, dict) else None
+        if isinstance(verify, dict) and "max_abs_logit_diff" in verify:
+            agree = verify.get("top1_agreement", 1.0)
+            top1 = "top-1 identical" if agree >= 1 else f"top-1 agrees on {agree:.0%}"
+            how = f"{entry['exporter']}; " if "exporter" in entry else ""
+            if "opset" in entry:
+                how = f"{entry['exporter']}, opset {entry['opset']}; "
+            lines.append(
+                f"  {key}: {how}vs PyTorch on {verify['images']}: max |logit diff| "
+                f"{verify['max_abs_logit_diff']:.2e}, {top1}"
+            )
     return "\n".join(lines)

@@ -1,44 +1,69 @@
 """Export a checkpoint of ``fgvc fit`` as a verified bundle (see :mod:`fgvc.deploy.bundle`).
 
-The weights are always written (safetensors); ONNX and TorchScript on request, each verified
-against eager PyTorch (:mod:`fgvc.deploy.verify`) before anything is published
-(:mod:`fgvc.deploy.publish`): a failed export leaves nothing behind.
+Each format asked for (:data:`fgvc.deploy.formats.FORMATS`; the safetensors weights always)
+is written and then loaded back and verified against eager PyTorch
+(:mod:`fgvc.deploy.verify`) before anything is published (:mod:`fgvc.deploy.publish`): a
+failed export leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-from fgvc.deploy.bundle import (
+from fgvc.deploy.bundle import CONFIG_FILE, describe
+from fgvc.deploy.formats import (
     BUNDLE_FILES,
-    CONFIG_FILE,
-    ONNX_FILE,
-    TORCHSCRIPT_FILE,
-    WEIGHTS_FILE,
-    describe,
-    save_weights,
+    DEFAULT_NAMES,
+    NAMES,
+    WEIGHTS,
+    ExportFormat,
+    example_input,
+    selected,
 )
-from fgvc.deploy.exporters import export_onnx, export_torchscript
 from fgvc.deploy.publish import check_destination, staged_folder
-from fgvc.deploy.verify import (
-    TOLERANCE,
-    reference_logits,
-    verification_images,
-    verify_onnx,
-    verify_torchscript,
-)
-from fgvc.errors import UsageError
+from fgvc.deploy.verify import TOLERANCE, reference_logits, verification_images, verify_format
+from fgvc.errors import ExportError, UsageError, one_line
 from fgvc.runs import read_fit_checkpoint
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("safetensors", "onnx", "torchscript")
-DEFAULT_FORMATS = ("safetensors", "onnx")
+#: Every format name, and those written when none are named (the table's ``default``).
+FORMATS = NAMES
+DEFAULT_FORMATS = DEFAULT_NAMES
+
+
+def _write_config(path: Path, config: dict[str, Any]) -> None:
+    # inside the staging folder, which is published (renamed into place) as a whole
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _export_one(fmt: ExportFormat, net: Any, example: Any, path: Path) -> dict[str, Any]:
+    try:
+        return fmt.export(net, example, path)
+    except ExportError:
+        raise
+    except Exception as err:  # the exporter's own error types
+        raise ExportError(f"{fmt.name} export failed ({one_line(err)})") from err
+
+
+@contextlib.contextmanager
+def _deprecation_said_once(fmt: ExportFormat) -> Iterator[None]:
+    """A deprecated format: one line of ours instead of its library's warning per call."""
+    with warnings.catch_warnings():
+        if fmt.deprecated:
+            logger.warning(
+                "warning: %s is deprecated; its successor is %s", fmt.name, fmt.deprecated
+            )
+            warnings.filterwarnings("ignore", message=".* is deprecated", category=FutureWarning)
+        yield
 
 
 def export_checkpoint(
@@ -50,24 +75,25 @@ def export_checkpoint(
     preset: str | None = None,
     verify_files: Sequence[str | os.PathLike] | None = None,
     verify_count: int = 4,
-    tolerance: float = TOLERANCE,
+    tolerance: float | None = None,
 ) -> Path:
     """Export a checkpoint of ``fgvc fit`` as a bundle in ``out_dir``.
 
     Args:
         ckpt_path: the ``.ckpt`` file (see :func:`fgvc.runs.resolve_checkpoint` for ``best``).
         out_dir: the bundle folder; it must not exist or be empty unless ``force``.
-        formats: any of ``"safetensors"`` (always written), ``"onnx"``, ``"torchscript"``.
+        formats: names from :data:`FORMATS` (``"safetensors"`` is always written).
         force: replace the bundle files of a non-empty ``out_dir`` (other files are kept).
         image_size, preset: override the preprocessing recorded in the checkpoint (needed
             when the checkpoint's DataModule did not record one).
-        verify_files: images (files / folders) to verify ONNX / TorchScript on; default
+        verify_files: images (files / folders) to verify the formats on; default
             ``verify_count`` synthetic images.
         verify_count: synthetic verification images (the export itself traces a batch of 2).
-        tolerance: largest accepted |logit difference| (at most :data:`TOLERANCE`).
+        tolerance: a stricter |logit difference| bound than the formats' own (at most
+            :data:`TOLERANCE`); None: each format's own.
 
     Returns:
-        ``out_dir`` as a Path, holding ``model.json``, ``model.safetensors`` and the formats.
+        ``out_dir`` as a Path, holding ``model.json`` and the formats' files.
 
     Raises:
         UsageError: unknown format, bad override, or ``out_dir`` is in the way.
@@ -75,10 +101,8 @@ def export_checkpoint(
         ExportError: an exporter failed or an exported model disagrees with PyTorch; nothing
             is written then.
     """
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown:
-        raise UsageError(f"unknown format(s) {', '.join(unknown)}; choose from {FORMATS}")
-    if not 0 <= tolerance <= TOLERANCE:
+    chosen = selected(formats)
+    if tolerance is not None and not 0 <= tolerance <= TOLERANCE:
         raise UsageError(f"tolerance must be in [0, {TOLERANCE:g}], got {tolerance}")
     if verify_count < 1:
         raise UsageError(f"verify_count must be >= 1, got {verify_count}")
@@ -89,36 +113,30 @@ def export_checkpoint(
     prep = ckpt.eval_preprocessing(image_size, preset)
     net = ckpt.build_net()
     config = describe(ckpt.spec, ckpt.class_names, prep, ckpt)
+    images, source = verification_images(prep, verify_count, verify_files)
+    reference = reference_logits(net, images)
+    example = example_input(prep.image_size)
 
     # model.json goes in last: a reader never sees a new description beside old weights
     with staged_folder(out, force, BUNDLE_FILES, last=CONFIG_FILE) as staging:
-        save_weights(net, staging / WEIGHTS_FILE)
-        files = {"weights": WEIGHTS_FILE}
-        if "onnx" in formats or "torchscript" in formats:
-            images, source = verification_images(prep, verify_count, verify_files)
-            reference = reference_logits(net, images)
-        if "onnx" in formats:
-            info = export_onnx(net, staging / ONNX_FILE, prep.image_size)
-            verified = verify_onnx(reference, staging / ONNX_FILE, images, tolerance)
-            config["onnx"] = {"file": ONNX_FILE, **info, "verify": {"images": source, **verified}}
-            files["onnx"] = ONNX_FILE
+        files: dict[str, str] = {}
+        config["files"] = files
+        for fmt in chosen:
+            path = staging / fmt.file
+            with _deprecation_said_once(fmt):
+                info = _export_one(fmt, net, example, path)
+                files[fmt.key] = fmt.file
+                if fmt is WEIGHTS:  # its loader rebuilds the network from model.json
+                    _write_config(staging / CONFIG_FILE, config)
+                verified = verify_format(fmt, path, reference, images, tolerance)
+            config[fmt.key] = {"file": fmt.file, **info, "verify": {"images": source, **verified}}
             logger.info(
-                "ONNX (%s) matches PyTorch on %s: max |logit difference| %.2e, top-1 identical",
-                info["exporter"],
+                "%s matches PyTorch on %s: max |logit difference| %.2e, top-1 agrees on %d%%",
+                fmt.name,
                 source,
                 verified["max_abs_logit_diff"],
+                round(100 * verified["top1_agreement"]),
             )
-        if "torchscript" in formats:
-            export_torchscript(net, staging / TORCHSCRIPT_FILE, prep.image_size)
-            verified = verify_torchscript(reference, staging / TORCHSCRIPT_FILE, images, tolerance)
-            config["torchscript"] = {
-                "file": TORCHSCRIPT_FILE,
-                "verify": {"images": source, **verified},
-            }
-            files["torchscript"] = TORCHSCRIPT_FILE
-        config["files"] = files
         config["export_seconds"] = round(time.perf_counter() - started, 1)
-        (staging / CONFIG_FILE).write_text(
-            json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
+        _write_config(staging / CONFIG_FILE, config)
     return out

@@ -140,7 +140,7 @@ def export_best(trainer: pl.Trainer, log_dir: str | None, prog: str = "fgvc fit"
     except (FgvcError, ValueError, OSError) as err:
         print(
             f"{prog}: warning: export of {best} failed ({one_line(err)}); the checkpoint is "
-            f"intact - retry with fgvc export --ckpt {best}",
+            f"intact - retry with fgvc export --model {best}",
             flush=True,
         )
         return None

@@ -1,14 +1,16 @@
 """Top-k classes of image files from an export bundle or a checkpoint.
 
 Images are decoded and preprocessed exactly as evaluation did (the bundle's
-:class:`~fgvc.data.preprocessing.EvalPreprocessing`), batched, and run through ONNX Runtime
-(default when the bundle has ``model.onnx``) or PyTorch; with test-time flip augmentation
+:class:`~fgvc.data.preprocessing.EvalPreprocessing`), batched, and run through one of the
+bundle's formats (:mod:`fgvc.deploy.formats`: ONNX Runtime by default when the bundle has
+``model.onnx``, else ``model.pt2``, else PyTorch on the weights); with test-time flip augmentation
 (the bundle's setting unless told otherwise) the logits of each image and its mirror are
 averaged. Unreadable images are reported and skipped.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -21,19 +23,13 @@ import torch
 
 from fgvc.data.preprocessing import EvalPreprocessing
 from fgvc.data.transforms import hflip_tta
-from fgvc.deploy.bundle import (
-    CONFIG_FILE,
-    ONNX_FILE,
-    bundle_file,
-    load,
-    parse_config,
-    read_config,
-)
-from fgvc.deploy.exporters import onnx_logits, onnx_session
+from fgvc.deploy.bundle import CONFIG_FILE, bundle_file, load, parse_config, read_config
+from fgvc.deploy.formats import FORMATS, WEIGHTS, ExportFormat, by_backend, onnx_fp32
 from fgvc.errors import CheckpointError, ImageDecodeError, UsageError, one_line
 from fgvc.runs import RUNS_ROOT, read_fit_checkpoint, resolve_checkpoint
 
-BACKENDS = ("auto", "onnx", "torch")
+#: ``auto`` and each format's backend name (``torch``: the weights on PyTorch).
+BACKENDS = ("auto", *(f.backend for f in FORMATS))
 
 
 # ---------------------------------------------------------------------------------- models
@@ -43,7 +39,7 @@ class Predictor:
     Attributes:
         class_names: names in label order.
         preprocessing: how image files become its input (and whether to flip-average).
-        backend: ``"onnx"`` or ``"torch"``.
+        backend: one of :data:`BACKENDS` but ``auto``.
         source: what was loaded (a path).
     """
 
@@ -100,10 +96,46 @@ class TorchPredictor(Predictor):
             return self.net(images.to(self.device)).cpu()
 
 
-class OnnxPredictor(Predictor):
-    """ONNX Runtime on a bundle's ``model.onnx`` (CUDA provider when asked and available)."""
+class FormatPredictor(Predictor):
+    """A bundle's file of one of the :data:`~fgvc.deploy.formats.FORMATS`, loaded by its
+    record (``device``: ``cuda`` where its runtime can)."""
 
-    backend = "onnx"
+    def __init__(
+        self,
+        fmt: ExportFormat,
+        path: Path,
+        class_names: list[str],
+        preprocessing: EvalPreprocessing,
+        device: str,
+    ) -> None:
+        super().__init__(class_names, preprocessing, str(path.parent))
+        self.format = fmt
+        self.backend = fmt.backend
+        if importlib.util.find_spec(fmt.runtime) is None:
+            raise UsageError(
+                f"--backend {fmt.backend} needs the {fmt.runtime} package (pip install "
+                f"{fmt.runtime}), or use --backend torch"
+            )
+        try:
+            self.run = fmt.load(path, device)
+        except Exception as err:  # the runtime's own errors: a truncated or foreign file
+            raise CheckpointError(
+                f"{path}: {fmt.runtime} cannot load it ({one_line(err)}); export again, or use "
+                f"--backend torch"
+            ) from err
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        try:
+            return self.run(images)
+        except Exception as err:  # e.g. a model whose input size does not fit the bundle
+            raise CheckpointError(
+                f"{self.source}: {self.format.name} model failed ({one_line(err)}); use "
+                f"--backend torch"
+            ) from err
+
+
+class OnnxPredictor(FormatPredictor):
+    """ONNX Runtime on a bundle's ``model.onnx`` (CUDA provider when asked and available)."""
 
     def __init__(
         self,
@@ -112,25 +144,30 @@ class OnnxPredictor(Predictor):
         preprocessing: EvalPreprocessing,
         device: str,
     ) -> None:
-        super().__init__(class_names, preprocessing, str(path.parent))
-        try:
-            self.session = onnx_session(path, device)
-        except Exception as err:  # ONNX Runtime's own errors: a truncated or foreign file
-            raise CheckpointError(
-                f"{path}: ONNX Runtime cannot load it ({one_line(err)}); export again, or use "
-                f"--backend torch"
-            ) from err
-        shape = self.session.get_outputs()[0].shape  # (batch, classes); names when dynamic
-        if len(shape) != 2 or isinstance(shape[1], int):
-            self.check_outputs(shape[1] if len(shape) == 2 else None)
+        super().__init__(onnx_fp32.FORMAT, path, class_names, preprocessing, device)
 
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        try:
-            return torch.from_numpy(onnx_logits(self.session, images.numpy()))
-        except Exception as err:  # e.g. a model whose input size does not fit the bundle
-            raise CheckpointError(
-                f"{self.source}: ONNX Runtime failed ({one_line(err)}); use --backend torch"
-            ) from err
+
+def bundle_format(folder: Path, config: dict, backend: str = "auto") -> tuple[ExportFormat, Path]:
+    """The format (and its file) a bundle runs with: ``backend``'s, or for ``auto`` the
+    present format of highest ``auto`` preference (ONNX, then pt2, then the weights).
+
+    Raises:
+        UsageError: the bundle has no file of that format (or none of any).
+    """
+    if backend != "auto":
+        fmt = by_backend(backend)
+        path = bundle_file(folder, config, fmt.key, fmt.file)
+        if not path.is_file():
+            raise UsageError(
+                f"{folder} has no {path.name} ({fmt.name}); export it with fgvc export "
+                f"--formats {fmt.name}, or use --backend auto"
+            )
+        return fmt, path
+    present = [(f, bundle_file(folder, config, f.key, f.file)) for f in FORMATS]
+    present = [(f, p) for f, p in present if p.is_file()]
+    if not present:
+        raise CheckpointError(f"{folder} holds no model file; export the checkpoint again")
+    return max(present, key=lambda item: item[0].auto)  # the first of equals: table order
 
 
 def _device(device: str) -> str:
@@ -149,33 +186,32 @@ def load_predictor(
 ) -> Predictor:
     """A predictor from an export folder, a ``.ckpt`` file, a run folder or ``"best"``.
 
-    ``backend="auto"``: ONNX Runtime when the export folder has ``model.onnx``, else PyTorch.
-    Checkpoints and run folders always run on PyTorch.
+    ``backend``: one of :data:`BACKENDS`; ``"auto"`` picks the bundle's format by
+    :func:`bundle_format` (ONNX Runtime when it has ``model.onnx``). Checkpoints and run
+    folders always run on PyTorch.
 
     Raises:
-        UsageError: nothing usable at ``source``, or ONNX asked for a checkpoint.
+        UsageError: nothing usable at ``source``, a format the bundle lacks, or a format
+            other than ``torch`` asked for a checkpoint.
         CheckpointError: unreadable or mismatching files.
     """
     if backend not in BACKENDS:
-        raise UsageError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+        raise UsageError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     device = _device(device)
     path = Path(source).expanduser()
     if path.is_dir() and (path / CONFIG_FILE).is_file():
-        if backend != "torch":
-            config = read_config(path)
-            _, names, prep = parse_config(config, path / CONFIG_FILE)
-            onnx = bundle_file(path, config, "onnx", ONNX_FILE)
-            if onnx.is_file():
-                return OnnxPredictor(onnx, names, prep, device)
-            if backend == "onnx":
-                raise UsageError(f"{path} has no {onnx.name}; use --backend torch")
-        bundle = load(path)
-        return TorchPredictor(
-            bundle.net, bundle.class_names, bundle.preprocessing, str(path), device
-        )
-    if backend == "onnx":
+        config = read_config(path)
+        fmt, file = bundle_format(path, config, backend)
+        if fmt is WEIGHTS:  # the network itself (gradients, .net for explain)
+            bundle = load(path)
+            return TorchPredictor(
+                bundle.net, bundle.class_names, bundle.preprocessing, str(path), device
+            )
+        _, names, prep = parse_config(config, path / CONFIG_FILE)
+        return FormatPredictor(fmt, file, names, prep, device)
+    if backend not in ("auto", WEIGHTS.backend):
         raise UsageError(
-            f"--backend onnx needs an export folder (fgvc export), got {source}; "
+            f"--backend {backend} needs an export folder (fgvc export), got {source}; "
             f"checkpoints run with --backend torch"
         )
     ckpt = read_fit_checkpoint(resolve_checkpoint(source, runs_root=runs_root))

@@ -1,7 +1,8 @@
-"""Writing a network as ONNX or TorchScript, and running an ONNX file.
+"""``onnx``: the network as ONNX (float32), run on ONNX Runtime; the default runtime of
+``fgvc predict`` and the way into other runtimes (TensorRT, OpenVINO, CoreML converters).
 
-ONNX: torch's ``torch.export``-based exporter first; if it fails, the legacy TorchScript-based
-one (the iSQRT-COV layer turns into plain tensor code under any tracer). Input ``images``
+torch's ``torch.export``-based exporter first; if it fails, the legacy TorchScript-based one
+(the iSQRT-COV layer turns into plain tensor code under any tracer). Input ``images``
 ``(N, 3, S, S)`` float32, output ``logits``, dynamic batch.
 """
 
@@ -19,21 +20,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from fgvc.deploy.formats.base import ExportFormat, LogitsFn, first_line
 from fgvc.errors import ExportError
 
 logger = logging.getLogger(__name__)
 
+ONNX_FILE = "model.onnx"
 ONNX_INPUT = "images"
 ONNX_OUTPUT = "logits"
-#: Batch size of the example input the exporters trace with (the verification uses others).
-EXPORT_BATCH = 2
 LEGACY_OPSET = 17
-
-
-def example_input(image_size: int, batch: int = EXPORT_BATCH) -> torch.Tensor:
-    """A deterministic (batch, 3, S, S) input for tracing."""
-    generator = torch.Generator().manual_seed(0)
-    return torch.randn(batch, 3, image_size, image_size, generator=generator)
 
 
 def _export_dynamo(net: nn.Module, path: Path, example: torch.Tensor) -> None:
@@ -74,8 +69,8 @@ ONNX_EXPORTERS: list[tuple[str, Callable[[nn.Module, Path, torch.Tensor], None]]
 
 
 @contextlib.contextmanager
-def _quiet_loggers(*names: str) -> Iterator[None]:
-    """The ONNX graph optimizer's INFO chatter off, whatever the root logger's level."""
+def quiet_loggers(*names: str) -> Iterator[None]:
+    """Libraries' INFO chatter off, whatever the root logger's level."""
     loggers = [logging.getLogger(name) for name in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -87,12 +82,7 @@ def _quiet_loggers(*names: str) -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}".strip()
-
-
-def export_onnx(net: nn.Module, path: str | os.PathLike, image_size: int) -> dict[str, Any]:
+def export_onnx(net: nn.Module, example: torch.Tensor, path: str | os.PathLike) -> dict[str, Any]:
     """Write ``net`` as ONNX (dynamic batch), trying :data:`ONNX_EXPORTERS` in order.
 
     Returns:
@@ -105,15 +95,11 @@ def export_onnx(net: nn.Module, path: str | os.PathLike, image_size: int) -> dic
 
     path = Path(path)
     net = net.eval()
-    example = example_input(image_size)
     failures = []
     for name, exporter in ONNX_EXPORTERS:
         try:
-            with (
-                torch.no_grad(),
-                warnings.catch_warnings(),
-                _quiet_loggers("onnx_ir", "onnxscript"),
-            ):
+            # the exporters' warnings are about tracing; the verification judges the result
+            with torch.no_grad(), warnings.catch_warnings(), quiet_loggers("onnx_ir", "onnxscript"):
                 warnings.simplefilter("ignore")
                 exporter(net, path, example)
             proto = onnx.load(str(path), load_external_data=False)
@@ -126,32 +112,11 @@ def export_onnx(net: nn.Module, path: str | os.PathLike, image_size: int) -> dic
                 "dynamic_axes": {ONNX_INPUT: [0], ONNX_OUTPUT: [0]},
             }
         except Exception as err:  # any exporter failure: try the next one
-            failures.append(f"{name}: {_first_line(err)}")
-            logger.warning("ONNX export with %s failed (%s)", name, _first_line(err))
+            failures.append(f"{name}: {first_line(err)}")
+            logger.warning("ONNX export with %s failed (%s)", name, first_line(err))
             for leftover in (path, path.with_name(path.name + ".data")):
                 leftover.unlink(missing_ok=True)
     raise ExportError("ONNX export failed; " + "; ".join(failures))
-
-
-def export_torchscript(net: nn.Module, path: str | os.PathLike, image_size: int) -> None:
-    """Trace ``net`` and save it as TorchScript.
-
-    Raises:
-        ExportError: tracing or saving failed.
-    """
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            traced = torch.jit.trace(net.eval(), (example_input(image_size),))
-            torch.jit.save(traced, str(path))
-    except Exception as err:  # any tracer failure
-        raise ExportError(f"TorchScript export failed; {_first_line(err)}") from err
-
-
-def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
-        return torch.jit.load(str(path), map_location="cpu")
 
 
 def onnx_session(path: str | os.PathLike, device: str = "cpu", options: Any = None) -> Any:
@@ -168,3 +133,28 @@ def onnx_session(path: str | os.PathLike, device: str = "cpu", options: Any = No
 def onnx_logits(session: Any, images: np.ndarray) -> np.ndarray:
     """Logits of an :func:`onnx_session` on ``images``."""
     return session.run([ONNX_OUTPUT], {ONNX_INPUT: images})[0]
+
+
+def onnx_runner(path: Path, device: str = "cpu", options: Any = None) -> LogitsFn:
+    """A :data:`LogitsFn` on an ONNX file (float32 or quantized); ``options``: ONNX Runtime
+    ``SessionOptions`` (e.g. threads)."""
+    session = onnx_session(path, device, options)
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(onnx_logits(session, array))
+
+    return run
+
+
+FORMAT = ExportFormat(
+    name="onnx",
+    file=ONNX_FILE,
+    export=export_onnx,
+    load=onnx_runner,
+    runtime="onnxruntime",
+    purpose="ONNX Runtime on CPU/GPU without PyTorch; input to TensorRT, OpenVINO and others",
+    tolerance=1e-3,
+    default=True,
+    auto=3,
+)
