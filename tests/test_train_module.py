@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from fgvc.train.module import FGVCClassifier, _check_recipe
-from fgvc.train.optim import Schedule
+from fgvc.train.module import FGVCClassifier
+from fgvc.train.optim import Schedule, check_recipe
 
 TINY = dict(arch="resnet18", num_classes=4, reduce_dim=8, head={"iterations": 3}, pretrained=None)
 
@@ -383,7 +383,7 @@ def test_recipe_boundaries():
         {"freeze_backbone_epochs": 0},
     ]
     for values in fine:
-        _check_recipe({**hp, **values})
+        check_recipe({**hp, **values})
     refused = [
         ({"lr": 0.0}, "model.lr must be > 0, got 0.0"),
         ({"momentum": 1.0}, r"model.momentum must be in \[0, 1\), got 1.0"),
@@ -395,7 +395,7 @@ def test_recipe_boundaries():
     ]
     for values, message in refused:
         with pytest.raises(ValueError, match=message):
-            _check_recipe({**hp, **values})
+            check_recipe({**hp, **values})
 
 
 def test_sgd_carries_the_recipes_momentum():

@@ -18,14 +18,15 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from fgvc.commands.runner import report, run
 from fgvc.deploy.publish import replaced_folder
 from fgvc.errors import FgvcError, UsageError, one_line
-from fgvc.runs import EXPLAIN, EXPORT, MONITOR
+from fgvc.runs import EXPLAIN, EXPORT
+from fgvc.train.callbacks import best_checkpoint
 from fgvc.train.cli import build_cli
 from fgvc.train.loggers import active_wandb_loggers, finish_wandb
 
 
 def best_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
-    """The run's ModelCheckpoint on ``val/top1`` (a config may add others)."""
-    return next((c for c in trainer.checkpoint_callbacks if c.monitor == MONITOR), None)
+    """The run's best-checkpoint callback, on ``model.monitor`` (a config may add others)."""
+    return best_checkpoint(trainer)
 
 
 def export_best(trainer: pl.Trainer, log_dir: str | None) -> Path | None:
@@ -113,7 +114,7 @@ def fit_summary(
     ckpt = best_callback(trainer)
     lines = ["", "fgvc fit finished"]
     if ckpt is not None and ckpt.best_model_score is not None:
-        lines.append(f"  best {MONITOR}: {float(ckpt.best_model_score):.4f}")
+        lines.append(f"  best {ckpt.monitor}: {float(ckpt.best_model_score):.4f}")
         lines.append(f"  best checkpoint: {ckpt.best_model_path}")
     last = next((c for c in trainer.checkpoint_callbacks if c.monitor is None), None)
     if last is not None and last.best_model_path:
