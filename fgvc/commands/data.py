@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from fgvc.commands.runner import CommandParser, run
+from fgvc.data.balance import IMBALANCE_WARN_RATIO
 from fgvc.data.check import CHECKABLE, check_dataset
 from fgvc.data.synthetic import SYNTH_FOLDER, SynthConfig, make_synthetic
 from fgvc.errors import UsageError
@@ -38,6 +39,14 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("dataset", choices=CHECKABLE)
     check.add_argument("--root", default="data", help="folder holding the dataset folder")
     check.add_argument("--workers", type=int, default=None, help="processes (default: all)")
+    check.add_argument(
+        "--max-imbalance",
+        type=float,
+        default=IMBALANCE_WARN_RATIO,
+        metavar="RATIO",
+        help="warn when a split's largest class has more than RATIO times the images of its "
+        "smallest (default: %(default)g)",
+    )
 
     synth = commands.add_parser("synth", help="write the synthetic dataset (CUB layout)")
     defaults = SynthConfig()
@@ -73,8 +82,12 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    if not args.max_imbalance >= 1:
+        raise UsageError(f"--max-imbalance {args.max_imbalance:g}: a ratio, must be >= 1")
     try:
-        report = check_dataset(args.dataset, args.root, workers=args.workers)
+        report = check_dataset(
+            args.dataset, args.root, workers=args.workers, max_imbalance=args.max_imbalance
+        )
     except (OSError, ValueError) as err:  # no dataset there at all
         raise UsageError(str(err)) from err
     for message in report.bad_files:

@@ -111,12 +111,18 @@ class ClassBalance:
         return out + [f"  {line}" for line in self.histogram()]
 
     def warning(self, split: str, threshold: float = IMBALANCE_WARN_RATIO) -> str | None:
-        """A one-line warning when the imbalance ratio exceeds ``threshold``, else None."""
+        """A one-line warning when the imbalance ratio exceeds ``threshold``, else None; its
+        hint is for training (``split`` names a training split) or for evaluation."""
         if self.ratio <= threshold:
             return None
-        low = min(self.counts)
+        hint = (
+            "consider data.init_args.sampler balanced or model.loss logit_adjusted, and "
+            "--model.monitor val/mean_class_acc"
+            if "train" in split
+            else "top-1 on it is dominated by the largest classes; --model.monitor "
+            "val/mean_class_acc weighs every class equally"
+        )
         return (
             f"{split}: imbalance ratio {self.ratio:.1f} > {threshold:g} (largest class "
-            f"{max(self.counts)} images, smallest {low}); consider data.init_args.sampler "
-            f"balanced or model.loss logit_adjusted, and --model.monitor val/mean_class_acc"
+            f"{max(self.counts)} images, smallest {min(self.counts)}); {hint}"
         )

@@ -7,15 +7,16 @@ without training images counts as one image, so that every quantity stays finite
 * ``weighted``: cross-entropy with class weights ``w_c = N / (C * n_c)``, inversely
   proportional to the class frequency and normalized so that the training images' mean
   weight is 1 (scikit-learn's ``class_weight="balanced"``). A batch's loss is the weighted
-  mean ``sum_i w_{y_i} l_i / sum_i w_{y_i}`` (PyTorch's ``weight=`` semantics).
+  mean ``sum_i w_{y_i} l_i / sum_i w_{y_i}`` (PyTorch's ``weight=`` semantics), so a batch
+  of rare classes does not simply weigh more: within a batch, each rare image counts more.
 * ``logit_adjusted``: the logit-adjusted loss of Menon et al., "Long-tail learning via logit
   adjustment", ICLR 2021: cross-entropy of ``logits + tau * log(pi)`` with the class prior
   ``pi_c = n_c / N``. Only training adds the offset; predictions use the plain logits,
   which then estimate the balanced (class-uniform) posterior.
 
 Label smoothing ``eps`` applies to all three as in :func:`torch.nn.functional.cross_entropy`:
-the target is ``(1 - eps)`` on the true class plus ``eps / C`` on every class (for
-``weighted``, each class's term of the smoothing part carries that class's weight).
+the target is ``q_ic = (1 - eps) [c = y_i] + eps / C``; ``weighted`` gives image ``i`` the
+loss ``-sum_c q_ic w_c log p_ic``, still divided by ``sum_i w_{y_i}``.
 """
 
 from __future__ import annotations

@@ -196,7 +196,7 @@ class FGVCClassifier(pl.LightningModule):
     def monitor_choices(self) -> list[str]:
         """The values ``model.monitor`` accepts: the figures validation logs."""
         names = [*self.eval_acc["val"].keys(), "val/loss"]
-        return names + (list(self.eval_acc_tta["val"].keys()) if self.hparams.val_tta else [])
+        return sorted(names + (list(self.eval_acc_tta["val"]) if self.hparams.val_tta else []))
 
     # ----------------------------------------------------------------- forward
     def setup(self, stage: str) -> None:
