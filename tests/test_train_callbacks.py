@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fgvc.commands.main import main
 from fgvc.train.callbacks import BestCheckpoint, best_checkpoint, checkpoint_callbacks
+from fgvc.train.cli import build_cli
 from fgvc.train.module import FGVCClassifier
 from fgvc.train.optim import check_recipe
 from tests.test_commands_train import workdir, write_config
@@ -129,3 +130,20 @@ def test_a_bad_monitor_on_the_command_line_is_one_line(workdir, capsys):
         "val/loss, val/mean_class_acc, val/mean_class_acc_tta, val/top1, val/top1_tta"
     ]
     assert not (workdir / "runs" / "tiny").exists()
+
+
+def test_the_imbalance_options_reach_the_run(workdir):
+    cfg = write_config(workdir)
+    args = ["--config", str(cfg), "--data.init_args.sampler", "balanced"]
+    args += ["--model.loss", "logit_adjusted", "--model.logit_adjust_tau", "0.5"]
+    cli = build_cli([*args, "--model.monitor", "val/mean_class_acc"], run=False)
+    assert cli.datamodule.sampler == "balanced"
+    hp = cli.model.hparams
+    assert (hp.loss, hp.logit_adjust_tau, hp.monitor) == (
+        "logit_adjusted",
+        0.5,
+        "val/mean_class_acc",
+    )
+    (best,) = [c for c in cli.trainer.checkpoint_callbacks if isinstance(c, BestCheckpoint)]
+    best.setup(cli.trainer, cli.model, "fit")  # what fit does first
+    assert (best.monitor, best.mode) == ("val/mean_class_acc", "max")
