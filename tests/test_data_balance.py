@@ -24,10 +24,13 @@ def test_counts_and_ratio():
     assert balance.counts == COUNTS
     assert balance.ratio == 40 / 3
     assert ClassBalance((5, 5), ("a", "b")).ratio == 1.0
-    assert math.isinf(ClassBalance((5, 0), ("a", "b")).ratio)
+    assert ClassBalance((5, 0, 1), ("a", "b", "c")).ratio == 5.0  # over classes with images
+    assert ClassBalance((0, 0), ("a", "b")).ratio == 1.0
     most, least = balance.extremes(3)
     assert [NAMES[c] for c in most] == ["ant", "dog", "fox"]
     assert [NAMES[c] for c in least] == ["bee", "eel", "cat"]
+    # ties: the two lists never share a class
+    assert ClassBalance((5, 5, 5, 1), tuple("abcd")).extremes(3) == ([0, 1], [3, 2])
 
 
 def test_histogram_bins_cover_every_class_once():
@@ -52,13 +55,30 @@ def test_summary_lines_and_warning():
     assert lines[2] == "least frequent: bee (3), eel (7), cat (12)"
     assert lines[3] == "classes by images per class:"
     assert len(lines) == 4 + len(balance.histogram())
-    warning = balance.warning("train")
+    (warning,) = balance.warnings("train")
     assert warning.startswith("train: imbalance ratio 13.3 > 10 (largest class 40 images, ")
     assert "sampler balanced" in warning and "\n" not in warning
-    assert "mean_class_acc" in balance.warning("test") and "sampler" not in balance.warning("test")
-    assert balance.warning("train", threshold=40 / 3) is None  # above, not at, the threshold
-    assert ClassBalance((10, 1), ("a", "b")).warning("train") is None  # ratio 10: at the default
+    (warning,) = balance.warnings("test")
+    assert "mean_class_acc" in warning and "sampler" not in warning
+    assert balance.warnings("train", threshold=40 / 3) == []  # above, not at, the threshold
+    assert ClassBalance((10, 1), ("a", "b")).warnings("train") == []  # ratio 10: the default
     assert IMBALANCE_WARN_RATIO == 10
+
+
+def test_classes_without_images_are_listed_and_warned_about_in_training():
+    balance = ClassBalance((4, 0, 4, 0), ("a", "b", "c", "d"))
+    assert balance.missing == [1, 3] and balance.present == [0, 2]
+    assert balance.lines() == [
+        "images per class: min 4, median 4, max 4; imbalance ratio 1.0",
+        "no images: 2 classes (b (0), d (0))",
+        "classes by images per class:",
+        "  4-4 " + "#" * 24 + " 2",
+    ]
+    assert balance.warnings("val") == []  # an evaluation split may hold a subset
+    assert balance.warnings("train") == [
+        "train: 2 classes have no training image (b (0), d (0)); they cannot be learned - add "
+        "images or remove the classes"
+    ]
 
 
 def test_data_check_prints_the_histogram_and_warns(tmp_path, capsys):

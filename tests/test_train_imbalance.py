@@ -112,6 +112,8 @@ def test_balanced_training_raises_mean_per_class_accuracy(tmp_path, one_thread):
     ):
         balanced = [mean_class_accuracy(root, s, sampler, loss) for s in SEEDS]
         gains = [b - p for b, p in zip(balanced, plain)]
+        shown = ", ".join(f"{b:.3f} ({b - p:+.3f})" for b, p in zip(balanced, plain))
+        print(f"sampler {sampler}, loss {loss}: {shown}; ce {', '.join(f'{p:.3f}' for p in plain)}")
         # every seed gains, and clearly on average (one validation image is 1/96 of top-1)
         assert min(gains) >= 0.05 and mean(gains) >= 0.1, (sampler, loss, plain, balanced)
         assert max(balanced) <= 0.76 + 0.1  # not above the balanced optimum beyond noise

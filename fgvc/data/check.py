@@ -125,7 +125,7 @@ def check_dataset(
         log(f"{split}: {len(dataset)} images, {len(dataset.classes)} classes{more}")
         balance = ClassBalance.of(dataset.targets, dataset.classes)
         log("\n".join(f"  {line}" for line in balance.lines()))
-        report.warnings += [w for w in [balance.warning(split, max_imbalance)] if w]
+        report.warnings += balance.warnings(split, max_imbalance)
         if dataset.count_problem and dataset.count_problem not in report.problems:
             report.problems.append(dataset.count_problem)
         paths.update(dict.fromkeys(path for path, _ in dataset.samples))
