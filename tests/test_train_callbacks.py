@@ -3,6 +3,7 @@ minimized for a loss), keeps its state across a resume, and a bad monitor is one
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fgvc.commands.main import main
+from fgvc.runs import best_checkpoint_in_run
 from fgvc.train.callbacks import BestCheckpoint, best_checkpoint, checkpoint_callbacks
 from fgvc.train.cli import build_cli
 from fgvc.train.module import FGVCClassifier
@@ -92,6 +94,14 @@ def test_the_best_checkpoint_is_the_best_epoch_of_the_monitor(tmp_path, monitor)
 def test_a_resumed_run_keeps_the_best_of_its_monitor(tmp_path):
     _, (best, last) = fit(tmp_path, "val/mean_class_acc", 2)
     first_best = best.best_model_path
+    # saved under ModelCheckpoint's key (as before model.monitor), which fgvc.runs reads
+    saved = torch.load(last.best_model_path, weights_only=True)["callbacks"]
+    assert "ModelCheckpoint{'monitor': 'val/mean_class_acc', 'mode': 'max'," in str(list(saved))
+    fit(tmp_path / "other", "val/top1", 2)  # a second best-*.ckpt beside: the state decides
+    for path in (tmp_path / "other" / "checkpoints").glob("best-*"):
+        path.rename(tmp_path / "checkpoints" / path.name)
+    os.utime(last.best_model_path)  # last.ckpt, the newest as in a run, names the best
+    assert best_checkpoint_in_run(tmp_path) == Path(first_best)
     # epoch 2 (0.5) does not beat epoch 1 (0.7): the restored state must say so
     _, (best, _) = fit(tmp_path, "val/mean_class_acc", 3, ckpt_path=last.best_model_path)
     assert best.best_model_path == first_best

@@ -24,6 +24,9 @@ import torch
 
 from fgvc.data import FolderDataModule
 from fgvc.train.module import FGVCClassifier
+from tests.test_commands_train import read_metrics, run_fgvc, workdir, write_config
+
+__all__ = ["workdir"]  # the fixture, shared with test_commands_train
 
 TRAIN = [48, 6, 48, 6]
 VAL = 24
@@ -117,3 +120,28 @@ def test_balanced_training_raises_mean_per_class_accuracy(tmp_path, one_thread):
         # every seed gains, and clearly on average (one validation image is 1/96 of top-1)
         assert min(gains) >= 0.05 and mean(gains) >= 0.1, (sampler, loss, plain, balanced)
         assert max(balanced) <= 0.76 + 0.1  # not above the balanced optimum beyond noise
+
+
+@pytest.mark.slow
+def test_balanced_options_under_ddp_pick_the_best_mean_class_accuracy(workdir):
+    """Two processes: the balanced sampler's shards, the logit-adjusted loss's class prior
+    (each process builds it from the same split) and the best checkpoint on
+    val/mean_class_acc, end to end through ``fgvc fit``."""
+    cfg = write_config(workdir, devices=2, strategy="ddp", max_epochs=2)
+    options = ["--data.init_args.sampler", "balanced", "--model.loss", "logit_adjusted"]
+    proc = run_fgvc(
+        workdir, "fit", "--config", str(cfg), *options, "--model.monitor", "val/mean_class_acc"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = workdir / "runs" / "tiny" / "version_0"
+    logged = [
+        float(r["val/mean_class_acc"]) for r in read_metrics(run) if r.get("val/mean_class_acc")
+    ]
+    assert len(logged) == 2
+    best = max(logged)
+    (path,) = (run / "checkpoints").glob("best-*.ckpt")
+    epoch = logged.index(best)
+    assert path.name == f"best-epoch{epoch:03d}-mean_class_acc_{best:.4f}.ckpt"
+    assert f"best val/mean_class_acc: {best:.4f}" in proc.stdout
+    hparams = torch.load(path, weights_only=True)["hyper_parameters"]
+    assert (hparams["loss"], hparams["monitor"]) == ("logit_adjusted", "val/mean_class_acc")

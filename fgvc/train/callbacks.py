@@ -32,6 +32,13 @@ class BestCheckpoint(ModelCheckpoint):
         super().__init__(save_top_k=1, auto_insert_metric_name=False)
         self._watch(monitor)
 
+    @property
+    def state_key(self) -> str:
+        # ModelCheckpoint's own key: runs saved before this class resume with their best
+        # so far, and fgvc.runs finds the state that names the best file
+        key = super().state_key
+        return "ModelCheckpoint" + key[len(type(self).__qualname__) :]
+
     def _watch(self, monitor: str) -> None:
         self.monitor, self.mode = monitor, monitor_mode(monitor)
         self.kth_value = torch.tensor(torch.inf if self.mode == "min" else -torch.inf)
