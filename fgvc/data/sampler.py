@@ -110,8 +110,11 @@ class ClassBalancedSampler(EpochSeededSampler):
         world_size: int = 1,
     ) -> None:
         super().__init__(len(targets), seed, epoch_fn, rank, world_size)
+        # each present class's indices, ascending (one sort, whatever the number of classes)
         labels = np.asarray(targets, dtype=np.int64)
-        self.members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+        by_label = np.argsort(labels, kind="stable")
+        _, starts = np.unique(labels[by_label], return_index=True)
+        self.members = np.split(by_label, starts[1:]) if len(labels) else []
 
     def epoch_draw(self, epoch: int) -> list[tuple[int, int]]:
         if not self.members:
