@@ -245,9 +245,7 @@ def test_balanced_sampler_edge_cases():
     assert sorted(i for i, _ in balanced([4, 4, 4], 0, 0)) == [0, 1, 2]
     with pytest.raises(ValueError, match=r"rank must be in \[0, 2\)"):
         ClassBalancedSampler([0, 1], 0, lambda: 0, rank=2, world_size=2)
-    with pytest.raises(
-        ValueError, match="^sampler must be one of uniform, balanced, got 'weighted'$"
-    ):
+    with pytest.raises(ValueError, match="^sampler 'weighted': choose uniform or balanced$"):
         train_sampler("weighted", [0, 1], 0, lambda: 0)
 
 
@@ -261,5 +259,7 @@ def test_balanced_training_loader(tmp_path):
     assert dm.train_class_counts() == [27, 3]  # after the stratified 10% hold-out
     labels = torch.cat([labels for _, labels in dm.train_dataloader()]).tolist()
     assert Counter(labels) == {0: 15, 1: 15}  # as many draws as images, half each
-    with pytest.raises(ValueError, match="^sampler must be one of uniform, balanced, got 'x'$"):
+    with pytest.raises(
+        ValueError, match="^data.init_args.sampler 'x': choose uniform or balanced$"
+    ):
         FolderDataModule(str(tmp_path), sampler="x")

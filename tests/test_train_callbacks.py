@@ -124,21 +124,36 @@ def test_monitor_choices_are_what_validation_logs():
     )
     hp = dict(four.hparams)
     for key, value, message in [
-        ("loss", "focal", "model.loss must be one of ce, weighted, logit_adjusted, got 'focal'"),
+        ("loss", "focal", "model.loss 'focal': choose one of ce, weighted, logit_adjusted"),
         ("logit_adjust_tau", -0.5, "model.logit_adjust_tau must be >= 0, got -0.5"),
     ]:
         with pytest.raises(ValueError, match=f"^{message}$"):
             check_recipe({**hp, key: value})
 
 
-def test_a_bad_monitor_on_the_command_line_is_one_line(workdir, capsys):
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        (
+            "--model.monitor",
+            "val/acc",
+            "model.monitor 'val/acc' is not logged by validation; choose one of val/loss, "
+            "val/mean_class_acc, val/mean_class_acc_tta, val/top1, val/top1_tta",
+        ),
+        (
+            "--data.init_args.sampler",
+            "weighted",
+            "data.init_args.sampler 'weighted': choose uniform or balanced",
+        ),
+        ("--model.logit_adjust_tau", "-1", "model.logit_adjust_tau must be >= 0, got -1.0"),
+    ],
+)
+def test_bad_imbalance_options_on_the_command_line_are_one_line(
+    workdir, capsys, option, value, message
+):
     cfg = write_config(workdir)
-    assert main(["fit", "--config", str(cfg), "--model.monitor", "val/acc"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == [
-        "fgvc fit: error: model.monitor 'val/acc' is not logged by validation; choose one of "
-        "val/loss, val/mean_class_acc, val/mean_class_acc_tta, val/top1, val/top1_tta"
-    ]
+    assert main(["fit", "--config", str(cfg), option, value]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"fgvc fit: error: {message}"]
     assert not (workdir / "runs" / "tiny").exists()
 
 

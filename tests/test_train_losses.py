@@ -132,7 +132,7 @@ def test_gradients_flow_and_dtype_follows_the_logits():
 def test_bad_arguments_are_one_line():
     logits, labels = batch()
     with pytest.raises(
-        ValueError, match=r"^loss must be one of ce, weighted, logit_adjusted, got 'focal'$"
+        ValueError, match=r"^loss 'focal': choose one of ce, weighted, logit_adjusted$"
     ):
         class_offsets("focal", COUNTS)
     with pytest.raises(ValueError, match=r"needs one value per class \(4\), got \(3,\)"):

@@ -132,7 +132,9 @@ class FGVCDataModule(pl.LightningDataModule):
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         if sampler not in TRAIN_SAMPLERS:
-            raise ValueError(f"sampler must be one of {', '.join(TRAIN_SAMPLERS)}, got {sampler!r}")
+            raise ValueError(
+                f"data.init_args.sampler {sampler!r}: choose {' or '.join(TRAIN_SAMPLERS)}"
+            )
         self.save_hyperparameters()
         self.root = root
         self.batch_size = batch_size

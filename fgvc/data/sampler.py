@@ -152,7 +152,7 @@ def train_sampler(
     if kind == "balanced":
         return ClassBalancedSampler(targets, seed, epoch_fn, rank, world_size)
     if kind != "uniform":
-        raise ValueError(f"sampler must be one of {', '.join(TRAIN_SAMPLERS)}, got {kind!r}")
+        raise ValueError(f"sampler {kind!r}: choose {' or '.join(TRAIN_SAMPLERS)}")
     return EpochSeededSampler(len(targets), seed, epoch_fn, rank, world_size)
 
 

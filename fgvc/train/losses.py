@@ -86,7 +86,7 @@ def class_offsets(
     if loss == "logit_adjusted":
         return tau * log_prior(class_counts)
     if loss != "ce":
-        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+        raise ValueError(f"loss {loss!r}: choose one of {', '.join(LOSSES)}")
     return None
 
 

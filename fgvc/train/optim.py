@@ -208,7 +208,7 @@ def check_recipe(hp: Mapping[str, Any]) -> None:
         (hp["freeze_backbone_epochs"] >= 0, "model.freeze_backbone_epochs must be >= 0"),
         (
             hp["loss"] in LOSSES,
-            f"model.loss must be one of {', '.join(LOSSES)}, got {hp['loss']!r}",
+            f"model.loss {hp['loss']!r}: choose one of {', '.join(LOSSES)}",
         ),
         (
             hp["logit_adjust_tau"] >= 0,
