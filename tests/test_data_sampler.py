@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from types import SimpleNamespace
 
 import pytest
@@ -10,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from fgvc.data import FolderDataModule
 from fgvc.data.datamodule import _init_worker
-from fgvc.data.sampler import EpochSeededSampler
+from fgvc.data.sampler import ClassBalancedSampler, EpochSeededSampler, train_sampler
 from fgvc.data.transforms import build_transforms
 from tests.replicas import make_folders
 
@@ -159,3 +161,105 @@ def test_every_training_shard_is_full_even_with_fewer_images_than_processes():
         assert all(len(shard) == len(shards[0]) == -(-length // world) for shard in shards)
         seen = {index for shard in shards for index, _ in shard}
         assert seen == set(range(length))  # every image is in some shard
+
+
+# -- the class-balanced sampler ------------------------------------------------------------
+# 3 classes of 60, 12 and 3 images, labels interleaved so that class and index are unrelated
+LONG_TAIL = [c for c, n in ((0, 60), (1, 12), (2, 3)) for _ in range(n)]
+LONG_TAIL = [LONG_TAIL[(7 * i) % len(LONG_TAIL)] for i in range(len(LONG_TAIL))]
+
+
+def balanced(targets, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list:
+    return list(ClassBalancedSampler(targets, seed, lambda: epoch, rank, world))
+
+
+def test_balanced_draw_is_fixed_by_seed_and_epoch():
+    first = balanced(LONG_TAIL, 3, 0)
+    assert first == balanced(LONG_TAIL, 3, 0)
+    assert len(first) == len(LONG_TAIL) == len(ClassBalancedSampler(LONG_TAIL, 3, lambda: 0))
+    for other in (balanced(LONG_TAIL, 3, 1), balanced(LONG_TAIL, 4, 0)):
+        assert [i for i, _ in other] != [i for i, _ in first]
+        assert not {s for _, s in other} & {s for _, s in first}  # other augmentations
+    assert first != draw(len(LONG_TAIL), 3, 0)  # not the uniform sampler's order
+
+
+def test_balanced_draw_gives_every_class_its_share_and_spreads_repeats():
+    """N draws over C classes: N // C each, N % C classes one more; a class's images are
+    used as evenly as its quota allows (a rare image at most once more than another)."""
+    n, classes = len(LONG_TAIL), sorted(set(LONG_TAIL))
+    members = {c: [i for i, t in enumerate(LONG_TAIL) if t == c] for c in classes}
+    for epoch in range(4):
+        order = balanced(LONG_TAIL, 9, epoch)
+        per_class = Counter(LONG_TAIL[i] for i, _ in order)
+        assert sorted(per_class.values()) == sorted(
+            [n // len(classes) + (c < n % len(classes)) for c in classes]
+        )
+        uses = Counter(i for i, _ in order)
+        for c in classes:
+            quota, size = per_class[c], len(members[c])
+            counts = [uses.get(i, 0) for i in members[c]]
+            assert min(counts) == quota // size and max(counts) == -(-quota // size)
+        # each draw its own augmentation seed, a repeated image included
+        assert len({s for _, s in order}) == n
+    # the frequent class is subsampled: other epochs bring its other images
+    seen = {i for e in range(4) for i, _ in balanced(LONG_TAIL, 9, e) if LONG_TAIL[i] == 0}
+    assert len(seen) > n // len(classes)
+
+
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_balanced_shards_together_are_the_one_process_draw(world):
+    whole = balanced(LONG_TAIL, 5, 2)
+    shards = [balanced(LONG_TAIL, 5, 2, rank, world) for rank in range(world)]
+    per_shard = -(-len(whole) // world)
+    assert all(len(shard) == per_shard for shard in shards)  # DDP: equal step counts
+    interleaved = [shards[j % world][j // world] for j in range(per_shard * world)]
+    padded = (whole * 2)[: per_shard * world]  # the first draws repeated, as the uniform one
+    assert interleaved == padded
+
+
+def test_balanced_shards_are_balanced_within_a_hypergeometric_bound():
+    """Each process's shard is a fixed set of positions of a shuffled order: its count of
+    class c is hypergeometric (population N, K_c draws of c, shard size n). Every count
+    stays within 4.5 standard deviations of n K_c / N (a bound, not a fitted number)."""
+    targets = [c % 7 for c in range(700)] + [0] * 1400  # class 0: 1500 images, others 100
+    world, n_total = 4, len(targets)
+    whole = balanced(targets, 11, 0)
+    quota = Counter(targets[i] for i, _ in whole)
+    shard_size = n_total // world
+    for rank in range(world):
+        counts = Counter(targets[i] for i, _ in balanced(targets, 11, 0, rank, world))
+        for c, k in quota.items():
+            p = k / n_total
+            sd = math.sqrt(shard_size * p * (1 - p) * (n_total - shard_size) / (n_total - 1))
+            assert abs(counts[c] - shard_size * p) <= 4.5 * sd, (rank, c, counts[c])
+    # against the 15:1 imbalance a uniform shard would show
+    uniform = Counter(
+        targets[i] for i, _ in list(EpochSeededSampler(n_total, 11, lambda: 0, 0, world))
+    )
+    assert uniform[0] > 10 * uniform[1]
+
+
+def test_balanced_sampler_edge_cases():
+    assert balanced([], 0, 0) == []
+    assert [i for i, _ in balanced([4, 4, 4], 0, 0)] != []  # one class: every image, shuffled
+    assert sorted(i for i, _ in balanced([4, 4, 4], 0, 0)) == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"rank must be in \[0, 2\)"):
+        ClassBalancedSampler([0, 1], 0, lambda: 0, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="^sampler 'weighted': choose uniform or balanced$"):
+        train_sampler("weighted", [0, 1], 0, lambda: 0)
+
+
+def test_balanced_training_loader(tmp_path):
+    make_folders(tmp_path, {"train": {"a": 30, "b": 4}})
+    dm = FolderDataModule(
+        str(tmp_path), batch_size=5, num_workers=0, image_size=SIZE, seed=SEED, sampler="balanced"
+    )
+    dm.setup("fit")
+    dm.trainer = SimpleNamespace(current_epoch=0, global_rank=0, world_size=1, num_nodes=1)
+    assert dm.train_class_counts() == [27, 3]  # after the stratified 10% hold-out
+    labels = torch.cat([labels for _, labels in dm.train_dataloader()]).tolist()
+    assert Counter(labels) == {0: 15, 1: 15}  # as many draws as images, half each
+    with pytest.raises(
+        ValueError, match="^data.init_args.sampler 'x': choose uniform or balanced$"
+    ):
+        FolderDataModule(str(tmp_path), sampler="x")

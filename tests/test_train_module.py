@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from fgvc.train.module import FGVCClassifier, _check_recipe
-from fgvc.train.optim import Schedule
+from fgvc.errors import ConfigError
+from fgvc.train.module import FGVCClassifier
+from fgvc.train.optim import Schedule, check_recipe
 
 TINY = dict(arch="resnet18", num_classes=4, reduce_dim=8, head={"iterations": 3}, pretrained=None)
 
@@ -383,7 +384,7 @@ def test_recipe_boundaries():
         {"freeze_backbone_epochs": 0},
     ]
     for values in fine:
-        _check_recipe({**hp, **values})
+        check_recipe({**hp, **values})
     refused = [
         ({"lr": 0.0}, "model.lr must be > 0, got 0.0"),
         ({"momentum": 1.0}, r"model.momentum must be in \[0, 1\), got 1.0"),
@@ -395,7 +396,7 @@ def test_recipe_boundaries():
     ]
     for values, message in refused:
         with pytest.raises(ValueError, match=message):
-            _check_recipe({**hp, **values})
+            check_recipe({**hp, **values})
 
 
 def test_sgd_carries_the_recipes_momentum():
@@ -533,3 +534,59 @@ def test_predict_step_gives_probabilities_with_the_test_tta_setting(tta):
         torch.testing.assert_close(probs.double(), expected, rtol=0, atol=1e-6)
     other = (logits + mirrored) / 2 if not tta else logits
     assert (other.softmax(-1) - expected).abs().max() > 1e-4  # TTA on and off differ here
+
+
+class CountedData(pl.LightningDataModule):
+    """Says its training class counts, as fgvc's DataModules do after setup."""
+
+    def __init__(self, counts: list[int] | None) -> None:
+        super().__init__()
+        self.counts = counts
+        if counts is not None:
+            self.train_class_counts = lambda: list(self.counts)
+
+    def train_dataloader(self) -> DataLoader:
+        return make_loader(n=8)
+
+
+class RecordedLoss(FGVCClassifier):
+    """Keeps the training step's logits, labels and loss."""
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        images, labels = batch
+        self.seen = (self(images).detach(), labels, loss.detach())
+        return loss
+
+
+@pytest.mark.parametrize(
+    ("loss", "smoothing"), [("ce", 0.1), ("weighted", 0.0), ("logit_adjusted", 0.1)]
+)
+def test_the_training_loss_is_built_from_the_training_class_counts(loss, smoothing):
+    counts = [9, 3, 1, 27]
+    module = RecordedLoss(
+        **TINY, loss=loss, logit_adjust_tau=0.5, label_smoothing=smoothing, lr=1e-9
+    )
+    make_trainer(max_steps=1).fit(module, datamodule=CountedData(counts))
+    # the network again on the step's batch (train mode: the same batch statistics)
+    logits, labels, value = module.seen
+    n = sum(counts)
+    if loss == "ce":
+        assert module.class_offsets is None
+        want = F.cross_entropy(logits.double(), labels, label_smoothing=smoothing)
+    elif loss == "weighted":
+        weights = torch.tensor([n / (4 * c) for c in counts], dtype=torch.float64)
+        assert module.class_offsets.tolist() == pytest.approx(weights.tolist(), rel=1e-6)
+        want = F.cross_entropy(logits.double(), labels, weight=weights)
+    else:
+        prior = torch.tensor([0.5 * math.log(c / n) for c in counts], dtype=torch.float64)
+        assert module.class_offsets.tolist() == pytest.approx(prior.tolist(), rel=1e-6)
+        want = F.cross_entropy(logits.double() + prior, labels, label_smoothing=smoothing)
+    assert float(value) == pytest.approx(float(want), rel=1e-5)
+    assert "class_offsets" not in module.state_dict()  # rebuilt from the data, not saved
+
+
+def test_a_loss_that_needs_counts_without_them_is_one_line():
+    module = FGVCClassifier(**TINY, loss="weighted")
+    with pytest.raises(ConfigError, match=r"^model.loss weighted needs the training split's"):
+        make_trainer(max_steps=1).fit(module, datamodule=CountedData(None))

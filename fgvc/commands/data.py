@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from fgvc.commands.runner import CommandParser, add_deprecated, run
+from fgvc.data.balance import IMBALANCE_WARN_RATIO
 from fgvc.data.check import check_dataset
 from fgvc.data.datasets import dataset_names, dataset_spec, registry
 from fgvc.data.synthetic import SYNTH_FOLDER, SynthConfig, make_synthetic
@@ -45,6 +46,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     # --workers is data-loader workers in every fgvc command; check runs processes
     add_deprecated(check, "--workers", dest="jobs", new="--jobs N", type=int)
+    check.add_argument(
+        "--max-imbalance",
+        type=float,
+        default=IMBALANCE_WARN_RATIO,
+        metavar="RATIO",
+        help="warn when a split's largest class has more than RATIO times the images of its "
+        "smallest (default: %(default)g)",
+    )
 
     synth = commands.add_parser("synth", help="write the synthetic dataset (CUB layout)")
     defaults = SynthConfig()
@@ -81,8 +90,12 @@ def _download(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
+    if not args.max_imbalance >= 1:
+        raise UsageError(f"--max-imbalance {args.max_imbalance:g}: a ratio, must be >= 1")
     try:
-        report = check_dataset(args.dataset, args.root, workers=args.jobs)
+        report = check_dataset(
+            args.dataset, args.root, workers=args.jobs, max_imbalance=args.max_imbalance
+        )
     except (OSError, ValueError) as err:  # no dataset there at all
         raise UsageError(str(err)) from err
     for message in report.bad_files:

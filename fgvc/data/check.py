@@ -9,6 +9,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fgvc.data.balance import IMBALANCE_WARN_RATIO, ClassBalance
 from fgvc.data.base import ImageDataset
 from fgvc.data.datasets import dataset_spec
 from fgvc.data.io import ImageDecodeError, load_rgb
@@ -63,13 +64,16 @@ def check_dataset(
     root: str | os.PathLike,
     workers: int | None = None,
     log: Callable[[str], None] = print,
+    max_imbalance: float = IMBALANCE_WARN_RATIO,
 ) -> CheckReport:
     """Parse all splits of dataset ``name`` under ``root`` and decode every image.
 
     Annotation errors, unreadable splits and published-count mismatches go to ``problems``;
     files that cannot be read or decoded, or exceed the pixel limit
     (:func:`fgvc.data.io.max_image_pixels`), to ``bad_files``; entries a dataset left out
-    to ``skipped`` (one message each, naming the file).
+    to ``skipped`` (one message each, naming the file). Each split's class histogram is
+    logged; an imbalance ratio above ``max_imbalance`` is a warning
+    (:mod:`fgvc.data.balance`).
     """
     report = CheckReport()
     paths: dict[str, None] = {}
@@ -91,6 +95,9 @@ def check_dataset(
                 report.warnings.append(message)
         more = f", {len(left_out)} entries skipped" if left_out else ""
         log(f"{split}: {len(dataset)} images, {len(dataset.classes)} classes{more}")
+        balance = ClassBalance.of(dataset.targets, dataset.classes)
+        log("\n".join(f"  {line}" for line in balance.lines()))
+        report.warnings += balance.warnings(split, max_imbalance)
         if dataset.count_problem and dataset.count_problem not in report.problems:
             report.problems.append(dataset.count_problem)
         paths.update(dict.fromkeys(path for path, _ in dataset.samples))

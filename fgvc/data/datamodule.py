@@ -39,9 +39,10 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, DistributedSampler, get_worker_info
 
+from fgvc.data.balance import class_counts
 from fgvc.data.base import ImageDataset
 from fgvc.data.preprocessing import EvalPreprocessing
-from fgvc.data.sampler import EpochSeededSampler, ShardSampler
+from fgvc.data.sampler import TRAIN_SAMPLERS, ShardSampler, train_sampler
 from fgvc.data.splits import read_split_file, stratified_split, write_split_file
 from fgvc.data.transforms import build_transforms, decode_min_size, normalize_images
 from fgvc.errors import UsageError
@@ -84,6 +85,9 @@ class FGVCDataModule(pl.LightningDataModule):
         normalize_on_device: ship ``uint8`` batches and normalize after the transfer.
         antialias: antialiased (Pillow-exact) resizing instead of OpenCV bilinear.
         fast_decode: decode JPEGs at 1/2, 1/4, 1/8 scale where the resize target allows.
+        sampler: training order: ``"uniform"`` (every image once an epoch, shuffled) or
+            ``"balanced"`` (as many draws, every class equally often:
+            :class:`~fgvc.data.sampler.ClassBalancedSampler`); both follow ``(seed, epoch)``.
     """
 
     #: transform preset when ``preset`` is None (the dataset's own, from the authors' code)
@@ -107,6 +111,7 @@ class FGVCDataModule(pl.LightningDataModule):
         normalize_on_device: bool = True,
         antialias: bool = False,
         fast_decode: bool = True,
+        sampler: str = "uniform",
     ) -> None:
         super().__init__()
         if type(self).make_dataset is FGVCDataModule.make_dataset:
@@ -128,6 +133,10 @@ class FGVCDataModule(pl.LightningDataModule):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if sampler not in TRAIN_SAMPLERS:
+            raise ValueError(
+                f"data.init_args.sampler {sampler!r}: choose {' or '.join(TRAIN_SAMPLERS)}"
+            )
         self.save_hyperparameters()
         self.root = root
         self.batch_size = batch_size
@@ -143,6 +152,7 @@ class FGVCDataModule(pl.LightningDataModule):
         self.normalize_on_device = normalize_on_device
         self.antialias = antialias
         self.fast_decode = fast_decode
+        self.sampler = sampler
         self._datasets: dict[str, ImageDataset] = {}
         self._classes: list[str] | None = None
         self.train_set: ImageDataset | None = None
@@ -190,6 +200,13 @@ class FGVCDataModule(pl.LightningDataModule):
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def train_class_counts(self) -> list[int]:
+        """Training images per class in label order, after the validation hold-out (what
+        ``model.loss: weighted | logit_adjusted`` is built from; call after ``setup``)."""
+        if self.train_set is None:
+            raise RuntimeError(f"{type(self).__name__}: call setup('fit') before asking")
+        return class_counts(self.train_set.targets, self.num_classes)
 
     # -- splits -----------------------------------------------------------------------------
     def _uses_official_val(self) -> bool:
@@ -358,7 +375,8 @@ class FGVCDataModule(pl.LightningDataModule):
         if train:
             # order and augmentation from (seed, epoch): the same batches whatever the workers,
             # and a resumed run continues exactly where it stopped
-            sampler = EpochSeededSampler(len(dataset), self.seed, self._current_epoch, rank, world)
+            epoch = self._current_epoch
+            sampler = train_sampler(self.sampler, dataset.targets, self.seed, epoch, rank, world)
             if len(dataset) == 0:
                 raise ValueError(f"{type(self).__name__}: the training split is empty")
         elif world > 1:

@@ -4,8 +4,9 @@ The training loader draws its order and every sample's augmentation seed from
 ``(seed, epoch)``, never from a process-global random state. A run therefore sees the same
 images in the same order with the same crops and flips whatever the number of workers,
 whether workers persist, and whether it was interrupted and resumed from a checkpoint.
+:class:`ClassBalancedSampler` draws every class equally often on the same terms.
 
-Both samplers know the process's rank and the number of processes, so they are
+The samplers know the process's rank and the number of processes, so they are
 ``DistributedSampler`` s in Lightning's eyes and it leaves them alone (it would otherwise wrap
 them in a sampler that pads every shard to the same length - for evaluation that counts some
 images twice).
@@ -14,7 +15,7 @@ images twice).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -64,17 +65,95 @@ class EpochSeededSampler(DistributedSampler):
     def __len__(self) -> int:
         return math.ceil(self.length / self.num_replicas)
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        sequence = np.random.SeedSequence([self.seed, int(self.epoch_fn())])
+    def epoch_draw(self, epoch: int) -> list[tuple[int, int]]:
+        """The whole epoch's ``(index, sample_seed)`` pairs, before sharding."""
+        sequence = np.random.SeedSequence([self.seed, epoch])
         order_seed, sample_seed = sequence.spawn(2)
         gen = torch.Generator().manual_seed(int(order_seed.generate_state(1)[0]))
         seeds = sample_seed.generate_state(max(1, self.length))
         order = torch.randperm(self.length, generator=gen).tolist()
+        return [(index, int(seeds[index])) for index in order]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = self.epoch_draw(int(self.epoch_fn()))
         padded = len(self) * self.num_replicas
         # repeated as often as needed (fewer images than processes too): every shard is full
         order = (order * math.ceil(padded / max(1, len(order))))[:padded]
-        for index in order[self.rank :: self.num_replicas]:
-            yield index, int(seeds[index])
+        yield from order[self.rank :: self.num_replicas]
+
+
+class ClassBalancedSampler(EpochSeededSampler):
+    """Class-balanced training order: each epoch draws as many samples as the training set
+    has, every class (with at least one image) equally often, fixed by ``(seed, epoch)``
+    and sharded across processes exactly as :class:`EpochSeededSampler`.
+
+    The draw is stratified rather than i.i.d.: with ``N`` samples and ``C`` classes, each
+    class gets ``N // C`` draws and ``N % C`` classes chosen at random one more; within a
+    class the draws walk through fresh random permutations of its images (a rare class is
+    repeated, each image as evenly as possible; a frequent class is subsampled, different
+    images each epoch). In expectation this is sampling a class uniformly and then an image
+    of it, with less epoch-to-epoch noise. A repeated image is augmented differently each
+    time: sample seeds belong to the draw (its position in the epoch's order), not to the
+    image.
+
+    Args:
+        targets: the label of every training sample.
+        seed, epoch_fn, rank, world_size: as :class:`EpochSeededSampler`.
+    """
+
+    def __init__(
+        self,
+        targets: Sequence[int],
+        seed: int,
+        epoch_fn: Callable[[], int],
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        super().__init__(len(targets), seed, epoch_fn, rank, world_size)
+        # each present class's indices, ascending (one sort, whatever the number of classes)
+        labels = np.asarray(targets, dtype=np.int64)
+        by_label = np.argsort(labels, kind="stable")
+        _, starts = np.unique(labels[by_label], return_index=True)
+        self.members = np.split(by_label, starts[1:]) if len(labels) else []
+
+    def epoch_draw(self, epoch: int) -> list[tuple[int, int]]:
+        if not self.members:
+            return []
+        # another stream than the uniform sampler's: a switch of sampler changes everything
+        sequence = np.random.SeedSequence([self.seed, epoch, 1])
+        order_seed, sample_seed = sequence.spawn(2)
+        rng = np.random.default_rng(order_seed)
+        quotas = np.full(len(self.members), self.length // len(self.members))
+        quotas[rng.choice(len(self.members), self.length % len(self.members), replace=False)] += 1
+        drawn = []
+        for members, quota in zip(self.members, quotas):
+            rounds = -(-quota // len(members))
+            cycled = np.concatenate([rng.permutation(members) for _ in range(rounds)])
+            drawn.append(cycled[:quota])
+        order = rng.permutation(np.concatenate(drawn))
+        seeds = sample_seed.generate_state(self.length)
+        return [(int(index), int(s)) for index, s in zip(order, seeds)]
+
+
+#: ``data.init_args.sampler`` values: ``uniform`` (:class:`EpochSeededSampler`, every image
+#: once an epoch) and ``balanced`` (:class:`ClassBalancedSampler`)
+TRAIN_SAMPLERS = ("uniform", "balanced")
+
+
+def train_sampler(
+    kind: str,
+    targets: Sequence[int],
+    seed: int,
+    epoch_fn: Callable[[], int],
+    rank: int = 0,
+    world_size: int = 1,
+) -> EpochSeededSampler:
+    """The training sampler ``kind`` (a :data:`TRAIN_SAMPLERS` name) over ``targets``."""
+    if kind == "balanced":
+        return ClassBalancedSampler(targets, seed, epoch_fn, rank, world_size)
+    if kind != "uniform":
+        raise ValueError(f"sampler {kind!r}: choose {' or '.join(TRAIN_SAMPLERS)}")
+    return EpochSeededSampler(len(targets), seed, epoch_fn, rank, world_size)
 
 
 class ShardSampler(DistributedSampler):

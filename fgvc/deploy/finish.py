@@ -24,7 +24,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from fgvc.deploy.publish import replaced_folder
 from fgvc.errors import FgvcError, one_line
-from fgvc.runs import EXPLAIN, EXPORT, MONITOR
+from fgvc.runs import EXPLAIN, EXPORT
+from fgvc.train.callbacks import best_checkpoint
 from fgvc.train.loggers import active_wandb_loggers
 
 #: How many classes get an explained validation image, before the most-confused pairs.
@@ -115,8 +116,8 @@ class FinishFit(pl.Callback):
 
 
 def best_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
-    """The run's ModelCheckpoint on ``val/top1`` (a config may add others)."""
-    return next((c for c in trainer.checkpoint_callbacks if c.monitor == MONITOR), None)
+    """The run's best-checkpoint callback, on ``model.monitor`` (a config may add others)."""
+    return best_checkpoint(trainer)
 
 
 def _last_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
@@ -223,7 +224,7 @@ def fit_summary(
     ckpt = best_callback(trainer)
     lines = ["", "fgvc fit finished"]
     if ckpt is not None and ckpt.best_model_score is not None:
-        lines.append(f"  best {MONITOR}: {float(ckpt.best_model_score):.4f}")
+        lines.append(f"  best {ckpt.monitor}: {float(ckpt.best_model_score):.4f}")
         lines.append(f"  best checkpoint: {ckpt.best_model_path}")
     last = _last_callback(trainer)
     if last is not None and last.best_model_path:

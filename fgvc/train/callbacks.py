@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import SaveConfigCallback
 
@@ -22,7 +23,14 @@ class RunCheckpoint(ModelCheckpoint):
     run names it by another path (``runs/x`` and ``/home/me/runs/x``) or the run folder was
     moved (copied off a cluster): Lightning would then forget the best score and keep a
     worse checkpoint as the new best beside the real one. The saved paths are moved to the
-    folder the run continues in."""
+    folder the run continues in. Its state is saved under ``ModelCheckpoint``'s own key, so
+    runs saved before resume with their best so far and :mod:`fgvc.runs` finds the state
+    that names the best file."""
+
+    @property
+    def state_key(self) -> str:
+        key = super().state_key
+        return "ModelCheckpoint" + key[len(type(self).__qualname__) :]
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old, new = state_dict.get("dirpath"), self.dirpath
@@ -52,21 +60,51 @@ def _moved(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
     return state
 
 
+def monitor_mode(monitor: str) -> str:
+    """``"min"`` for a loss, ``"max"`` for an accuracy."""
+    return "min" if monitor.endswith("loss") else "max"
+
+
+class BestCheckpoint(RunCheckpoint):
+    """The best checkpoint on the module's ``monitor`` hyperparameter (``model.monitor``;
+    ``monitor`` here for a module without one), read when the run is set up, before a
+    resumed run restores this callback's state. Named
+    ``best-epoch<NNN>-<metric>_<value>.ckpt``."""
+
+    def __init__(self, monitor: str = MONITOR) -> None:
+        super().__init__(save_top_k=1, auto_insert_metric_name=False)
+        self._watch(monitor)
+
+    def _watch(self, monitor: str) -> None:
+        self.monitor, self.mode = monitor, monitor_mode(monitor)
+        self.kth_value = torch.tensor(torch.inf if self.mode == "min" else -torch.inf)
+        metric = monitor.split("/", 1)[-1]
+        self.filename = f"{BEST_PREFIX}-epoch{{epoch:03d}}-{metric}_{{{monitor}:.4f}}"
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        monitor = getattr(pl_module, "hparams", {}).get("monitor")
+        if isinstance(monitor, str) and monitor != self.monitor and not self.best_k_models:
+            self._watch(monitor)
+        super().setup(trainer, pl_module, stage)
+
+
 def checkpoint_callbacks() -> list[ModelCheckpoint]:
-    """The best checkpoint on ``val/top1`` and ``last.ckpt`` rewritten every epoch.
+    """The best checkpoint on ``model.monitor`` (:class:`BestCheckpoint`) and ``last.ckpt``
+    rewritten every epoch.
 
     Two callbacks: Lightning's ``save_last`` only refreshes ``last.ckpt`` in epochs that
     also saved a best checkpoint, which would make resuming restart from an old epoch.
     """
-    best = RunCheckpoint(
-        monitor=MONITOR,
-        mode="max",
-        save_top_k=1,
-        filename=BEST_PREFIX + "-epoch{epoch:03d}-top1_{val/top1:.4f}",
-        auto_insert_metric_name=False,
-    )
     last = RunCheckpoint(save_top_k=1, filename=Path(LAST).stem, enable_version_counter=False)
-    return [best, last]
+    return [BestCheckpoint(), last]
+
+
+def best_checkpoint(trainer: Any) -> ModelCheckpoint | None:
+    """The trainer's best-checkpoint callback: the :class:`BestCheckpoint`, else one on
+    :data:`~fgvc.runs.MONITOR` (a config may add other ModelCheckpoints)."""
+    callbacks = list(trainer.checkpoint_callbacks)
+    best = [c for c in callbacks if isinstance(c, BestCheckpoint)]
+    return next(iter(best or [c for c in callbacks if c.monitor == MONITOR]), None)
 
 
 class ResumableSaveConfig(SaveConfigCallback):

@@ -3,8 +3,9 @@
 Model and data are linked (``num_classes`` and class names come from the DataModule), the
 resolved config is saved in every run's folder (:mod:`fgvc.runs`: a new one each run;
 ``--ckpt_path last`` continues the newest one in place), and the defaults add best/last
-checkpointing on ``val/top1``, a synchronized stop on Ctrl-C / SIGTERM
-(:mod:`fgvc.train.interrupt`), a learning-rate monitor, progress and the per-class reports.
+checkpointing (best on ``model.monitor``, default ``val/top1``), a synchronized stop on
+Ctrl-C / SIGTERM (:mod:`fgvc.train.interrupt`), a learning-rate monitor, progress and the
+per-class reports.
 A ``--ckpt_path`` is read with the same safe, checked reader as everything else
 (:func:`fgvc.runs.read_fit_checkpoint`) before Lightning touches it.
 """

@@ -23,7 +23,6 @@ also stay in eval mode, so their statistics do not move.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -36,7 +35,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from fgvc.data.transforms import hflip_tta
 from fgvc.models import REPRESENTATIONS, NetSpec, build_model
-from fgvc.train.optim import LR_SCALINGS, RecipeLR, Schedule, lr_rule, parameter_groups, scaled_lr
+from fgvc.train.losses import Loss, class_offsets, imbalance_loss, training_class_counts
+from fgvc.train.optim import RecipeLR, Schedule, check_recipe, lr_rule, parameter_groups, scaled_lr
 from fgvc.train.progress import epoch_label
 
 #: The CLI's choices for ``model.representation``: the head table's names.
@@ -103,6 +103,13 @@ class FGVCClassifier(pl.LightningModule):
         gamma: step decay factor.
         warmup_epochs: linear warmup length for ``"cosine"`` (may be fractional).
         label_smoothing: cross-entropy label smoothing.
+        loss: the training loss (:mod:`fgvc.train.losses`): ``"ce"`` (cross-entropy),
+            ``"weighted"`` (class weights ``N / (C * n_c)`` from the training split's class
+            counts) or ``"logit_adjusted"`` (Menon et al. 2021: ``tau * log prior`` added to
+            the logits in training). Validation and test losses stay plain cross-entropy.
+        logit_adjust_tau: ``tau`` of ``"logit_adjusted"``.
+        monitor: the validation figure that picks the best checkpoint: ``val/top1``,
+            ``val/mean_class_acc``, ``val/top5``, their ``_tta`` forms, or ``val/loss`` (min).
         freeze_backbone_epochs: train only head and classifier for this many epochs.
         val_tta, test_tta: also report flip test-time augmentation (logits of the image and
             its mirror averaged) as ``*/top1_tta`` etc.; single-view figures are always there.
@@ -137,6 +144,9 @@ class FGVCClassifier(pl.LightningModule):
         gamma: float = 0.1,
         warmup_epochs: float = 0.0,
         label_smoothing: float = 0.0,
+        loss: Loss = "ce",
+        logit_adjust_tau: float = 1.0,
+        monitor: str = "val/top1",
         freeze_backbone_epochs: int = 0,
         val_tta: bool = True,
         test_tta: bool = True,
@@ -149,13 +159,14 @@ class FGVCClassifier(pl.LightningModule):
                 f"class_names has {len(class_names)} names but num_classes={num_classes}"
             )
         self.save_hyperparameters()
-        _check_recipe(self.hparams)
+        check_recipe(self.hparams)
         spec = NetSpec(arch, num_classes, representation, reduce_dim, head, last_stride)
         self.model = build_model(spec, pretrained=pretrained)
         self.class_names = (
             list(class_names) if class_names else [str(i) for i in range(num_classes)]
         )
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        # per-class weights or logit offsets of the loss, from the training split (setup)
+        self.register_buffer("class_offsets", None, persistent=False)
         self.train_loss = _mean()
         self.train_acc = _accuracy_metrics(num_classes, "train/", per_class=False)
         self.eval_loss = nn.ModuleDict({s: _mean() for s in ("val", "test")})
@@ -172,14 +183,29 @@ class FGVCClassifier(pl.LightningModule):
                 for s in ("val", "test")
             }
         )
+        if monitor not in self.monitor_choices():
+            raise ValueError(
+                f"model.monitor {monitor!r} is not logged by validation; choose one of "
+                f"{', '.join(self.monitor_choices())}"
+            )
 
     @property
     def spec(self) -> NetSpec:
         """The network's architecture (what checkpoints and bundles record)."""
         return self.model.spec
 
+    def monitor_choices(self) -> list[str]:
+        """The values ``model.monitor`` accepts: the figures validation logs."""
+        names = [*self.eval_acc["val"].keys(), "val/loss"]
+        return sorted(names + (list(self.eval_acc_tta["val"]) if self.hparams.val_tta else []))
+
     # ----------------------------------------------------------------- forward
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.loss != "ce":
+            hp = self.hparams
+            counts = training_class_counts(self.trainer.datamodule, hp.num_classes, hp.loss)
+            offsets = class_offsets(hp.loss, counts, hp.logit_adjust_tau)
+            self.class_offsets = offsets.float().to(self.device)
         if self._channels_last():
             self.model.to(memory_format=torch.channels_last)
         choice = self.hparams.compile
@@ -204,7 +230,10 @@ class FGVCClassifier(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
         images, labels = batch
         logits = self(images)
-        loss = self.criterion(logits.float(), labels)
+        hp = self.hparams
+        loss = imbalance_loss(
+            logits.float(), labels, hp.loss, self.class_offsets, hp.label_smoothing
+        )
         self.train_loss(loss.detach())
         self.train_acc.update(logits.detach(), labels)  # logged per epoch only
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
@@ -372,40 +401,3 @@ class FGVCClassifier(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
         }
-
-
-def _check_recipe(hp: Mapping[str, Any]) -> None:
-    """One-line errors for values that would silently train nonsense."""
-    mults = (hp["lr_mult_backbone"], hp["lr_mult_head"], hp["lr_mult_classifier"])
-    lr, momentum, gamma = hp["lr"], hp["momentum"], hp["gamma"]
-    weight_decay, warmup_epochs = hp["weight_decay"], hp["warmup_epochs"]
-    label_smoothing, optimizer, scheduler = hp["label_smoothing"], hp["optimizer"], hp["scheduler"]
-    checks = [
-        (lr > 0, f"model.lr must be > 0, got {lr}"),
-        (
-            isinstance(hp["lr_batch_size"], int) and hp["lr_batch_size"] >= 1,
-            f"model.lr_batch_size must be an integer >= 1, got {hp['lr_batch_size']!r}",
-        ),
-        (
-            hp["lr_scaling"] in LR_SCALINGS,
-            f"model.lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {hp['lr_scaling']!r}",
-        ),
-        (0 <= momentum < 1, f"model.momentum must be in [0, 1), got {momentum}"),
-        (weight_decay >= 0, f"model.weight_decay must be >= 0, got {weight_decay}"),
-        (all(m >= 0 for m in mults), f"model.lr_mult_* must be >= 0, got {mults}"),
-        (0 < gamma <= 1, f"model.gamma must be in (0, 1], got {gamma}"),
-        (warmup_epochs >= 0, f"model.warmup_epochs must be >= 0, got {warmup_epochs}"),
-        (
-            0 <= label_smoothing < 1,
-            f"model.label_smoothing must be in [0, 1), got {label_smoothing}",
-        ),
-        (hp["freeze_backbone_epochs"] >= 0, "model.freeze_backbone_epochs must be >= 0"),
-        (optimizer in ("sgd", "adamw"), f"model.optimizer must be sgd or adamw, got {optimizer!r}"),
-        (
-            scheduler in ("step", "cosine", "constant"),
-            f"model.scheduler must be step, cosine or constant, got {scheduler!r}",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(message)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from fgvc.models.trunks.norms import no_decay_parameter_names
+from fgvc.train.losses import LOSSES
 
 #: The network's parts, each with its own learning-rate multiplier.
 GROUPS = ("backbone", "head", "classifier")
@@ -173,3 +174,52 @@ def convert_step(step: int, old_per_epoch: int, new_per_epoch: int) -> int:
         return step
     epoch, within = divmod(step, max(1, old_per_epoch))
     return epoch * new_per_epoch + round(within * new_per_epoch / max(1, old_per_epoch))
+
+
+def check_recipe(hp: Mapping[str, Any]) -> None:
+    """One-line errors for ``model:`` values that would silently train nonsense.
+
+    Raises:
+        ValueError: the first bad value, named, with its range.
+    """
+    mults = (hp["lr_mult_backbone"], hp["lr_mult_head"], hp["lr_mult_classifier"])
+    lr, momentum, gamma = hp["lr"], hp["momentum"], hp["gamma"]
+    weight_decay, warmup_epochs = hp["weight_decay"], hp["warmup_epochs"]
+    label_smoothing, optimizer, scheduler = hp["label_smoothing"], hp["optimizer"], hp["scheduler"]
+    checks = [
+        (lr > 0, f"model.lr must be > 0, got {lr}"),
+        (
+            isinstance(hp["lr_batch_size"], int) and hp["lr_batch_size"] >= 1,
+            f"model.lr_batch_size must be an integer >= 1, got {hp['lr_batch_size']!r}",
+        ),
+        (
+            hp["lr_scaling"] in LR_SCALINGS,
+            f"model.lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {hp['lr_scaling']!r}",
+        ),
+        (0 <= momentum < 1, f"model.momentum must be in [0, 1), got {momentum}"),
+        (weight_decay >= 0, f"model.weight_decay must be >= 0, got {weight_decay}"),
+        (all(m >= 0 for m in mults), f"model.lr_mult_* must be >= 0, got {mults}"),
+        (0 < gamma <= 1, f"model.gamma must be in (0, 1], got {gamma}"),
+        (warmup_epochs >= 0, f"model.warmup_epochs must be >= 0, got {warmup_epochs}"),
+        (
+            0 <= label_smoothing < 1,
+            f"model.label_smoothing must be in [0, 1), got {label_smoothing}",
+        ),
+        (hp["freeze_backbone_epochs"] >= 0, "model.freeze_backbone_epochs must be >= 0"),
+        (
+            hp["loss"] in LOSSES,
+            f"model.loss {hp['loss']!r}: choose one of {', '.join(LOSSES)}",
+        ),
+        (
+            hp["logit_adjust_tau"] >= 0,
+            f"model.logit_adjust_tau must be >= 0, got {hp['logit_adjust_tau']}",
+        ),
+        (optimizer in ("sgd", "adamw"), f"model.optimizer must be sgd or adamw, got {optimizer!r}"),
+        (
+            scheduler in ("step", "cosine", "constant"),
+            f"model.scheduler must be step, cosine or constant, got {scheduler!r}",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)

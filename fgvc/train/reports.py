@@ -15,6 +15,7 @@ import torch
 
 from fgvc.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from fgvc.runs import MONITOR
+from fgvc.train.callbacks import best_checkpoint
 from fgvc.train.loggers import WandbLogger, active_wandb_loggers
 from fgvc.utils.atomic import atomic_file
 
@@ -106,14 +107,17 @@ class EvalReports(pl.Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # During fit, val_per_class.csv is the best checkpoint's: written when this epoch's
-        # score beats the best one so far, as the ModelCheckpoint on it will decide after
-        # this (the module logs the score after the callbacks' epoch-end hooks, so here).
+        # monitored score beats the best one so far, as the best ModelCheckpoint will decide
+        # after this (the module logs the score after the callbacks' epoch-end hooks, so here).
         if trainer.state.fn != "fit" or trainer.sanity_checking or not trainer.is_global_zero:
             return
-        score = trainer.callback_metrics.get(MONITOR)
-        best = next((c for c in trainer.checkpoint_callbacks if c.monitor == MONITOR), None)
+        best = best_checkpoint(trainer)
+        score = trainer.callback_metrics.get(best.monitor if best is not None else MONITOR)
+        if score is None:
+            return
         previous = best.best_model_score if best is not None else None
-        if score is not None and (previous is None or float(score) > float(previous)):
+        sign = -1.0 if best is not None and best.mode == "min" else 1.0
+        if previous is None or sign * float(score) > sign * float(previous):
             self._write("val")
 
     def _write(self, stage: str) -> None:
