@@ -5,6 +5,7 @@
     fgvc export --ckpt <path|best> --out DIR [--formats ...]              deployment bundle
     fgvc predict IMAGES_OR_FOLDERS --model <bundle|ckpt|best> ...         inference
     fgvc explain IMAGES_OR_FOLDERS --model <bundle|ckpt|best> --out DIR   Grad-CAM heat maps
+    fgvc serve BUNDLE [--host 127.0.0.1] [--port 8000]                    HTTP API + web page
 
 Subcommands import only what they need (``fgvc data`` starts without Lightning). Exit codes
 and error lines: :mod:`fgvc.commands.runner`.
@@ -26,6 +27,7 @@ commands:
   export                  checkpoint -> safetensors + ONNX bundle (fgvc export --help)
   predict                 classify image files or folders (fgvc predict --help)
   explain                 Grad-CAM heat maps of images (fgvc explain --help)
+  serve                   HTTP API and web page for a bundle (fgvc serve --help)
 
 exit codes: 0 success, 1 failure, 2 usage error (one line: fgvc <command>: error: ...)
 fgvc --version: fgvc's version and the versions of the libraries it runs on
@@ -39,6 +41,7 @@ _MODULES = {
     "explain": "fgvc.commands.explain",
     "export": "fgvc.commands.export",
     "predict": "fgvc.commands.predict",
+    "serve": "fgvc.commands.serve",
 }
 _TRAINING = ("fit", "validate", "test")
 

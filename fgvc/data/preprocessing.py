@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from fgvc.data.io import read_rgb
+from fgvc.data.io import decode_rgb, read_rgb
 from fgvc.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -102,6 +102,16 @@ class EvalPreprocessing:
             ImageDecodeError: the file cannot be read or decoded (the message names it).
         """
         image = read_rgb(path, self.decode_min_size)[0]
+        return self._uint8_pipeline(image=image)["image"]
+
+    def load_bytes(self, data: bytes, name: str = "<bytes>") -> torch.Tensor:
+        """:meth:`load` for encoded image bytes (an upload); ``name`` is shown in errors.
+
+        Raises:
+            ImageTooLargeError: above the decoding pixel limit (nothing decoded).
+            ImageDecodeError: not a readable image.
+        """
+        image = decode_rgb(data, name, self.decode_min_size)[0]
         return self._uint8_pipeline(image=image)["image"]
 
     def batch(self, images: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -313,6 +313,38 @@ def explain_images(
     return explanations, errors
 
 
+def explain_crops(
+    model: Explainable,
+    crops: Sequence[torch.Tensor],
+    names: Sequence[str],
+    method: str = "gradcam",
+    target: int | str | Sequence[int | str | None] | None = None,
+    tta: bool | None = None,
+) -> list[Explanation]:
+    """Class activation maps of images already prepared as evaluation prepares them, in one
+    pass (uploads to ``fgvc serve``).
+
+    Args:
+        model: as for :func:`explain_images`.
+        crops: ``(3, S, S)`` ``uint8`` tensors from :meth:`EvalPreprocessing.load
+            <fgvc.data.preprocessing.EvalPreprocessing.load>` or ``load_bytes``.
+        names: what each image is called (``Explanation.image``).
+        method, target, tta: as for :func:`explain_images`.
+
+    Raises:
+        UsageError: an unknown method or class.
+    """
+    _cam_class(method)
+    if len(names) != len(crops):
+        raise ValueError(f"{len(names)} names for {len(crops)} images")
+    classes = _classes_for(target, len(crops), model.class_names)
+    prep, net = model.preprocessing, model.net.eval()
+    tta = prep.tta if tta is None else tta
+    device = next(net.parameters()).device
+    good = [(i, Path(n), c, k) for i, (n, c, k) in enumerate(zip(names, crops, classes))]
+    return _explain_batch(net, prep, good, tta, device, method, model) if good else []
+
+
 def _explain_batch(
     net: torch.nn.Module,
     prep: EvalPreprocessing,
