@@ -48,11 +48,15 @@ def png_bomb(side: int = 30000) -> bytes:
     """A PNG of a few hundred bytes whose header claims ``side`` x ``side`` RGB pixels."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
     rows = zlib.compress(b"\x00" * (1 + 3 * side) * 4, 9)  # 4 rows; the decoder needs more
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    )
 
 
 def truncated_jpeg() -> bytes:
@@ -91,9 +95,13 @@ def multipart(field: str, filename: str, data: bytes) -> tuple[bytes, dict[str, 
     """A multipart/form-data body with one file field (what a browser's form sends)."""
     boundary = "fgvc-test-boundary-7d1b"
     body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; "
-        f"filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+            f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
@@ -150,7 +158,9 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"fgvc serve exited ({self.process.returncode}): {self.output()}")
+                raise AssertionError(
+                    f"fgvc serve exited ({self.process.returncode}): {self.output()}"
+                )
             try:
                 status, body, _ = http("GET", f"{self.url}/health", timeout=5)
                 if status == 200 and body == b"ok":

@@ -127,9 +127,7 @@ def test_bad_uploads_are_refused_in_one_line(gate):
     Image.new("RGB", (40, 40)).save(photo, "PNG")
     body, headers = multipart("file", "x.png", photo.getvalue())
     assert_one_line_error(client.post("/predict", content=body, headers=headers), 400, "'image'")
-    text_body = (
-        b'--b\r\nContent-Disposition: form-data; name="image"\r\n\r\nhello\r\n--b--\r\n'
-    )
+    text_body = b'--b\r\nContent-Disposition: form-data; name="image"\r\n\r\nhello\r\n--b--\r\n'
     text = client.post(
         "/predict", content=text_body, headers={"Content-Type": "multipart/form-data; boundary=b"}
     )

@@ -221,4 +221,3 @@ class ExplainAPI(_BundleAPI):
             "crop": png_base64(output.crop),
             "overlay": png_base64(output.overlay()),
         }
-

@@ -40,7 +40,12 @@ STATIC = Path(__file__).with_name("static")
 
 
 def model_info(
-    bundle: Path, config: dict[str, Any], backend: str, tta: bool | None, explain: bool, max_bytes: int
+    bundle: Path,
+    config: dict[str, Any],
+    backend: str,
+    tta: bool | None,
+    explain: bool,
+    max_bytes: int,
 ) -> dict[str, Any]:
     """``GET /info``'s ``model``: what the page and clients need to know (from model.json)."""
     spec, names, prep = parse_config(config, bundle / CONFIG_FILE)
@@ -133,7 +138,9 @@ class FgvcServer(ls.LitServer):
 
     @property
     def worker_count(self) -> int:
-        return sum(len(self._inference_workers_config_for_api(a.api_path)) for a in self.litapi_connector)
+        return sum(
+            len(self._inference_workers_config_for_api(a.api_path)) for a in self.litapi_connector
+        )
 
     def verify_worker_status(self) -> None:
         """Wait until every worker has loaded the model (LitServe waits for one)."""

@@ -188,7 +188,8 @@ def parse_method(query: dict[str, str]) -> str:
     method = query.get("method", SERVED_METHODS[0])
     if method not in SERVED_METHODS:
         raise UploadError(
-            400, f"method={escape_controls(method)[:50]!r}; choose one of {', '.join(SERVED_METHODS)}"
+            400,
+            f"method={escape_controls(method)[:50]!r}; choose one of {', '.join(SERVED_METHODS)}",
         )
     return method
 
@@ -237,9 +238,14 @@ class UploadGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path")
-        if scope["type"] != "http" or scope["method"] != "POST" or path not in (
-            "/predict",
-            "/explain",
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or path
+            not in (
+                "/predict",
+                "/explain",
+            )
         ):
             await self.app(scope, receive, send)
             return
