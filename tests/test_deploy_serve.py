@@ -23,7 +23,7 @@ from fgvc.deploy.export import export_checkpoint
 from fgvc.deploy.predict import load_predictor, predict_files
 from fgvc.deploy.serve.apis import ExplainAPI, PredictAPI, decode_crop, encode_crop
 from fgvc.deploy.serve.server import STATIC, FgvcServer
-from fgvc.deploy.serve.uploads import UploadGate, send_json
+from fgvc.deploy.serve.uploads import DRAIN_BYTES, UploadGate, send_json
 from tests.serve_helpers import multipart, png_bomb, strip_png, truncated_jpeg, write_images
 from tests.tiny import CLASS_NAMES
 
@@ -151,6 +151,10 @@ def test_bad_uploads_are_refused_in_one_line(gate):
             yield b"\x00" * 1024
 
     assert_one_line_error(client.post("/predict", content=chunks()), 413, "limit")
+    # far beyond the limit: answered without reading it all, and the connection ends
+    huge = client.post("/predict", content=b"\x00" * (64 * 1024 + DRAIN_BYTES + 1))
+    assert_one_line_error(huge, 413, "limit")
+    assert huge.headers["connection"] == "close"
     for query in ("top_k=0", "top_k=-1", "top_k=two", "top_k="):
         assert_one_line_error(client.post(f"/predict?{query}", content=b"x"), 400, "top_k")
     assert_one_line_error(client.post("/explain?method=scorecam", content=b"x"), 400, "gradcam")

@@ -3,7 +3,8 @@
 An upload is read, checked and decoded here, in the HTTP server process, before anything is
 queued for a model worker:
 
-* the body: at most ``max_bytes`` (``Content-Length`` checked before reading) - else 413;
+* the body: at most ``max_bytes`` - else 413 (read to its end first unless far larger,
+  :data:`DRAIN_BYTES`, or announced so by ``Content-Length``);
 * the image: multipart field ``image`` (a file; a browser's form), or else the raw body
   whatever its content type (``curl --data-binary @photo.jpg`` says urlencoded) - else 400
   naming what was sent;
@@ -48,12 +49,14 @@ DEFAULT_MAX_BYTES = 20 * 2**20
 
 
 class UploadError(Exception):
-    """A request refused with ``status`` and a one-line ``message``."""
+    """A request refused with ``status`` and a one-line ``message``; ``close``: the body was
+    not read to its end, so the connection must end with the answer."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, close: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = one_line(message)
+        self.close = close
 
 
 async def send_json(send: Send, status: int, document: dict[str, Any], close: bool = False) -> None:
@@ -77,27 +80,41 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+#: Bytes beyond the limit still read (and dropped) before answering 413: a client that
+#: sends its whole body before reading the answer (urllib, requests) then gets the 413
+#: instead of a reset connection. Larger bodies are cut off.
+DRAIN_BYTES = 16 * 2**20
+
+
 async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
-    """The whole request body, refused (413) as soon as it is known to exceed ``max_bytes``."""
-    too_large = UploadError(
-        413,
-        f"the upload is larger than the server's limit of {max_bytes:,} bytes; send a smaller "
-        f"image (the limit is fgvc serve --max-upload-mb)",
-    )
+    """The whole request body, or 413 when it exceeds ``max_bytes`` (nothing beyond the
+    limit is kept; see :data:`DRAIN_BYTES`)."""
+
+    def too_large(close: bool) -> UploadError:
+        return UploadError(
+            413,
+            f"the upload is larger than the server's limit of {max_bytes:,} bytes; send a "
+            f"smaller image (the limit is fgvc serve --max-upload-mb)",
+            close,
+        )
+
     length = _header(scope, b"content-length")
-    if length is not None and length.isdigit() and int(length) > max_bytes:
-        raise too_large
+    if length is not None and length.isdigit() and int(length) > max_bytes + DRAIN_BYTES:
+        raise too_large(close=True)
     chunks, size = [], 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise UploadError(400, "the client went away before the upload was complete")
+            raise UploadError(400, "the client went away before the upload was complete", True)
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > max_bytes:
-            raise too_large
-        chunks.append(chunk)
+        if size <= max_bytes:
+            chunks.append(chunk)
+        elif size > max_bytes + DRAIN_BYTES:
+            raise too_large(close=True)
         if not message.get("more_body", False):
+            if size > max_bytes:
+                raise too_large(close=False)
             return b"".join(chunks)
 
 
@@ -251,8 +268,9 @@ class UploadGate:
             return
         import anyio
 
-        body_read = False
         try:
+            # the body first, also when the query is wrong: see DRAIN_BYTES
+            body = await read_body(scope, receive, self.max_bytes)
             query = _query(scope)
             if path == "/predict":
                 fields: dict[str, Any] = {"top_k": parse_top_k(query, len(self.class_names))}
@@ -261,13 +279,11 @@ class UploadGate:
                     "class_index": parse_class(query, self.class_names),
                     "method": parse_method(query),
                 }
-            body = await read_body(scope, receive, self.max_bytes)
-            body_read = True
             data, name = await image_from_request(scope, body, receive)
             name = escape_controls(one_line(name))[:200]
             crop = await anyio.to_thread.run_sync(prepare, self.preprocessing, data, name)
         except UploadError as err:
-            await send_json(send, err.status, {"error": err.message}, close=not body_read)
+            await send_json(send, err.status, {"error": err.message}, close=err.close)
             return
         payload = json.dumps({**fields, **encode_crop(crop), "name": name}).encode("utf-8")
         headers = [

@@ -28,8 +28,8 @@ async function loadInfo() {
     const response = await fetch("/info");
     info = (await response.json()).model;
     $("model-name").textContent = info.name;
-    $("model-details").textContent =
-      `${info.model}; ${info.num_classes} classes; ${info.preprocessing}; ${info.backend}`;
+    $("model-details").textContent = `${info.model}; ${info.preprocessing}; ${info.backend}`;
+    $("results-heading").textContent = `Top ${Math.min(info.top_k, info.num_classes)}`;
     if (!info.explain) $("explain-section").hidden = true;
   } catch (err) {
     $("model-details").textContent = `cannot read /info: ${err}`;
