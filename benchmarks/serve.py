@@ -2,7 +2,7 @@
 concurrent clients, against ``fgvc predict`` on the same photos, in one run.
 
     python benchmarks/serve.py                                   # ResNet-50, 448 px, CPU
-    python benchmarks/serve.py --arch resnet18 --image-size 224 --requests 48   # quicker
+    python benchmarks/serve.py --arch resnet18 --image-size 224 --requests 64   # quicker
 
 An iSQRT-COV bundle with random weights (speed does not depend on them; d=256, N=5, 200
 classes) is written with ONNX, as ``fgvc export`` writes it, and the photos are synthetic
@@ -17,8 +17,9 @@ classes) is written with ONNX, as ``fgvc export`` writes it, and the photos are 
   in all: requests per second, and the median (p50) and 95th percentile (p95) of the
   latency each client saw.
 
-Ratios: the server's requests per second over the folder run's photos per second, and the
-one-shot command's time over the server's p50 latency.
+Ratios: the server's requests per second over the folder run's photos per second (with its
+start-up, and without it: the folder run less the one-photo run), and the one-shot command's
+time over the server's p50 latency.
 """
 
 from __future__ import annotations
@@ -142,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         folder_s = fgvc_predict(photos, root / "bundle", root / "all.json")
         folder_ips = len(photos) / folder_s
+        # the folder run less one command's start-up, model load and first photo
+        steady_ips = (len(photos) - 1) / max(folder_s - one_shot, 1e-9)
         server = ServerProcess(
             root / "bundle",
             root,
@@ -150,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             str(args.max_batch_size),
             "--batch-timeout",
             str(args.batch_timeout),
+            "--timeout",
+            "900",  # a slow CPU and 32 clients: requests wait for several batches
         )
         try:
             server.wait_ready(600)
@@ -171,17 +176,20 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"fgvc predict, one photo per command: {one_shot:.2f} s (median of {args.cli_runs}); "
         f"on all {len(photos)} photos at once: {folder_s:.1f} s = {folder_ips:.2f} photos/s "
-        f"(start-up included)"
+        f"(start-up included), about {steady_ips:.2f} photos/s once started (the folder run "
+        f"less the one-photo run)"
     )
     print(
         "| clients | requests/s | p50 latency (ms) | p95 latency (ms) | "
-        "requests/s vs fgvc predict on the folder | one-shot fgvc predict time / p50 |"
+        "requests/s vs fgvc predict on the folder (started / once started) | "
+        "one-shot fgvc predict time / p50 |"
     )
     print("|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['clients']} | {r['rps']:.2f} | {r['p50']:.0f} | {r['p95']:.0f} | "
-            f"{r['rps'] / folder_ips:.2f}x | {one_shot * 1e3 / r['p50']:.1f}x |"
+            f"{r['rps'] / folder_ips:.2f}x / {r['rps'] / steady_ips:.2f}x | "
+            f"{one_shot * 1e3 / r['p50']:.1f}x |"
         )
     return 0
 

@@ -12,6 +12,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -64,6 +66,38 @@ def test_usage_errors_in_one_line(bundle, tmp_path):
         code, err = run_serve([str(bundle), "--port", str(busy.getsockname()[1])])
     assert code == 2 and "cannot listen" in err and "--port" in err
     assert err.count("\n") == 1
+
+
+def processes_with(marker: str) -> list[int]:
+    """Processes whose environment holds ``marker`` (children inherit it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker.encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_a_model_that_does_not_load_stops_the_server_in_one_line(bundle, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(bundle, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])  # ONNX loads; the Grad-CAM worker cannot
+    marker = f"FGVC_SERVE_TEST_{os.getpid()}_{time.monotonic_ns()}"
+    env = {**os.environ, "PYTHONPATH": str(REPO), marker: "1"}
+    command = [sys.executable, "-m", "fgvc", "serve", str(broken), "--port", str(free_port())]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.endswith("\n") and "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith("fgvc serve: error: ") and "model.safetensors" in last
+    deadline = time.monotonic() + 10
+    while processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in processes_with(marker) if alive(pid)]
 
 
 @pytest.fixture(scope="module")

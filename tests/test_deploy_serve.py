@@ -119,6 +119,10 @@ def test_explain_class_by_name_and_default(gate):
     assert payload["class_index"] is None and payload["method"] == "gradcam"
     bad = client.post("/explain?class=nope", content=data)
     assert_one_line_error(bad, 400, "nope", "not a class", "0 to 2")
+    for index in ("3", "%C2%B2", "-1"):
+        assert_one_line_error(client.post(f"/explain?class={index}", content=data), 400)
+    by_index = client.post("/explain?class=%201", content=photo.getvalue())
+    assert by_index.json()["payload"]["class_index"] == 1
 
 
 def test_bad_uploads_are_refused_in_one_line(gate):
@@ -155,7 +159,7 @@ def test_bad_uploads_are_refused_in_one_line(gate):
     huge = client.post("/predict", content=b"\x00" * (64 * 1024 + DRAIN_BYTES + 1))
     assert_one_line_error(huge, 413, "limit")
     assert huge.headers["connection"] == "close"
-    for query in ("top_k=0", "top_k=-1", "top_k=two", "top_k="):
+    for query in ("top_k=0", "top_k=-1", "top_k=two", "top_k=", "top_k=%C2%B2"):
         assert_one_line_error(client.post(f"/predict?{query}", content=b"x"), 400, "top_k")
     assert_one_line_error(client.post("/explain?method=scorecam", content=b"x"), 400, "gradcam")
 

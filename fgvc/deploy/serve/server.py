@@ -93,6 +93,13 @@ class FgvcServer(ls.LitServer):
         max_bytes: int = DEFAULT_MAX_BYTES,
         timeout: float = 30.0,
     ) -> None:
+        if device not in ("auto", "cpu", "cuda"):
+            raise UsageError(f"device {device!r}: choose auto, cpu or cuda")
+        if device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise UsageError("--device cuda: no CUDA device available")
         bundle = Path(bundle).expanduser().absolute()
         config = read_config(bundle)
         _, names, prep = parse_config(config, bundle / CONFIG_FILE)
@@ -107,7 +114,7 @@ class FgvcServer(ls.LitServer):
         gate = {"preprocessing": prep, "class_names": names, "max_bytes": max_bytes}
         super().__init__(
             apis,
-            accelerator="cpu" if device == "cpu" else ("cuda" if device == "cuda" else "auto"),
+            accelerator=device,  # auto: every GPU when there are any (a worker on each)
             timeout=timeout,
             model_metadata=self.description,
             middlewares=[(UploadGate, gate)],
@@ -165,7 +172,7 @@ class FgvcServer(ls.LitServer):
 
     def _start_server(self, port: int, *args: Any, **kwargs: Any) -> dict:
         workers = super()._start_server(port, *args, **kwargs)
-        host = self._host
+        host = getattr(self, "_host", "127.0.0.1")
         shown = f"[{host}]" if ":" in host else host
         print(
             f"fgvc serve: {self.description['name']} ({self.description['num_classes']} classes, "

@@ -180,7 +180,7 @@ def _query(scope: Scope) -> dict[str, str]:
 def parse_top_k(query: dict[str, str], num_classes: int) -> int:
     """``top_k`` (default 5), at most the number of classes."""
     raw = query.get("top_k", str(DEFAULT_TOP_K)).strip()
-    if not raw.isdigit() or int(raw) < 1:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:  # not "²" (isdigit, no int)
         raise UploadError(400, f"top_k={raw!r} is not a whole number >= 1; e.g. ?top_k=5")
     return min(int(raw), num_classes)
 
@@ -192,8 +192,9 @@ def parse_class(query: dict[str, str], class_names: Sequence[str]) -> int | None
         return None
     if raw in class_names:
         return list(class_names).index(raw)
-    if raw.strip().isdigit() and int(raw) < len(class_names):
-        return int(raw)
+    index = raw.strip()
+    if index.isascii() and index.isdigit() and int(index) < len(class_names):
+        return int(index)
     raise UploadError(
         400,
         f"class={escape_controls(raw)[:100]!r} is not a class of this model; give a class name "
