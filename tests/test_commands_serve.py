@@ -290,3 +290,27 @@ def test_shutdown_leaves_no_process_and_no_file(server):
     with socket.socket() as probe:  # the port is free again (for a server: as uvicorn binds)
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", server.port))
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_stops_the_server(bundle, tmp_path):
+    server = ServerProcess(bundle, tmp_path, "--no-explain")
+    try:
+        server.wait_ready()
+        workers = [
+            pid
+            for pid in server.children
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        assert len(workers) == 1  # --no-explain: the /predict worker only
+        os.kill(workers[0], signal.SIGKILL)  # as the out-of-memory killer would
+        assert server.process.wait(60) == 1
+    finally:
+        server.stop()
+    lines = server.output().splitlines()
+    assert lines[-1].startswith("fgvc serve: error: a model worker stopped while serving")
+    assert "exit code -9" in lines[-1] and "Traceback" not in server.output()
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in server.children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in server.children if alive(pid)]

@@ -128,15 +128,18 @@ def _stop_on_signal() -> Callable[[], None]:
     """SIGTERM stops the server as Ctrl-C does (LitServe then stops its workers); returns
     what restores the previous handlers.
 
-    LitServe's HTTP servers are forked from this process and inherit these handlers: uvicorn
-    re-raises the signal it stopped on, which ends such a process quietly (exit code 0)
-    instead of with a KeyboardInterrupt traceback.
+    LitServe's HTTP servers are forked from this process and inherit these handlers. uvicorn
+    re-raises the signal it stopped on once it has stopped: there the handler lets it
+    return (exit code 0) instead of raising KeyboardInterrupt inside its closing event loop
+    (a traceback), and leaves any later signal to the default action.
     """
     owner = os.getpid()
 
     def handler(signum: int, frame: object) -> None:
         if os.getpid() != owner:
-            raise SystemExit(0)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_DFL)
+            return
         raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}

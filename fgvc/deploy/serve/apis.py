@@ -75,7 +75,15 @@ class _BundleAPI(ls.LitAPI):
         raise NotImplementedError
 
     def setup(self, device: str) -> None:
+        import multiprocessing
+        import signal
+
         from fgvc.errors import FgvcError, is_usage_error, user_message
+
+        if multiprocessing.parent_process() is not None:  # a worker process of the server
+            # Ctrl-C reaches every process of the terminal's group; the server stops this
+            # one (SIGTERM) once it takes no more requests, instead of a traceback here
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
         if device.startswith("cuda:"):  # LitServe names the GPU; fgvc's loaders take "cuda"
             import torch

@@ -21,6 +21,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,26 @@ class FgvcServer(ls.LitServer):
                 raise FgvcError("a model worker exited while loading the model (see above)")
             time.sleep(0.05)
 
+    def _start_worker_monitoring(self, manager: Any, uvicorn_workers: dict) -> None:
+        """Stop serving when a model worker dies (killed, out of memory): requests would wait
+        for it in vain. Replaces LitServe's monitor, which also fires when Ctrl-C's shutdown
+        stops the workers and then shuts down a second time."""
+
+        def watch() -> None:
+            while not self._stopping:
+                dead = [w for w in self.inference_workers if not w.is_alive()]
+                if dead and not self._stopping:
+                    self._worker_died = dead[0].exitcode
+                    self._shutdown_event.set()  # run() returns and shuts down
+                    return
+                time.sleep(0.5)
+
+        threading.Thread(target=watch, name="fgvc-serve-watch", daemon=True).start()
+
+    def _perform_graceful_shutdown(self, *args: Any, **kwargs: Any) -> None:
+        self._stopping = True
+        super()._perform_graceful_shutdown(*args, **kwargs)
+
     def _start_server(self, port: int, *args: Any, **kwargs: Any) -> dict:
         workers = super()._start_server(port, *args, **kwargs)
         host = getattr(self, "_host", "127.0.0.1")
@@ -190,10 +211,12 @@ class FgvcServer(ls.LitServer):
 
         Raises:
             UsageError: the bundle cannot be loaded.
-            FgvcError: a worker failed to start.
+            FgvcError: a worker failed to start, or died while serving.
             ValueError: a host other than 127.0.0.1, 0.0.0.0 and :: (LitServe's rule).
         """
         self._host = host
+        self._stopping = False
+        self._worker_died: int | None = None
         try:
             self.run(
                 host=host,
@@ -202,7 +225,13 @@ class FgvcServer(ls.LitServer):
                 generate_client_file=False,  # LitServe would write client.py into the cwd
             )
         finally:
+            self._stopping = True
             self._stop_leftovers()
+        if self._worker_died is not None:
+            raise FgvcError(
+                f"a model worker stopped while serving (exit code {self._worker_died}; "
+                f"killed, or out of memory?); the server stopped - start it again"
+            )
 
     def _stop_leftovers(self) -> None:
         """What LitServe leaves running when it stops before serving (a worker that failed
