@@ -320,29 +320,30 @@ def explain_crops(
     method: str = "gradcam",
     target: int | str | Sequence[int | str | None] | None = None,
     tta: bool | None = None,
+    batch_size: int = 8,
 ) -> list[Explanation]:
-    """Class activation maps of images already prepared as evaluation prepares them, in one
-    pass (uploads to ``fgvc serve``).
-
-    Args:
-        model: as for :func:`explain_images`.
-        crops: ``(3, S, S)`` ``uint8`` tensors from :meth:`EvalPreprocessing.load
-            <fgvc.data.preprocessing.EvalPreprocessing.load>` or ``load_bytes``.
-        names: what each image is called (``Explanation.image``).
-        method, target, tta: as for :func:`explain_images`.
+    """Class activation maps of images already prepared for the network: ``(3, S, S)``
+    ``uint8`` crops from :meth:`EvalPreprocessing.prepare
+    <fgvc.data.preprocessing.EvalPreprocessing.prepare>` or ``load``. ``names[i]`` stands
+    for crop ``i`` in captions and file names; the other arguments are those of
+    :func:`explain_images`.
 
     Raises:
-        UsageError: an unknown method or class.
+        UsageError: an unknown method or class, or as many names as crops.
     """
     _cam_class(method)
     if len(names) != len(crops):
-        raise ValueError(f"{len(names)} names for {len(crops)} images")
+        raise UsageError(f"{len(names)} names for {len(crops)} images")
     classes = _classes_for(target, len(crops), model.class_names)
     prep, net = model.preprocessing, model.net.eval()
     tta = prep.tta if tta is None else tta
     device = next(net.parameters()).device
-    good = [(i, Path(n), c, k) for i, (n, c, k) in enumerate(zip(names, crops, classes))]
-    return _explain_batch(net, prep, good, tta, device, method, model) if good else []
+    good = [(i, Path(n), c, t) for i, (n, c, t) in enumerate(zip(names, crops, classes))]
+    explanations: list[Explanation] = []
+    for start in range(0, len(good), max(1, batch_size)):
+        chunk = good[start : start + max(1, batch_size)]
+        explanations += _explain_batch(net, prep, chunk, tta, device, method, model)
+    return explanations
 
 
 def _explain_batch(
