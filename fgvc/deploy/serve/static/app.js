@@ -128,6 +128,7 @@ async function classify(file) {
   } catch (err) {
     if (mine !== current) return;
     $("busy").textContent = "";
+    $("preview-figure").hidden = true; // the browser could not show it either
     showError(err.message);
     setState("error");
   }
