@@ -11,7 +11,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 endif
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint format demo bench mutants clean
+.PHONY: venv test lint format demo bench mutants clean browser
 
 venv: $(STAMP)
 
@@ -30,7 +30,13 @@ format: $(STAMP)
 	$(BIN)/ruff format fgvc tests benchmarks
 	$(BIN)/ruff check --fix fgvc tests benchmarks
 
-test: lint
+# fgvc serve's page test drives the system's Chromium headless (it fails, with a hint, without
+# it); installed from the distribution's packages when make runs as root
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: lint browser
 	$(BIN)/python -m pytest
 
 # Offline fine-tune of a small iSQRT-COV ResNet on the synthetic dataset (CPU, a few minutes).

@@ -85,3 +85,19 @@ def test_fast_decode_reads_large_jpegs_at_reduced_scale(tmp_path):
     assert a.shape == b.shape == (3, 32, 32)
     difference = (a.int() - b.int()).abs().float()
     assert 0 < difference.mean() < 10 and np.isfinite(difference.numpy()).all()
+
+
+def test_load_bytes_is_load_of_the_same_file(tmp_path):
+    """An upload (``fgvc serve``) is prepared exactly as the file on disk; errors name it."""
+    from PIL import Image
+
+    from fgvc.errors import ImageDecodeError
+
+    big, small = tmp_path / "big.jpg", tmp_path / "small.png"
+    write_jpeg(big, pattern(400, 600, 1))  # decoded at reduced DCT scale
+    Image.fromarray(pattern(40, 50, 2)).save(small)
+    prep = EvalPreprocessing(32, "cub")
+    for path in (big, small):
+        assert prep.load_bytes(path.read_bytes(), path.name).equal(prep.load(path))
+    with pytest.raises(ImageDecodeError, match="upload.bin"):
+        prep.load_bytes(b"not an image", "upload.bin")

@@ -18,7 +18,7 @@ from fgvc.commands.explain import main as explain_main
 from fgvc.commands.main import main as fgvc_main
 from fgvc.commands.predict import main as predict_main
 from fgvc.deploy.bundle import load
-from fgvc.deploy.explain import Explanation, cell_centres, explain_images
+from fgvc.deploy.explain import Explanation, cell_centres, explain_crops, explain_images
 from fgvc.deploy.export import export_checkpoint
 from fgvc.deploy.overlays import (
     CONTACT_SHEET,
@@ -135,6 +135,23 @@ def test_gradcam_is_its_definition_at_layer4(setup):
     for e in explanations:
         assert e.cam.shape == (IMAGE_SIZE, IMAGE_SIZE) and e.cam.max() == pytest.approx(1, 1e-5)
         np.testing.assert_allclose(e.cam, hand_gradcam(model.net, x, e.class_index), atol=1e-5)
+
+
+def test_explain_crops_is_explain_images_of_the_prepared_images(setup):
+    """What fgvc serve's /explain runs: crops already prepared, targets per image."""
+    bundle, _, folder = setup
+    model = load(bundle)
+    images = [folder / "a.png", folder / "sub" / "b café.JPG"]
+    crops = [model.preprocessing.load(p) for p in images]
+    got = explain_crops(model, crops, ["a", "b"], target=[1, None])
+    expected, _ = explain_images(model, images, target=[1, None], progress=False)
+    for g, e, name in zip(got, expected, ["a", "b"]):
+        assert g.image == name and g.class_index == e.class_index
+        assert g.probability == pytest.approx(e.probability, abs=1e-6)
+        np.testing.assert_array_equal(g.crop, e.crop)
+        np.testing.assert_allclose(g.cam, e.cam, atol=1e-6)
+    assert got[0].class_index == 1
+    assert explain_crops(model, [], []) == []
 
 
 def test_cell_centres_are_where_cells_look():

@@ -5,6 +5,7 @@
     fgvc export --model <ckpt|run|best> --out DIR [--formats ...]         deployment bundle
     fgvc predict IMAGES_OR_FOLDERS --model <bundle|ckpt|run|best> ...     inference
     fgvc explain IMAGES_OR_FOLDERS --model <bundle|ckpt|run|best> -o DIR  Grad-CAM heat maps
+    fgvc serve BUNDLE [--host 127.0.0.1] [--port 8000]                    HTTP API + web page
 
 Subcommands import only what they need: no Lightning outside training, and no torchvision,
 albumentations, timm, ONNX or W&B before the work needs them (``--help`` never does; see
@@ -28,6 +29,7 @@ commands:
   export                  checkpoint -> safetensors + ONNX bundle (fgvc export --help)
   predict                 classify image files or folders (fgvc predict --help)
   explain                 Grad-CAM heat maps of images (fgvc explain --help)
+  serve                   HTTP API and web page for a bundle (fgvc serve --help)
 
 the same flag means the same in every command:
   --model SRC    what to run: export folder, .ckpt file, run folder or 'best'
@@ -50,6 +52,7 @@ _MODULES = {
     "explain": "fgvc.commands.explain",
     "export": "fgvc.commands.export",
     "predict": "fgvc.commands.predict",
+    "serve": "fgvc.commands.serve",
 }
 _TRAINING = ("fit", "validate", "test")
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fgvc.data.io import read_rgb
+from fgvc.data.io import decode_rgb, read_rgb
 from fgvc.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -108,6 +108,16 @@ class EvalPreprocessing:
         """``(3, S, S)`` ``uint8`` tensor of a decoded ``(H, W, 3)`` RGB ``uint8`` image: the
         resize and crop of :meth:`load` (which decodes a JPEG at reduced scale first where
         ``fast_decode`` allows; an image given already decoded is taken at its full size)."""
+        return self._uint8_pipeline(image=image)["image"]
+
+    def load_bytes(self, data: bytes, name: str = "<bytes>") -> torch.Tensor:
+        """:meth:`load` for encoded image bytes (an upload); ``name`` is shown in errors.
+
+        Raises:
+            ImageTooLargeError: above the decoding pixel limit (nothing decoded).
+            ImageDecodeError: not a readable image.
+        """
+        image = decode_rgb(data, name, self.decode_min_size)[0]
         return self._uint8_pipeline(image=image)["image"]
 
     def batch(self, images: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -8,6 +8,7 @@ them back, and predict image files.
     explain.py    Grad-CAM maps of a bundle's predictions; overlays.py draws and writes them
     classifier.py fgvc.load: a bundle, checkpoint or run as an object that predicts and explains
     finish.py     what a fit ends with (export, Grad-CAM, summary), for fgvc fit and notebooks
+    serve/        fgvc serve: the bundle behind HTTP (LitServe) with a web page
 """
 
 from fgvc.deploy.bundle import Bundle, load
