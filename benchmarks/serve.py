@@ -25,7 +25,6 @@ time over the server's p50 latency.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -37,38 +36,23 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
+from _bundle import export_random_net
 from inference import cpu_name
-
-from fgvc.data.preprocessing import EvalPreprocessing
-from fgvc.deploy.bundle import CONFIG_FILE, ONNX_FILE, WEIGHTS_FILE, describe, save_weights
-from fgvc.deploy.exporters import export_onnx
-from fgvc.models import build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.*
 from tests.serve_helpers import ServerProcess, http, multipart  # noqa: E402
 
 
-def write_bundle(folder: Path, args: argparse.Namespace) -> None:
-    """A bundle as ``fgvc export`` writes it (weights, ONNX, model.json), random weights."""
-    folder.mkdir()
-    torch.manual_seed(0)
-    net = build_model(
+def write_bundle(folder: Path, args: argparse.Namespace) -> Path:
+    """A randomly initialized network of the benchmark's size, exported as a bundle."""
+    return export_random_net(
+        folder,
         arch=args.arch,
         num_classes=args.num_classes,
-        representation="isqrt",
+        image_size=args.image_size,
         reduce_dim=args.reduce_dim,
-        head={"iterations": args.iterations},
-        pretrained=None,
-    ).eval()
-    prep = EvalPreprocessing(args.image_size, "cub")
-    names = [f"class {i:03d}" for i in range(args.num_classes)]
-    config = describe(net.spec, names, prep)
-    save_weights(net, folder / WEIGHTS_FILE)
-    info = export_onnx(net, folder / ONNX_FILE, prep.image_size)
-    config["onnx"] = {"file": ONNX_FILE, **info}
-    config["files"] = {"weights": WEIGHTS_FILE, "onnx": ONNX_FILE}
-    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
+        iterations=args.iterations,
+    )
 
 
 def write_photos(folder: Path, count: int) -> list[Path]:
@@ -134,19 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        write_bundle(root / "bundle", args)
+        bundle = write_bundle(root, args)
         photos = write_photos(root / "photos", args.requests)
         print(f"bundle and {len(photos)} photos written; timing fgvc predict", file=sys.stderr)
         one_shot = statistics.median(
-            fgvc_predict([photos[i]], root / "bundle", root / "one.json")
-            for i in range(args.cli_runs)
+            fgvc_predict([photos[i]], bundle, root / "one.json") for i in range(args.cli_runs)
         )
-        folder_s = fgvc_predict(photos, root / "bundle", root / "all.json")
+        folder_s = fgvc_predict(photos, bundle, root / "all.json")
         folder_ips = len(photos) / folder_s
         # the folder run less one command's start-up, model load and first photo
         steady_ips = (len(photos) - 1) / max(folder_s - one_shot, 1e-9)
         server = ServerProcess(
-            root / "bundle",
+            bundle,
             root,
             "--no-explain",
             "--max-batch-size",

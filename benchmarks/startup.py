@@ -39,24 +39,10 @@ GOAL = 1.5
 def make_bundle(folder: Path) -> tuple[Path, Path]:
     """A tiny trained-looking checkpoint exported as a bundle, and an image; (bundle, image)."""
     import numpy as np
-    import torch
+    from _bundle import export_random_net
     from PIL import Image
 
-    from fgvc.data.preprocessing import EvalPreprocessing
-    from fgvc.deploy.export import export_checkpoint
-    from fgvc.models import build_model
-
-    torch.manual_seed(0)
-    net = build_model("resnet18", num_classes=3, reduce_dim=8, head={"iterations": 3})
-    checkpoint = {  # what fgvc fit saves, as far as export reads it
-        "hyper_parameters": {**net.spec.to_dict(), "class_names": ["a", "b", "c"]},
-        "state_dict": {f"model.{k}": v for k, v in net.state_dict().items()},
-        "DataModule": {"eval_preprocessing": EvalPreprocessing(32, "cub").to_dict()},
-        "epoch": 0,
-        "global_step": 1,
-    }
-    torch.save(checkpoint, folder / "tiny.ckpt")
-    bundle = export_checkpoint(folder / "tiny.ckpt", folder / "bundle")
+    bundle = export_random_net(folder)
     image = folder / "bird.png"
     pixels = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(image)
