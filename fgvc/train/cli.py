@@ -283,11 +283,14 @@ def _optional(callback: Any) -> bool:
     return isinstance(callback, ProgressBar | LearningRateMonitor)
 
 
-def build_cli(args: list[str] | None = None, run: bool = True) -> FGVCCLI:
-    """The LightningCLI (``run=False``: parse and instantiate only, for tests and tools)."""
+def build_cli(
+    args: list[str] | None = None, run: bool = True, cli_class: type[FGVCCLI] = FGVCCLI
+) -> FGVCCLI:
+    """The LightningCLI (``run=False``: parse and instantiate only, for tests and tools;
+    ``cli_class``: a subclass with other subcommands, such as ``fgvc tune``'s)."""
     from fgvc.train.checkpoint_io import AtomicCheckpoints
 
-    return FGVCCLI(
+    return cli_class(
         FGVCClassifier,
         FGVCDataModule,
         subclass_mode_data=True,
