@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -16,6 +17,7 @@ from fgvc.train.lr_finder import (
     TrainSplit,
     check_search,
     find_batch_size,
+    steepest_descent,
     unbiased,
 )
 from fgvc.train.module import FGVCClassifier
@@ -72,6 +74,24 @@ def test_the_corrected_curve_of_a_constant_loss_is_flat(start):
         callback.on_train_batch_end(trainer, None, {"loss": torch.tensor(2.0)}, None, 0)
     assert callback.losses[0] < 1.05 and callback.losses[-1] < 1.99  # Lightning's curve
     assert unbiased(callback.losses, start, BETA) == pytest.approx([2.0] * 60, rel=1e-9)
+
+
+@pytest.mark.parametrize("mode", ["exponential", "linear"])
+def test_the_suggestion_is_the_steepest_descent_on_the_searched_axis(mode):
+    """A loss falling fastest at lr 1e-3 (log mode) / 0.3 (linear mode), with a noise dip
+    early on: the suggestion is the steepest point of the axis the rates are spaced on."""
+    if mode == "exponential":
+        lrs = [10 ** (-7 + 7 * k / 99) for k in range(100)]
+        axis, centre, width, step = [math.log10(lr) for lr in lrs], -3.0, 0.4, 7 / 99
+    else:
+        lrs = [0.01 + k / 99 for k in range(100)]
+        axis, centre, width, step = lrs, 0.3, 0.05, 1 / 99
+    losses = [2.0 - 0.5 * math.tanh((x - centre) / width) for x in axis]
+    losses[14] -= 1e-3  # noise at a tiny rate: a steep slope only against lr itself
+    losses[40] = float("nan")  # a non-finite loss is left out
+    index = steepest_descent(lrs, losses, mode)
+    assert abs(axis[index] - centre) <= step
+    assert steepest_descent(lrs[:12], losses[:12], mode) is None  # too few points
 
 
 @pytest.mark.parametrize("val_split", [0.0, 0.25, None])

@@ -17,6 +17,9 @@ What fgvc adds around them:
   and suggested is the base rate ``model.lr`` scales to. The recipe's scheduler
   (:class:`~fgvc.train.optim.RecipeLR`) is set aside by Lightning during the search and put
   back after it.
+* **Its suggestion on the axis it searched.** The steepest descent of the loss is taken
+  against ``log10(lr)`` in the default exponential mode (:func:`steepest_descent`), and the
+  smoothed curve's bias is corrected first (:func:`unbiased`).
 * **Nothing left behind.** Lightning saves the state it restores as ``.lr_find_*.ckpt``
   (``.scale_batch_size_*.ckpt``) in the trainer's ``default_root_dir``: fgvc points that at
   the tune folder and removes any such file when the search ends, however it ends.
@@ -27,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -154,8 +157,9 @@ class LRSearch:
     """A learning-rate range test and the ``model.lr`` it suggests.
 
     Attributes:
-        lrs, losses: the base rate of each step and the smoothed training loss after it.
-        index: the suggested step (steepest descent of the loss, Lightning's rule).
+        lrs, losses: the base rate of each step and the smoothed training loss after it
+            (bias-corrected, :func:`unbiased`).
+        index: the suggested step (:func:`steepest_descent`).
         found: the suggested base rate at :attr:`global_batch` (``lrs[index]``).
         model_lr: the ``model.lr`` for ``lr_batch_size`` that ``rule`` scales to ``found``.
         global_batch: images per optimizer step during the search.
@@ -179,7 +183,6 @@ class LRSearch:
     max_lr: float
     num_training: int
     mode: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def stopped_early(self) -> bool:
@@ -207,7 +210,8 @@ def find_lr(
     mode: str = "exponential",
     early_stop_threshold: float | None = 4.0,
 ) -> LRSearch:
-    """Run Lightning's learning-rate finder and convert its suggestion (see module doc).
+    """Run Lightning's learning-rate finder, pick the steepest descent of its corrected
+    curve and convert that rate into ``model.lr`` (see the module doc).
 
     Raises:
         FgvcError: the search gave no suggestion (it diverged within a few steps, or every
@@ -228,10 +232,8 @@ def find_lr(
         )
     lrs = [float(x) for x in finder.results.get("lr", [])] if finder else []
     losses = unbiased(finder.results.get("loss", []), start) if finder else []
-    if finder:
-        finder.results["loss"] = losses  # Lightning's rule on the corrected curve
-    found = finder.suggestion() if finder else None
-    if found is None or not math.isfinite(found):
+    index = steepest_descent(lrs, losses, mode)
+    if index is None:
         finite = sum(math.isfinite(x) for x in losses)
         raise FgvcError(
             f"the learning-rate search gave no suggestion: {len(lrs)} steps, {finite} finite "
@@ -243,9 +245,9 @@ def find_lr(
     return LRSearch(
         lrs=lrs,
         losses=losses,
-        index=lrs.index(found),
-        found=float(found),
-        model_lr=unscaled_lr(float(found), hp.lr_batch_size, batch, rule),
+        index=index,
+        found=lrs[index],
+        model_lr=unscaled_lr(lrs[index], hp.lr_batch_size, batch, rule),
         global_batch=batch,
         lr_batch_size=hp.lr_batch_size,
         rule=rule,
@@ -256,6 +258,26 @@ def find_lr(
         num_training=num_training,
         mode=mode,
     )
+
+
+def steepest_descent(
+    lrs: list[float], losses: list[float], mode: str, skip_begin: int = 10, skip_end: int = 1
+) -> int | None:
+    """The step where the loss falls fastest: Lightning's rule (``_LRFinder.suggestion``:
+    the first ``skip_begin`` and last ``skip_end`` steps and non-finite losses left out, the
+    minimum of the gradient), but in ``exponential`` mode the gradient is taken against
+    ``log10(lr)``, the axis the rates are spaced on. Lightning 2.6 takes it against ``lr``
+    itself (Lightning issue #21141, PR #21171), which divides each slope by its rate and so
+    picks nearly the first rate at which the loss dips by noise (1e-7..1 on the demo config:
+    5.9e-7 that way, 3.5e-3 this way; the config trains well at 2e-3). None: under two
+    usable points."""
+    steps = [i for i in range(skip_begin, len(losses) - skip_end) if math.isfinite(losses[i])]
+    if len(steps) < 2:
+        return None
+    axis = [math.log10(lrs[i]) if mode == "exponential" else lrs[i] for i in steps]
+    loss = torch.tensor([losses[i] for i in steps], dtype=torch.float64)
+    slope = torch.gradient(loss, spacing=[torch.tensor(axis, dtype=torch.float64)])[0]
+    return steps[int(torch.argmin(slope))]
 
 
 #: the smoothing of Lightning's finder (``_LRCallback.beta``)

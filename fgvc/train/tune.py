@@ -114,11 +114,14 @@ class TuneTrainer(pl.Trainer):
             model.hparams.freeze_backbone_epochs = 0
         data = TrainSplit(datamodule)
         # enough epochs for the search's steps on a small training set (max_steps stops it)
-        self.fit_loop.max_epochs = max(self.max_epochs or 1, num_training)
+        needed = num_training * self.accumulate_grad_batches
+        self.fit_loop.max_epochs = max(self.max_epochs or 1, needed)
         skipped = batch_finder_skipped(self)
         configured = data.batch_size
         with warnings.catch_warnings(), temporary_checkpoints_in(self, folder):
+            # no validation, on purpose: Lightning's notes about it would read as a fault
             warnings.filterwarnings("ignore", message=".*val_dataloader.*")
+            warnings.filterwarnings("ignore", message="Total length of .* is zero")
             if batch_size_finder is False:
                 batch = BatchSearch(None, configured, configured, "not asked for")
             elif skipped and batch_size_finder is None:
@@ -263,7 +266,7 @@ def write_outputs(folder: Path, search: LRSearch, batch: BatchSearch) -> None:
         for step, (lr, loss) in enumerate(zip(search.lrs, search.losses)):
             rates = [repr(lr * search.multipliers[p]) for p in parts]
             writer.writerow([step, repr(lr), repr(loss), *rates, int(step == search.index)])
-    record = {k: v for k, v in asdict(search).items() if k not in ("lrs", "losses", "extra")}
+    record = {k: v for k, v in asdict(search).items() if k not in ("lrs", "losses")}
     record.update(steps=len(search.lrs), stopped_early=search.stopped_early)
     record["batch_size_finder"] = asdict(batch)
     text = json.dumps(record, indent=2, allow_nan=True)
