@@ -13,6 +13,9 @@ One run, one folder (the CSVLogger's ``<save_dir>/<name>/version_<n>``, never re
         wandb_run_id                 the W&B run a resumed run continues
         run.json                     the command that created the folder (fit, validate, test)
 
+    runs/<name>/tune_<n>/            a learning-rate search (``fgvc tune``): config.yaml,
+        run.json  lr_find.png  lr_find.csv  lr_find.json       never a run to resume
+
 Every file here is written whole (:mod:`fgvc.utils.atomic`: beside its place, fsynced,
 renamed): a kill or a full disk leaves the previous version, never a truncated file, and the
 hidden ``.<name>.tmp-<host>-<pid>-*`` a killed write leaves is never read (not ``*.ckpt``)
@@ -55,6 +58,7 @@ EXPORT = "export"
 EXPLAIN = "explain"
 WANDB_ID = "wandb_run_id"
 RUN_RECORD = "run.json"
+TUNE_PREFIX = "tune_"
 
 
 # --------------------------------------------------------------------- reading checkpoints
@@ -214,7 +218,8 @@ def model_checkpoint_state(checkpoint: Mapping[str, Any]) -> dict[str, Any] | No
 
 # ------------------------------------------------------------------- finding checkpoints
 def _checkpoint_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.glob("*.ckpt") if p.is_file())
+    # hidden ones are temporary: a killed write's, or a learning-rate search's .lr_find_*.ckpt
+    return sorted(p for p in folder.glob("*.ckpt") if p.is_file() and not p.name.startswith("."))
 
 
 def _checkpoint_dir(run: Path) -> Path:
@@ -233,7 +238,7 @@ def find_latest_run(runs_root: str | os.PathLike = RUNS_ROOT) -> Path:
     newest: tuple[float, Path] | None = None
     if root.is_dir():
         for ckpt in root.rglob("*.ckpt"):
-            if not ckpt.is_file():
+            if not ckpt.is_file() or ckpt.name.startswith("."):
                 continue
             run = ckpt.parent.parent if ckpt.parent.name == CHECKPOINTS else ckpt.parent
             mtime = ckpt.stat().st_mtime
@@ -320,6 +325,23 @@ def run_folders(save_dir: str | os.PathLike, name: str) -> list[Path]:
         if version.isdigit() and run.is_dir():
             found.append((int(version), run))
     return [run for _, run in sorted(found)]
+
+
+def claim_tune_folder(save_dir: str | os.PathLike, name: str) -> Path:
+    """Create and return a new ``<save_dir>/<name>/tune_<n>`` (``mkdir`` fails where another
+    search got there first, so searches started together get distinct folders). Its name
+    keeps it out of :func:`run_folders`: ``--ckpt_path last`` never resumes a search."""
+    root = Path(save_dir, name).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    taken = [p.name[len(TUNE_PREFIX) :] for p in root.glob(TUNE_PREFIX + "*")]
+    number = max((int(n) + 1 for n in taken if n.isdigit()), default=0)
+    while True:
+        try:
+            (root / f"{TUNE_PREFIX}{number}").mkdir()
+        except FileExistsError:
+            number += 1
+            continue
+        return root / f"{TUNE_PREFIX}{number}"
 
 
 def run_record(run: Path) -> dict[str, Any]:

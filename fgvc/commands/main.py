@@ -1,6 +1,7 @@
 """The ``fgvc`` command: one entry point, one module per subcommand.
 
     fgvc fit|validate|test --config configs/<x>.yaml [--ckpt_path ...]   training (LightningCLI)
+    fgvc tune --config configs/<x>.yaml [--min_lr ...]                   a learning rate for it
     fgvc data download|check|synth ...                                    datasets
     fgvc export --model <ckpt|run|best> --out DIR [--formats ...]         deployment bundle
     fgvc predict IMAGES_OR_FOLDERS --model <bundle|ckpt|run|best> ...     inference
@@ -25,6 +26,7 @@ USAGE = f"""usage: fgvc <command> [options]
 
 commands:
   fit | validate | test   train / evaluate from a config (fgvc fit --help)
+  tune                    suggest model.lr for a config: learning-rate finder (fgvc tune --help)
   data                    download | check | synth datasets (fgvc data --help)
   export                  checkpoint -> safetensors + ONNX bundle (fgvc export --help)
   predict                 classify image files or folders (fgvc predict --help)
@@ -53,6 +55,7 @@ _MODULES = {
     "export": "fgvc.commands.export",
     "predict": "fgvc.commands.predict",
     "serve": "fgvc.commands.serve",
+    "tune": "fgvc.commands.tune",
 }
 _TRAINING = ("fit", "validate", "test")
 

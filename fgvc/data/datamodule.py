@@ -270,6 +270,21 @@ class FGVCDataModule(pl.LightningDataModule):
         self.val_ids = [source.ids[i] for i in val_idx]
         self._write_split_file()
 
+    def setup_train_only(self) -> ImageDataset:
+        """Set up the training samples ``fit`` trains on (:attr:`train_set`) from the training
+        split alone: the validation images - held out, an official split or, with
+        ``val_split=0``, the test split - are neither read nor set up (``fgvc tune``)."""
+        train_tf, train_size = self._transform(True)
+        source = self.dataset(self._fit_train_split())
+        indices: Any = range(len(source))  # validated on another split: train on all of it
+        if self.val_ids_file is not None:
+            indices, _ = self._indices_from_file(source, self.val_ids_file)
+        elif not self._uses_official_val() and self.val_split != 0:
+            fraction = DEFAULT_VAL_FRACTION if self.val_split is None else self.val_split
+            indices, _ = stratified_split(source.targets, fraction, self.seed)
+        self.train_set = source.subset(indices, train_tf, train_size)
+        return self.train_set
+
     def _whole_val_split(self, warn: bool = True) -> str | None:
         """The split validated on whole (official val, or test for ``val_split=0``), or
         None when validation is carved out of the training split."""

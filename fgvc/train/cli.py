@@ -337,14 +337,20 @@ def resolve_config(args: list[str]) -> dict[str, Any]:
     return config
 
 
-def build_cli(args: list[str] | None = None, run: bool = True, parse_only: bool = False) -> FGVCCLI:
+def build_cli(
+    args: list[str] | None = None,
+    run: bool = True,
+    parse_only: bool = False,
+    cli_class: type[FGVCCLI] = FGVCCLI,
+) -> FGVCCLI:
     """The LightningCLI (``run=False``: parse and instantiate only, for tests and tools;
-    ``parse_only``: parse only, see :func:`resolve_config`)."""
+    ``parse_only``: parse only, see :func:`resolve_config`; ``cli_class``: a subclass with
+    other subcommands, such as ``fgvc tune``'s)."""
     from fgvc.train import quiet
     from fgvc.train.checkpoint_io import AtomicCheckpoints
 
     quiet.install()
-    return (_ParseOnly if parse_only else FGVCCLI)(
+    return (_ParseOnly if parse_only else cli_class)(
         FGVCClassifier,
         FGVCDataModule,
         subclass_mode_data=True,

@@ -5,7 +5,7 @@ arguments (``num_classes`` and ``class_names`` are linked from the DataModule by
 and the optimization recipe.
 
 Parameter groups (each split into decay / no-decay: every norm layer's weights and all biases
-get no weight decay)::
+get no weight decay, unless ``weight_decay_all``)::
 
     backbone     the trunk (stem .. layer4)         lr * lr_mult_backbone
     head         1x1 reduction conv + BN            lr * lr_mult_head
@@ -96,7 +96,10 @@ class FGVCClassifier(pl.LightningModule):
             linear for SGD, sqrt for AdamW; ``"none"``: ``lr`` as it is. The rate used is
             printed at the start of training.
         momentum: SGD momentum.
-        weight_decay: applied to conv and linear weights only.
+        weight_decay: applied to conv and linear weights only (see ``weight_decay_all``).
+        weight_decay_all: apply ``weight_decay`` to every parameter - norm layers, biases,
+            position embeddings too - as the authors' code does (default False: those are
+            not decayed).
         lr_mult_backbone, lr_mult_head, lr_mult_classifier: per-group multipliers of ``lr``.
         scheduler: ``"step"``, ``"cosine"`` or ``"constant"``.
         milestones: epochs at which ``"step"`` multiplies the rate by ``gamma``.
@@ -136,6 +139,7 @@ class FGVCClassifier(pl.LightningModule):
         lr_scaling: Literal["auto", "linear", "sqrt", "none"] = "auto",
         momentum: float = 0.9,
         weight_decay: float = 1e-4,
+        weight_decay_all: bool = False,
         lr_mult_backbone: float = 1.0,
         lr_mult_head: float = 1.0,
         lr_mult_classifier: float = 5.0,
@@ -331,16 +335,21 @@ class FGVCClassifier(pl.LightningModule):
         return self.predict_logits(images, tta=self.hparams.test_tta).softmax(-1)
 
     # ---------------------------------------------------------------- optimizer
-    def parameter_groups(self, lr: float | None = None) -> list[dict[str, Any]]:
-        """Six groups: (backbone, head, classifier) x (decay, no decay), with ``lr_mult``
-        (``lr``: the base rate, ``model.lr`` by default)."""
+    def lr_multipliers(self) -> dict[str, float]:
+        """Each part's multiplier of the base rate (``lr_mult_<part>``)."""
         hp = self.hparams
-        mults = {
+        return {
             "backbone": hp.lr_mult_backbone,
             "head": hp.lr_mult_head,
             "classifier": hp.lr_mult_classifier,
         }
-        return parameter_groups(self.model, hp.lr if lr is None else lr, hp.weight_decay, mults)
+
+    def parameter_groups(self, lr: float | None = None) -> list[dict[str, Any]]:
+        """Six groups: (backbone, head, classifier) x (decay, no decay), with ``lr_mult``
+        (``lr``: the base rate, ``model.lr`` by default)."""
+        hp = self.hparams
+        lr, mults = hp.lr if lr is None else lr, self.lr_multipliers()
+        return parameter_groups(self.model, lr, hp.weight_decay, mults, hp.weight_decay_all)
 
     def global_batch_size(self) -> int | None:
         """Images per optimizer step over all processes, or None when the per-device batch

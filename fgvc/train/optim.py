@@ -38,21 +38,32 @@ def scaled_lr(lr: float, lr_batch_size: int, global_batch: int | None, rule: str
     return lr * (math.sqrt(ratio) if rule == "sqrt" else ratio)
 
 
+def unscaled_lr(found: float, lr_batch_size: int, global_batch: int | None, rule: str) -> float:
+    """The ``model.lr`` that :func:`scaled_lr` turns into ``found`` at ``global_batch``: what
+    a config must hold for a run at that batch to use the rate ``found`` (``fgvc tune``)."""
+    return found / scaled_lr(1.0, lr_batch_size, global_batch, rule)
+
+
 def parameter_groups(
-    net: nn.Module, lr: float, weight_decay: float, mults: Mapping[str, float]
+    net: nn.Module,
+    lr: float,
+    weight_decay: float,
+    mults: Mapping[str, float],
+    decay_all: bool = False,
 ) -> list[dict[str, Any]]:
     """Six groups: (backbone, head, classifier) x (decay, no decay).
 
     Every norm layer's parameters (BatchNorm, GroupNorm, LayerNorm, ... of any trunk or
     head) and all biases get no weight decay, and so do those a trunk's library lists (timm's
     position embeddings and class tokens): :func:`fgvc.models.trunks.norms.
-    no_decay_parameter_names`. Each group's rate is ``lr * mults[part]``, and ``group`` names
-    the part (the schedule gates the backbone).
+    no_decay_parameter_names` - unless ``decay_all``, which decays every parameter as the
+    authors' code does (then there are no no-decay groups). Each group's rate is
+    ``lr * mults[part]``, and ``group`` names the part (the schedule gates the backbone).
     """
     groups = []
     for name in GROUPS:
         module: nn.Module = getattr(net, name)
-        skip = no_decay_parameter_names(module)
+        skip = set() if decay_all else no_decay_parameter_names(module)
         decay, no_decay = [], []
         for pname, param in module.named_parameters():
             if param.requires_grad:
