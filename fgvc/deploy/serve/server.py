@@ -32,7 +32,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.staticfiles import StaticFiles
 
-from fgvc.deploy.bundle import CONFIG_FILE, ONNX_FILE, bundle_file, parse_config, read_config
+from fgvc.deploy.bundle import CONFIG_FILE, bundle_file, parse_config, read_config
+from fgvc.deploy.formats.onnx_fp32 import ONNX_FILE
 from fgvc.deploy.serve.apis import ExplainAPI, PredictAPI
 from fgvc.deploy.serve.uploads import DEFAULT_MAX_BYTES, DEFAULT_TOP_K, SERVED_METHODS, UploadGate
 from fgvc.errors import FgvcError, UsageError
