@@ -207,14 +207,16 @@ def throughput(device: torch.device, tiny: bool, budget: Budget, compiled: bool)
     return {"arch": arch, "image_size": size, "batch": batch, "cells": cells, "skipped": skipped}
 
 
-def _fgvc(*args: str, env: dict[str, str], timeout: float, log: Path) -> tuple[int, str, str]:
+def _fgvc(
+    *args: str, env: dict[str, str], timeout: float, log: Path, cwd: Path = REPO
+) -> tuple[int, str, str]:
     """``python -m fgvc ARGS``: (exit code, stdout, stderr). The output goes through files:
     W&B's service process outlives a fit and would hold a pipe open."""
     out, err = log.with_suffix(".out"), log.with_suffix(".err")
     with open(out, "w") as stdout, open(err, "w") as stderr:
         code = subprocess.run(
             [sys.executable, "-m", "fgvc", *args],
-            cwd=REPO,
+            cwd=cwd,
             env=env,
             stdout=stdout,
             stderr=stderr,
@@ -224,24 +226,26 @@ def _fgvc(*args: str, env: dict[str, str], timeout: float, log: Path) -> tuple[i
 
 
 def _demo_config(out: Path, precision: str, device: torch.device, tiny: bool) -> Path:
-    config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
-    trainer = config["trainer"]
-    trainer.update(
-        accelerator=device.type,
-        precision=precision,
-        max_epochs=1 if tiny else 2,
-        default_root_dir=str(out),
-        enable_progress_bar=False,
-    )
-    for logger in trainer["logger"]:
-        logger["init_args"]["save_dir"] = str(out)
-        logger["init_args"]["name"] = f"demo-{precision}"
-    data = config["data"]["init_args"]
-    data["root"] = str(out / "data")
+    """configs/demo.yaml with this check's settings on top (composed as users compose
+    configs); run from ``out``, so the loggers' ``runs`` folder is ``out/runs``."""
+    config: dict[str, Any] = {
+        "config": [str(REPO / "configs" / "demo.yaml")],
+        "name": f"demo-{precision}",
+        "trainer": {
+            "accelerator": device.type,
+            "precision": precision,
+            "max_epochs": 1 if tiny else 2,
+            "default_root_dir": str(out / "runs"),
+            "enable_progress_bar": False,
+        },
+        "data": {"init_args": {"root": str(out / "data")}},
+    }
     if tiny:
-        data.update(image_size=32, synth_classes=3, synth_train_per_class=8)
-        data.update(synth_test_per_class=2, synth_image_size=40, batch_size=8)
-        config["model"].update(reduce_dim=8, head={"iterations": 3})
+        config["data"]["init_args"].update(
+            image_size=32, synth_classes=3, synth_train_per_class=8, synth_test_per_class=2,
+            synth_image_size=40, batch_size=8,
+        )  # fmt: skip
+        config["model"] = {"reduce_dim": 8, "head": {"iterations": 3}}
     path = out / f"demo-{precision}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -259,13 +263,14 @@ def demo_runs(device: torch.device, tiny: bool, out: Path, budget: Budget) -> di
         if budget.left() < 45:
             runs[precision] = {"skipped": "no time left in the budget"}
             continue
-        shutil.rmtree(out / f"demo-{precision}", ignore_errors=True)  # a rerun's own results
+        # a rerun's own results only
+        shutil.rmtree(out / "runs" / f"demo-{precision}", ignore_errors=True)
         cfg = _demo_config(out, precision, device, tiny)
         code, _, stderr = _fgvc(
             "fit", "--config", str(cfg), env=env, timeout=max(30, budget.left()),
-            log=out / f"fit-{precision}",
+            log=out / f"fit-{precision}", cwd=out,
         )  # fmt: skip
-        run = out / f"demo-{precision}" / "version_0"
+        run = out / "runs" / f"demo-{precision}" / "version_0"
         result: dict[str, Any] = {"exit_code": code}
         if code != 0:
             result["stderr"] = stderr[-2000:]

@@ -14,6 +14,7 @@ from fgvc.commands.data import main
 from fgvc.commands.main import main as fgvc_main
 from fgvc.data import CUB200, FGVCAircraft
 from fgvc.data.download import DatasetSource
+from fgvc.train.cli import resolve_config
 from tests.replicas import make_aircraft, make_cars_folders, make_cub, make_folders
 
 
@@ -212,12 +213,16 @@ def test_fit_on_an_empty_data_folder_downloads_then_trains(
     monkeypatch.setenv("FGVC_CUB_URL", source.url)
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.chdir(tmp_path)
-    config = yaml.safe_load(Path(__file__).resolve().parents[1].joinpath("configs", "cub.yaml")
-                            .read_text())  # fmt: skip
-    assert config["data"]["init_args"]["download"] is True
-    config["trainer"].update(accelerator="cpu", devices=1, precision="32-true", max_epochs=1)
-    config["model"].update(arch="resnet18", reduce_dim=8, head={"iterations": 3}, pretrained=None)
-    config["data"]["init_args"].update(root="empty", image_size=32, batch_size=2, num_workers=0)
+    cub = Path(__file__).resolve().parents[1] / "configs" / "cub.yaml"
+    assert resolve_config(["fit", "--config", str(cub)])["data"]["init_args"]["download"]
+    config = {  # the benchmark config, composed with tiny sizes as a user would
+        "config": [str(cub)],
+        "trainer": {"accelerator": "cpu", "devices": 1, "precision": "32-true", "max_epochs": 1},
+        "model": {"arch": "resnet18", "reduce_dim": 8, "head": {"iterations": 3}},
+        "data": {"init_args": {"root": "empty", "image_size": 32, "batch_size": 2}},
+    }
+    config["model"]["pretrained"] = None
+    config["data"]["init_args"]["num_workers"] = 0
     (tmp_path / "cub.yaml").write_text(yaml.safe_dump(config))
     assert fgvc_main(["fit", "--config", "cub.yaml"]) == 0, capsys.readouterr().err[-2000:]
     assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == ["CUB_200_2011"]

@@ -104,7 +104,8 @@ def test_fit_help_imports_only_what_lightning_does():
 @pytest.mark.slow
 def test_predict_on_an_onnx_bundle_imports_no_training_library(tiny_run, tmp_path):
     """Predicting with an ONNX bundle needs ONNX Runtime, not Lightning, torchvision (the
-    network is not built), timm, the onnx package (export only) or W&B."""
+    network is not built), timm, albumentations (evaluation resizes without it), the onnx
+    package (export only) or W&B."""
     from PIL import Image
 
     from fgvc.deploy.export import export_checkpoint
@@ -117,6 +118,7 @@ def test_predict_on_an_onnx_bundle_imports_no_training_library(tiny_run, tmp_pat
     assert code == 0 and str(image) in stdout
     assert "onnxruntime" in modules
     forbidden = {"pytorch_lightning", "torchvision", "timm", "wandb", "onnx", "matplotlib"}
+    forbidden.add("albumentations")
     assert modules.isdisjoint(forbidden), modules
 
 

@@ -76,7 +76,7 @@ def test_text_files_and_archives_as_checkpoints_are_one_line(workdir, capsys):
     image = workdir / "x.png"
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(image)
     for name, path in foreign_files(workdir / "foreign").items():
-        assert main(["export", "--ckpt", str(path), "--out", str(workdir / "b")]) == 2, name
+        assert main(["export", "--model", str(path), "--out", str(workdir / "b")]) == 2, name
         assert main(["predict", str(image), "--model", str(path)]) == 2, name
         cfg = tiny_config(workdir, pretrained=str(path))
         assert main(["fit", "--config", str(cfg)]) == 2, name

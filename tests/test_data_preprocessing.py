@@ -39,7 +39,7 @@ def test_resize_policies_in_words():
     [
         ({"image_size": "448", "preset": "cub"}, "image_size must be an integer >= 8"),
         ({"image_size": 4, "preset": "cub"}, "image_size must be an integer >= 8"),
-        ({"image_size": 64, "preset": "imagenet"}, "unknown preset"),
+        ({"image_size": 64, "preset": "imagenet-21k"}, "unknown preset"),
         ({"image_size": 64, "preset": "cub", "tta": "yes"}, "tta must be true or false"),
         ({"image_size": 64, "preset": "cub", "std": [0.2, 0.2, 0]}, "std must be 3 numbers"),
         ({"preset": "cub"}, "needs image_size and preset"),
@@ -101,3 +101,18 @@ def test_load_bytes_is_load_of_the_same_file(tmp_path):
         assert prep.load_bytes(path.read_bytes(), path.name).equal(prep.load(path))
     with pytest.raises(ImageDecodeError, match="upload.bin"):
         prep.load_bytes(b"not an image", "upload.bin")
+
+
+@pytest.mark.parametrize("antialias", [False, True])
+@pytest.mark.parametrize("preset", PRESETS)
+def test_prepare_without_albumentations_equals_the_pipeline(preset, antialias):
+    """EvalPreprocessing resizes with the pure function (no albumentations for predict):
+    the very pixels of the albumentations evaluation pipeline, for each preset."""
+    rng = np.random.default_rng(3)
+    prep = EvalPreprocessing(40, preset, antialias=antialias)
+    for shape in ((61, 97, 3), (97, 61, 3), (40, 40, 3), (13, 200, 3)):
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        expected = prep.transform()(image=image)["image"]
+        got = prep.prepare(image)
+        assert got.dtype == torch.uint8 and torch.equal(got, expected), (preset, shape)
+    assert prep.resize == prep.transform().transforms[0].describe()

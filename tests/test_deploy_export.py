@@ -282,7 +282,7 @@ def test_a_pt2_that_disagrees_fails_and_writes_nothing(tiny_run, tmp_path, monke
 
     def shifted(module, device):
         run = real(module, device)
-        return lambda x: run(x) + 2e-5  # over pt2's 1e-5, under ONNX's 1e-3
+        return lambda x: run(x) + 2e-4  # over pt2's 1e-4, under ONNX's 1e-3
 
     monkeypatch.setattr(pt2, "torch_runner", shifted)
     with pytest.raises(ExportError, match=r"pt2 model model.pt2 disagrees with PyTorch"):

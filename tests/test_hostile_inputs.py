@@ -70,7 +70,7 @@ def test_planted_hpc_checkpoints_never_run(workdir, capsys, monkeypatch):
 def test_random_bytes_are_not_called_an_unsafe_pickle(tmp_path, capsys):
     noise = tmp_path / "noise.ckpt"
     noise.write_bytes(np.random.default_rng(0).bytes(4096))
-    assert main(["export", "--ckpt", str(noise), "--out", str(tmp_path / "b")]) == 2
+    assert main(["export", "--model", str(noise), "--out", str(tmp_path / "b")]) == 2
     line = one_error_line(capsys, "fgvc export: error:")
     assert "noise.ckpt: it is not a checkpoint" in line and "weights_only" not in line
 
@@ -226,9 +226,9 @@ def test_read_only_folders_are_one_line_and_left_as_they_were(workdir, tiny_run)
         folder.chmod(0o555)
     try:
         fit = run_unprivileged(workdir, "fit", "--config", str(cfg))
-        into = run_unprivileged(workdir, "export", "--ckpt", str(ckpt), "--out", "locked/new")
+        into = run_unprivileged(workdir, "export", "--model", str(ckpt), "--out", "locked/new")
         force = run_unprivileged(
-            workdir, "export", "--ckpt", str(ckpt), "--out", "locked/old-bundle", "--force"
+            workdir, "export", "--model", str(ckpt), "--out", "locked/old-bundle", "--force"
         )
     finally:
         for folder in (locked / "old-bundle", locked, workdir / "runs"):

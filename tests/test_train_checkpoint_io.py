@@ -90,7 +90,7 @@ def test_fit_on_a_full_disk_stops_in_one_line_and_keeps_whole_checkpoints(workdi
         assert best_checkpoint_in_run(run) == best
         # `fgvc export --ckpt best` takes that one: on the full filesystem, one line ...
         filler = fill(small)
-        args = ["--ckpt", "best", "--runs-root", str(runs), "--formats", "safetensors"]
+        args = ["--model", "best", "--runs-root", str(runs), "--formats", "safetensors"]
         assert main(["export", *args]) == 1
         (err,) = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
         assert err.startswith(f"fgvc export: error: cannot write {run / 'export'}: the ")

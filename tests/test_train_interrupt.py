@@ -72,7 +72,7 @@ def test_weights_gone_bad_at_an_epoch_end_are_never_saved(workdir, capsys):
     checkpoint["state_dict"][key].view(-1)[0] = float("inf")
     torch.save(checkpoint, workdir / "diverged.ckpt")
     out = ["--out", str(workdir / "exported")]
-    assert main(["export", "--ckpt", str(workdir / "diverged.ckpt"), *out]) == 2
+    assert main(["export", "--model", str(workdir / "diverged.ckpt"), *out]) == 2
     (line,) = error_lines(capsys)
     assert "non-finite weights" in line and key.removeprefix("model.") in line
     assert not (workdir / "exported").exists()

@@ -19,12 +19,14 @@ import numpy as np
 import torch
 
 from fgvc.data.io import decode_rgb, read_rgb
+from fgvc.data.resize import describe_resize_crop, resize_crop
 from fgvc.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PRESETS,
     build_transforms,
     decode_min_size,
+    eval_resize,
     normalize_images,
 )
 
@@ -92,9 +94,15 @@ class EvalPreprocessing:
         return decode_min_size(self.preset, False, self.image_size) if self.fast_decode else None
 
     @functools.cached_property
-    def _uint8_pipeline(self) -> Any:
+    def _geometry(self) -> dict[str, Any]:
         # cached_property writes the instance __dict__ directly, which a frozen class allows
-        return self.transform()
+        return eval_resize(self.preset, self.image_size)
+
+    def _to_uint8_tensor(self, image: np.ndarray) -> torch.Tensor:
+        """The evaluation pipeline's resize and crop, without albumentations (a
+        ``predict`` need not import it): the same pixels as :meth:`transform` (tested)."""
+        out = resize_crop(image, **self._geometry, antialias=self.antialias)
+        return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
 
     def load(self, path: str | os.PathLike) -> torch.Tensor:
         """``(3, S, S)`` ``uint8`` tensor of an image file, as evaluation prepares it.
@@ -108,7 +116,7 @@ class EvalPreprocessing:
         """``(3, S, S)`` ``uint8`` tensor of a decoded ``(H, W, 3)`` RGB ``uint8`` image: the
         resize and crop of :meth:`load` (which decodes a JPEG at reduced scale first where
         ``fast_decode`` allows; an image given already decoded is taken at its full size)."""
-        return self._uint8_pipeline(image=image)["image"]
+        return self._to_uint8_tensor(image)
 
     def load_bytes(self, data: bytes, name: str = "<bytes>") -> torch.Tensor:
         """:meth:`load` for encoded image bytes (an upload); ``name`` is shown in errors.
@@ -118,7 +126,7 @@ class EvalPreprocessing:
             ImageDecodeError: not a readable image.
         """
         image = decode_rgb(data, name, self.decode_min_size)[0]
-        return self._uint8_pipeline(image=image)["image"]
+        return self._to_uint8_tensor(image)
 
     def batch(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
         """Stack ``uint8`` images and normalize: ``(N, 3, S, S)`` ``float32``."""
@@ -127,8 +135,11 @@ class EvalPreprocessing:
     # -- description ----------------------------------------------------------------------
     @property
     def resize(self) -> str:
-        """The resize / crop in words, read off the pipeline itself."""
-        return self._uint8_pipeline.transforms[0].describe()
+        """The resize / crop in words."""
+        geometry = self._geometry
+        return describe_resize_crop(
+            geometry.get("size"), geometry.get("shortest_side"), geometry.get("crop")
+        )
 
     @property
     def interpolation(self) -> str:

@@ -79,22 +79,29 @@ def build_transforms(
     from fgvc.data.resize_crop import A, ResizeCrop, ToTensorV2
 
     square = (image_size, image_size)
-    side = numbers.side(image_size)
     steps: list[A.BasicTransform] = []
     if train and numbers.random_resized_crop:
         steps.append(A.RandomResizedCrop(size=square, scale=(0.08, 1.0)))
-    elif numbers.resize == "short_side":
-        steps.append(ResizeCrop(shortest_side=side, crop=square, antialias=antialias))
-    elif side == image_size:  # a square resize to S: nothing to crop
-        steps.append(ResizeCrop(size=square, antialias=antialias))
     else:
-        steps.append(ResizeCrop(size=(side, side), crop=square, antialias=antialias))
+        steps.append(ResizeCrop(**eval_resize(preset, image_size), antialias=antialias))
     if train:
         steps.append(A.HorizontalFlip(p=0.5))
     if normalize:
         steps.append(A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD, max_pixel_value=255.0))
     steps.append(ToTensorV2())
     return A.Compose(steps, seed=seed)
+
+
+def eval_resize(preset: str, image_size: int) -> dict[str, Any]:
+    """The deterministic resize and center crop of ``preset`` as arguments of
+    :func:`fgvc.data.resize.resize_crop` (``size`` or ``shortest_side``, and ``crop``)."""
+    numbers = _check(preset, image_size)
+    square, side = (image_size, image_size), numbers.side(image_size)
+    if numbers.resize == "short_side":
+        return {"shortest_side": side, "crop": square}
+    if side == image_size:  # a square resize to S: nothing to crop
+        return {"size": square}
+    return {"size": (side, side), "crop": square}
 
 
 def decode_min_size(preset: str, train: bool, image_size: int = 448) -> tuple[int, int] | None:
