@@ -18,7 +18,7 @@ import numpy as np
 
 from fgvc.data.base import ImageDataset, resolve_folder
 from fgvc.data.descriptor import DatasetSource, DatasetSpec
-from fgvc.data.matfile import load_mat
+from fgvc.data.matfile import load_mat, mat_integers
 from fgvc.data.presets import Preset
 
 DOGS_FOLDER = "stanford_dogs"
@@ -97,8 +97,8 @@ class StanfordDogs(ImageDataset):
         self.folder = locate_dogs(root)
         # class names from both lists, so that a split lacking a breed keeps the labels
         folders: dict[int, str] = {}
-        for name in ("train", "test"):
-            files, labels, path = self._read_list(name)
+        lists = {name: self._read_list(name) for name in ("train", "test")}
+        for files, labels, path in lists.values():
             for file, label in zip(files, labels):
                 folder = file.split("/", 1)[0]
                 if folders.setdefault(label, folder) != folder:
@@ -110,7 +110,7 @@ class StanfordDogs(ImageDataset):
             missing = sorted(set(range(max(folders) + 1)) - set(folders))
             raise ValueError(f"labels {[m + 1 for m in missing[:5]]} have no image in the lists")
         self.classes = [breed_name(folders[label]) for label in range(len(folders))]
-        files, labels, _ = self._read_list(split)
+        files, labels, _ = lists[split]
         images = self.folder / "Images"
         self.samples = [(str(images / file), label) for file, label in zip(files, labels)]
         self.ids = list(files)
@@ -122,12 +122,11 @@ class StanfordDogs(ImageDataset):
         files = _column(mat, "file_list", path)
         if not all(isinstance(file, str) for file in files):
             raise ValueError(f"{path}: file_list must be a cell of file names")
-        raw = _column(mat, "labels", path)
+        raw = mat_integers(mat, "labels", path)
         if len(raw) != len(files):
             raise ValueError(f"{path}: {len(files)} files but {len(raw)} labels")
         labels = []
-        for file, label in zip(files, raw):
-            value = int(np.asarray(label).ravel()[0])
+        for file, value in zip(files, raw.tolist()):
             if value < 1:
                 raise ValueError(f"{path}: {file} has label {value}; labels are 1-based")
             if "/" not in file or file.startswith("/") or ".." in file.split("/"):

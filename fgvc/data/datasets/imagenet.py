@@ -17,6 +17,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fgvc.data.base import ImageDataset, read_lines
 from fgvc.data.descriptor import DatasetSpec
@@ -181,17 +182,25 @@ class ImageNet(ImageDataset):
                     raise ValueError(f"{mapping} line {number}: expected '<wnid> <words>'")
                 words[wnid] = text.strip() or wnid
             return words
-        meta = _find(self.folder, self.root, _DEVKIT / "meta.mat")
-        if meta is not None:
-            synsets = load_mat(meta, "see `fgvc data download imagenet`").get("synsets")
-            if not isinstance(synsets, list):
-                raise ValueError(f"{meta} has no 'synsets' struct array; is it the devkit's?")
-            return {
-                str(s["WNID"]): str(s["words"])
-                for s in synsets
-                if int(s.get("num_children", 0)) == 0 and 1 <= int(s["ILSVRC2012_ID"]) <= 1000
-            }
-        return {}
+        synsets = self._devkit_synsets()
+        return {
+            str(s["WNID"]): str(s["words"])
+            for s in synsets or []
+            if int(s.get("num_children", 0)) == 0 and 1 <= int(s["ILSVRC2012_ID"]) <= 1000
+        }
+
+    def _devkit_synsets(self) -> list[dict[str, Any]] | None:
+        """The devkit's ``meta.mat`` synsets (read once: names and val labels both use
+        them), ``None`` when there is no devkit."""
+        if not hasattr(self, "_synsets_read"):
+            meta = _find(self.folder, self.root, _DEVKIT / "meta.mat")
+            synsets = None
+            if meta is not None:
+                synsets = load_mat(meta, "see `fgvc data download imagenet`").get("synsets")
+                if not isinstance(synsets, list):
+                    raise ValueError(f"{meta} has no 'synsets' struct array; is it the devkit's?")
+            self._synsets_read = synsets
+        return self._synsets_read
 
     def _wnids(self, words: dict[str, str]) -> list[str]:
         train = self.folder / "train"
@@ -227,15 +236,14 @@ class ImageNet(ImageDataset):
                     f"{solution}: expected columns ImageId,PredictionString with a wnid first"
                 ) from None
         truth = _find(self.folder, self.root, _DEVKIT / "ILSVRC2012_validation_ground_truth.txt")
-        meta = _find(self.folder, self.root, _DEVKIT / "meta.mat")
-        if truth is None or meta is None:
+        synsets = self._devkit_synsets()
+        if truth is None or synsets is None:
             raise FileNotFoundError(
                 f"{self.folder / 'val'} is flat and neither LOC_val_solution.csv nor the devkit "
                 f"(ILSVRC2012_devkit_t12/data/ground truth + meta.mat) was found; unpack "
                 f"ILSVRC2012_devkit_t12.tar.gz into {self.folder}"
             )
         self._val_source = truth
-        synsets = load_mat(meta, "see `fgvc data download imagenet`").get("synsets") or []
         wnid_of = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets}
         labels = {}
         for number, line in enumerate(read_lines(truth), start=1):
