@@ -173,3 +173,15 @@ class AwaitSignal(StopRecorder):
         (self.record / "ready").touch()
         while stop.requested is None:  # the handler runs between these sleeps
             time.sleep(0.01)
+
+
+class SaveStartingWeights(pl.Callback):
+    """Saves the network's state dict as training starts (before any step): the weights a
+    fine-tune started from."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        state = {k: v.detach().clone().cpu() for k, v in pl_module.model.state_dict().items()}
+        torch.save(state, self.path)

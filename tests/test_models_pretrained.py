@@ -30,7 +30,7 @@ from fgvc.models import (
     read_checkpoint,
 )
 from fgvc.models.authors import AUTHORS_REPO
-from fgvc.models.pretrained import load_pretrained
+from fgvc.models.pretrained import PretrainedFile, load_pretrained
 from fgvc.utils.download import DownloadError
 from tests.cli_helpers import CodePayload
 
@@ -418,6 +418,96 @@ def test_own_checkpoint_for_the_other_representation_is_refused(tmp_path):
     torch.save(_trained_model().state_dict(), tmp_path / "isqrt.pth")
     with pytest.raises(CheckpointError, match=r"unexpected keys .*head\.conv\.weight"):
         build_model("resnet18", 5, "gap", pretrained=tmp_path / "isqrt.pth")
+
+
+# ---------------------------------------------------------------------------------------------
+# a file of fgvc's own runs with its recorded network (PretrainedFile): whole, trunk, refused
+
+
+def _recorded(tmp_path, model, nan_at=None):
+    """``model``'s weights as a bundle's safetensors, with the spec its bundle records."""
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    if nan_at is not None:
+        state[nan_at].view(-1)[0] = float("nan")
+    path = tmp_path / "model.safetensors"
+    safetensors.torch.save_file(state, str(path))
+    return PretrainedFile(path, model.spec, "export", given=str(tmp_path)), state
+
+
+def test_recorded_same_network_loads_whole(tmp_path):
+    source, state = _recorded(tmp_path, _trained_model())
+    loaded = _small_model(num_classes=5, pretrained=source)
+    assert loaded.state_dict().keys() == state.keys()
+    assert all(torch.equal(v, state[k]) for k, v in loaded.state_dict().items())
+    assert loaded.pretrained_record.to_dict() == {
+        "source": "export",
+        "file": str(source.path),
+        "sha256": None,
+        "given": str(tmp_path),
+    }
+
+
+def test_recorded_other_class_count_keeps_all_but_the_classifier(tmp_path, caplog):
+    source, state = _recorded(tmp_path, _trained_model())
+    with caplog.at_level(logging.WARNING, logger="fgvc.models"):
+        loaded = _small_model(num_classes=7, pretrained=source)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "5 classes, the model 7" in line and str(source.path) in line
+    own = loaded.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in state.items() if not k.startswith("classifier"))
+    weight = loaded.classifier.weight
+    assert weight.shape == (7, 136) and weight.abs().max() <= 1 / math.sqrt(136)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "differs"),
+    [
+        ({"representation": "gap", "reduce_dim": None}, "representation 'isqrt' (now 'gap')"),
+        ({"reduce_dim": 8}, "reduce_dim 16 (now 8)"),
+        ({"head": {"iterations": 3}}, "head {'iterations': 5} (now {'iterations': 3})"),
+    ],
+)
+def test_recorded_other_head_loads_the_trunk_alone(tmp_path, caplog, kwargs, differs):
+    source, state = _recorded(tmp_path, _trained_model())
+    torch.manual_seed(11)
+    fresh = _small_model(num_classes=5, **kwargs)
+    torch.manual_seed(11)  # the same draws: head and classifier must stay these fresh ones
+    with caplog.at_level(logging.WARNING, logger="fgvc.models"):
+        loaded = _small_model(num_classes=5, pretrained=source, **kwargs)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "trunk only" in line and differs in line and str(source.path) in line
+    for key, value in loaded.state_dict().items():
+        truth = state[key] if key.startswith("backbone.") else fresh.state_dict()[key]
+        assert torch.equal(value, truth), key
+    assert loaded.pretrained_record.loaded == "trunk"
+
+
+def test_recorded_other_trunk_is_refused_before_any_read(tmp_path):
+    spec = _trained_model().spec
+    missing = tmp_path / "never-read.safetensors"  # absent: a read would fail otherwise
+    source = PretrainedFile(missing, dataclasses.replace(spec, arch="resnet34"), "run", "runs/x")
+    with pytest.raises(CheckpointError) as info:
+        _small_model(num_classes=5, pretrained=source)
+    message = str(info.value)
+    assert "\n" not in message and str(missing) in message and "runs/x" in message
+    assert "holds a resnet34 network" in message and "the config builds resnet18" in message
+
+
+@pytest.mark.parametrize("key", ["backbone.layer1.0.conv1.weight", "head.bn.running_var"])
+@pytest.mark.parametrize("trunk_only", [False, True])
+def test_recorded_non_finite_weights_are_refused(tmp_path, key, trunk_only):
+    source, _ = _recorded(tmp_path, _trained_model(), nan_at=key)
+    kwargs = {"reduce_dim": 8} if trunk_only else {}
+    if trunk_only and key.startswith("head."):  # a head that is not loaded does not matter
+        assert _small_model(num_classes=5, pretrained=source, **kwargs) is not None
+        return
+    with pytest.raises(CheckpointError, match=r"non-finite weights .*" + key.replace(".", r"\.")):
+        _small_model(num_classes=5, pretrained=source, **kwargs)
+
+
+def test_a_folder_is_refused_by_build_model(tmp_path):
+    with pytest.raises(CheckpointError, match="is a folder; build_model takes a weights file"):
+        _small_model(pretrained=tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------

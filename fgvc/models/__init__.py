@@ -14,7 +14,12 @@ from fgvc.models.heads import (
     MPNCovHead,
 )
 from fgvc.models.net import FGVCNet
-from fgvc.models.pretrained import NAMED_SOURCES, convert_authors_state_dict, load_pretrained
+from fgvc.models.pretrained import (
+    NAMED_SOURCES,
+    PretrainedFile,
+    convert_authors_state_dict,
+    load_pretrained,
+)
 from fgvc.models.spec import NetSpec
 from fgvc.models.trunks import ARCHS, TRUNKS, ResNetTrunk, TrunkEntry, trunk_entry
 
@@ -35,6 +40,7 @@ __all__ = [
     "HeadEntry",
     "MPNCovHead",
     "NetSpec",
+    "PretrainedFile",
     "ResNetTrunk",
     "TrunkEntry",
     "build_model",

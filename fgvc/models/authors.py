@@ -78,14 +78,29 @@ class AuthorsCheckpoint:
 
 @dataclass(frozen=True)
 class WeightsRecord:
-    """Where a network's starting weights came from (written into ``run.json``)."""
+    """Where a network's starting weights came from (written into ``run.json``).
+
+    Attributes:
+        source: how the file was found: ``mirror``, ``cache``, ``authors-http``,
+            ``google-drive``, ``file``, or for fgvc's own runs ``run`` (a run folder's best
+            checkpoint), ``checkpoint`` (a checkpoint of ``fgvc fit``), ``export`` (an export
+            bundle's weights).
+        file: the file read.
+        sha256: its checksum, where one was checked.
+        given: what ``pretrained`` said, when it named something else than ``file`` (a run
+            or export folder).
+        loaded: ``"trunk"`` when only the trunk was taken (another head), else absent.
+    """
 
     source: str
     file: str
     sha256: str | None = None
+    given: str | None = None
+    loaded: str | None = None
 
     def to_dict(self) -> dict[str, str | None]:
-        return asdict(self)
+        optional = ("given", "loaded")  # absent rather than null: older records lack them
+        return {k: v for k, v in asdict(self).items() if k not in optional or v is not None}
 
 
 def _authors(filename: str, drive_id: str, baidu: str, size_mb: float) -> AuthorsCheckpoint:

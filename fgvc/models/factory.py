@@ -8,7 +8,7 @@ from typing import Any
 
 from fgvc.models.heads import AUTO, head_entry
 from fgvc.models.net import FGVCNet
-from fgvc.models.pretrained import check_source, load_pretrained
+from fgvc.models.pretrained import PretrainedFile, check_source, load_pretrained
 from fgvc.models.spec import NetSpec
 from fgvc.models.trunks import trunk_entry
 
@@ -19,7 +19,7 @@ def build_model(
     representation: str | None = None,
     reduce_dim: int | str | None = AUTO,
     head: Mapping[str, Any] | None = None,
-    pretrained: str | os.PathLike | None = None,
+    pretrained: str | os.PathLike | PretrainedFile | None = None,
     last_stride: int | None = None,
     progress: bool = True,
 ) -> FGVCNet:
@@ -43,7 +43,9 @@ def build_model(
         pretrained: None (fresh: the library's init for the backbone, the authors' for the
             head, nn.Linear's default for the classifier), ``"imagenet"`` (the trunk's
             default ImageNet weights), ``"imagenet:<weights name or file>"``,
-            ``"isqrt-imagenet"`` or a checkpoint path; see :mod:`fgvc.models.pretrained`.
+            ``"isqrt-imagenet"``, a checkpoint path or a :class:`PretrainedFile` (a file of
+            fgvc's runs with its recorded network: ``fgvc fit`` resolves run and export
+            folders to one); see :mod:`fgvc.models.pretrained`.
         last_stride: stride of the trunk's last stage (layer4 for ResNet), 1 or 2; default 1
             for the second-order heads (the authors' choice: 448 px -> 28 x 28 map, more
             samples), 2 for ``"gap"``, where the trunk accepts it.
