@@ -23,6 +23,7 @@ from fgvc.train.pretrained import resolve_pretrained
 from tests.replicas import make_cub
 from tests.test_commands_train import REPO, workdir  # noqa: F401 - the fixture
 from tests.test_data_datasets_imagenet import WNIDS, make_imagenet
+from tests.tiny import CLASS_NAMES
 
 # ---------------------------------------------------------------------------------------------
 # resolution rules
@@ -131,6 +132,27 @@ def test_a_gap_run_gives_an_isqrt_fine_tune_its_trunk_alone(tmp_path, caplog):
     assert "representation 'gap' (now 'isqrt')" in line
     record = loaded.pretrained_record.to_dict()
     assert record["loaded"] == "trunk" and record["given"] == str(run)
+
+
+def test_a_classifier_for_other_classes_of_the_same_count_is_fresh(tiny_run):
+    _, module, best, run = tiny_run
+    truth = module.model.state_dict()
+    spec = {"arch": "resnet18", "num_classes": 3, "reduce_dim": 8, "head": {"iterations": 3}}
+    same = FGVCClassifier(**spec, class_names=CLASS_NAMES, pretrained=str(run)).model
+    assert all(torch.equal(v, truth[k]) for k, v in same.state_dict().items())
+    other = ["Laysan albatross", *CLASS_NAMES[1:]]  # one class is another bird
+    with pytest.warns(UserWarning) as warned:
+        net = FGVCClassifier(**spec, class_names=other, pretrained=str(run)).model
+    (line,) = [str(w.message) for w in warned if "classifier" in str(w.message)]
+    assert str(best) in line and "1 of 3 class names differ" in line
+    assert "'Black-footed albatross' -> 'Laysan albatross'" in line
+    for key, value in net.state_dict().items():
+        if key.startswith("classifier."):
+            assert not torch.equal(value, truth[key]), key
+        else:
+            assert torch.equal(value, truth[key]), key
+    assert net.classifier.weight.abs().max() <= 1 / math.sqrt(net.classifier.in_features)
+    assert net.pretrained_record.loaded == "all but the classifier"
 
 
 @pytest.mark.parametrize("kind", ["run", "export"])

@@ -89,7 +89,9 @@ class WeightsRecord:
         sha256: its checksum, where one was checked.
         given: what ``pretrained`` said, when it named something else than ``file`` (a run
             or export folder).
-        loaded: ``"trunk"`` when only the trunk was taken (another head), else absent.
+        loaded: ``"trunk"`` when only the trunk was taken (another head), ``"all but the
+            classifier"`` when a classifier for other classes of the same count was reset
+            (:func:`fgvc.train.pretrained.build_network`), else absent.
     """
 
     source: str

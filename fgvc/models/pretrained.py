@@ -72,6 +72,7 @@ class PretrainedFile:
             ``checkpoint`` or ``export``.
         given: what ``pretrained`` said, when it named a folder rather than ``path``.
         found: how ``path`` was chosen, in words (for the log line).
+        class_names: the classes of its classifier, in label order, where recorded.
     """
 
     path: Path
@@ -79,6 +80,7 @@ class PretrainedFile:
     source: str = "checkpoint"
     given: str | None = None
     found: str = ""
+    class_names: tuple[str, ...] | None = None
 
 
 def head_differences(recorded: NetSpec, model: NetSpec) -> list[str]:

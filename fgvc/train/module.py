@@ -34,10 +34,10 @@ from torchmetrics import MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from fgvc.data.transforms import hflip_tta
-from fgvc.models import REPRESENTATIONS, NetSpec, build_model
+from fgvc.models import REPRESENTATIONS, NetSpec
 from fgvc.train.losses import Loss, class_offsets, imbalance_loss, training_class_counts
 from fgvc.train.optim import RecipeLR, Schedule, check_recipe, lr_rule, parameter_groups, scaled_lr
-from fgvc.train.pretrained import resolve_pretrained
+from fgvc.train.pretrained import build_network
 from fgvc.train.progress import epoch_label
 
 #: The CLI's choices for ``model.representation``: the head table's names.
@@ -87,7 +87,8 @@ class FGVCClassifier(pl.LightningModule):
             weights file: ``imagenet:<choice>``), ``"isqrt-imagenet"``, a checkpoint path,
             or one of fgvc's runs: a run folder (its best checkpoint), an export folder or
             its ``model.safetensors`` (:mod:`fgvc.train.pretrained`: the whole network when
-            the head is the same, else the trunk alone; another trunk is refused).
+            the head is the same, the classifier fresh for other classes; else the trunk
+            alone; another trunk is refused).
         last_stride: stride of the trunk's last stage (layer4 for ResNet; default: 1 for the
             second-order heads, 2 for gap, where the trunk accepts it).
         optimizer: ``"sgd"`` (momentum, the authors') or ``"adamw"``.
@@ -169,7 +170,7 @@ class FGVCClassifier(pl.LightningModule):
         self.save_hyperparameters()
         check_recipe(self.hparams)
         spec = NetSpec(arch, num_classes, representation, reduce_dim, head, last_stride)
-        self.model = build_model(spec, pretrained=resolve_pretrained(pretrained))
+        self.model = build_network(spec, pretrained, class_names)
         self.class_names = (
             list(class_names) if class_names else [str(i) for i in range(num_classes)]
         )

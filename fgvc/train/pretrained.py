@@ -12,7 +12,10 @@ weights file (``files.weights`` of its ``model.json``, :mod:`fgvc.bundle_config`
 with the network its run or bundle recorded, as a
 :class:`~fgvc.models.pretrained.PretrainedFile` that :func:`fgvc.models.load_pretrained`
 compares with the config's network before reading a tensor (another trunk: refused; another
-head: the trunk alone). ``imagenet``, ``isqrt-imagenet`` and other files pass unchanged.
+head: the trunk alone; another class count: a fresh classifier). :func:`build_network` also
+gives a fresh classifier where the count is the same but the classes are not (the recorded
+class names differ from the data's). ``imagenet``, ``isqrt-imagenet`` and other files pass
+unchanged.
 
 Resolution happens here, where ``pretrained`` is consumed, because run folders and bundles
 are known above :mod:`fgvc.models`, which must not import them.
@@ -20,10 +23,11 @@ are known above :mod:`fgvc.models`, which must not import them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from fgvc.bundle_config import (
     CONFIG_FILE,
@@ -34,12 +38,53 @@ from fgvc.bundle_config import (
     read_config,
 )
 from fgvc.errors import CheckpointError, FgvcError
+from fgvc.models import FGVCNet, NetSpec, build_model
 from fgvc.models.pretrained import PretrainedFile
 from fgvc.models.trunks import parse_imagenet
 from fgvc.runs import read_fit_checkpoint, resolve_checkpoint, run_of_checkpoint
 
 #: The suffix of the checkpoints ``fgvc fit`` writes (only these are read for their record).
 CHECKPOINT_SUFFIX = ".ckpt"
+
+#: Class names shown when a run's classifier is for other classes.
+_SHOWN = 2
+
+
+def build_network(
+    spec: NetSpec, pretrained: str | os.PathLike | None, class_names: list[str] | None = None
+) -> FGVCNet:
+    """:func:`fgvc.models.build_model` with ``pretrained`` resolved (:func:`resolve_pretrained`).
+
+    A classifier loaded whole for as many classes as the run had, but other ones (its class
+    names differ from ``class_names``), is freshly initialized with one log line: its rows
+    would score the run's classes under the new labels.
+    """
+    source = resolve_pretrained(pretrained)
+    net = build_model(spec, pretrained=source)
+    if isinstance(source, PretrainedFile) and class_names is not None:
+        _fresh_classifier_for_other_classes(net, source, list(class_names))
+    return net
+
+
+def _fresh_classifier_for_other_classes(
+    net: FGVCNet, source: PretrainedFile, class_names: list[str]
+) -> None:
+    recorded = list(source.class_names or ())
+    record = net.pretrained_record
+    if getattr(record, "loaded", None) == "trunk" or len(recorded) != len(class_names):
+        return  # the classifier is fresh already
+    other = [(old, new) for old, new in zip(recorded, class_names, strict=True) if old != new]
+    if not other:
+        return
+    net.classifier.reset_parameters()
+    net.pretrained_record = dataclasses.replace(record, loaded="all but the classifier")
+    shown = ", ".join(f"{old!r} -> {new!r}" for old, new in other[:_SHOWN])
+    more = f" and {len(other) - _SHOWN} more" if len(other) > _SHOWN else ""
+    rank_zero_warn(
+        f"{source.path}: its classifier is for other classes ({len(other)} of "
+        f"{len(class_names)} class names differ: {shown}{more}): classifier freshly "
+        f"initialized, all other weights loaded"
+    )
 
 
 def resolve_pretrained(
@@ -82,7 +127,13 @@ def _resolve(path: Path, source: str | os.PathLike) -> str | os.PathLike | Pretr
             ckpt = read_fit_checkpoint(path)
         except CheckpointError:  # not one of fgvc fit's: read as any other file is
             return source
-        return PretrainedFile(path, ckpt.spec, "checkpoint", found="a checkpoint of fgvc fit")
+        return PretrainedFile(
+            path,
+            ckpt.spec,
+            "checkpoint",
+            found="a checkpoint of fgvc fit",
+            class_names=tuple(ckpt.class_names),
+        )
     return source
 
 
@@ -90,7 +141,7 @@ def _bundle_weights(
     folder: Path, given: str | os.PathLike, config: dict | None = None
 ) -> PretrainedFile:
     config = read_config(folder) if config is None else config
-    spec, _, _ = parse_config(config, folder / CONFIG_FILE)
+    spec, names, _ = parse_config(config, folder / CONFIG_FILE)
     weights = bundle_file(folder, config, "weights", WEIGHTS_FILE)
     if not weights.is_file():
         raise CheckpointError(
@@ -98,19 +149,13 @@ def _bundle_weights(
             f"again (fgvc export <run folder>) or give its run folder"
         )
     given = None if Path(given).expanduser().name == weights.name else str(given)
-    return PretrainedFile(
-        weights, spec, "export", given=given, found=f"the weights of the export bundle {folder}"
-    )
+    found = f"the weights of the export bundle {folder}"
+    return PretrainedFile(weights, spec, "export", given, found, tuple(names))
 
 
 def _run_checkpoint(folder: Path, given: str | os.PathLike) -> PretrainedFile:
     ckpt = resolve_checkpoint(folder)
-    spec = read_fit_checkpoint(ckpt).spec
+    fit = read_fit_checkpoint(ckpt)
     run = run_of_checkpoint(ckpt) or ckpt.parent
-    return PretrainedFile(
-        ckpt,
-        spec,
-        "run",
-        given=str(given),
-        found=f"the best checkpoint of the run folder {run}, as fgvc export picks it",
-    )
+    found = f"the best checkpoint of the run folder {run}, as fgvc export picks it"
+    return PretrainedFile(ckpt, fit.spec, "run", str(given), found, tuple(fit.class_names))
