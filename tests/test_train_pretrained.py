@@ -246,3 +246,28 @@ def test_an_imagenet_run_fine_tunes_on_cub_from_its_run_folder_and_export(workdi
     assert "holds a resnet18 network" in last and "builds resnet34" in last and str(best) in last
     assert not Path("wrong-arch").exists()  # the fit never started: no starting weights
     assert not [p for p in Path("wrong-arch-runs").rglob("*") if p.is_file()]  # nor a run
+
+
+@pytest.mark.slow
+def test_the_gap_imagenet_run_gives_an_isqrt_fine_tune_its_trunk(workdir, caplog):  # noqa: F811
+    make_imagenet(workdir / "data" / "imagenet")
+    make_cub(workdir / "data" / "cub")
+    gap = str(REPO / "configs" / "imagenet_gap_r50.yaml")
+    args = ["fit", "--config", gap, *TINY, "--trainer.default_root_dir=runs"]
+    args += ["--model.reduce_dim=null", "--trainer.limit_train_batches=1"]
+    assert main([*args, "--model.milestones=[1]", "--data.init_args.root=data/imagenet"]) == 0
+    run = Path("runs/imagenet_gap_r50/version_0")
+    (best,) = (run / "checkpoints").glob("best-*.ckpt")
+    raw = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    assert not any(k.startswith("model.head.") for k in raw)  # GAP: no head weights
+    caplog.clear()
+    assert _fine_tune(run, "from-gap") == 0  # cub.yaml: iSQRT-COV, d=8 here
+    start = torch.load("from-gap", weights_only=True)
+    trunk = [k for k in start if k.startswith("backbone.")]
+    assert trunk and all(torch.equal(start[k], raw[f"model.{k}"]) for k in trunk)
+    assert start["head.conv.weight"].shape[0] == 8  # a fresh head and classifier
+    said = [r.getMessage() for r in caplog.records if "trunk only" in r.getMessage()]
+    assert len(said) == 1 and "representation 'gap' (now 'isqrt')" in said[0]
+    (fine_run,) = Path("from-gap-runs").glob("cub/version_0")
+    record = json.loads((fine_run / "run.json").read_text())["pretrained"]
+    assert (record["source"], record["loaded"]) == ("run", "trunk")
