@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import torch
 
+from fgvc.bundle_config import is_bundle
 from fgvc.data.preprocessing import EvalPreprocessing
 from fgvc.data.transforms import hflip_tta
 from fgvc.deploy.bundle import CONFIG_FILE, bundle_file, load, parse_config, read_config
@@ -199,7 +200,7 @@ def load_predictor(
         raise UsageError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     device = _device(device)
     path = Path(source).expanduser()
-    if path.is_dir() and (path / CONFIG_FILE).is_file():
+    if is_bundle(path):
         config = read_config(path)
         fmt, file = bundle_format(path, config, backend)
         if fmt is WEIGHTS:  # the network itself (gradients, .net for explain)
