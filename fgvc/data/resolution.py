@@ -101,7 +101,8 @@ class ProgressiveResize:
         missing = [n for n in names if n not in value and n != "multiple"]
         if unknown or missing:
             what = f"unknown key(s) {unknown}" if unknown else f"missing key(s) {missing}"
-            raise ValueError(f"{OPTION}: {what}; it takes {', '.join(names)} (multiple: 32)")
+            takes = f"{', '.join(names[:-1])} and {names[-1]} (default 32)"
+            raise ValueError(f"{OPTION}: {what}; it takes {takes}")
         return cls(**dict(value))
 
     @property
