@@ -248,6 +248,14 @@ class FGVCClassifier(pl.LightningModule):
         return loss
 
     def on_train_start(self) -> None:
+        loop = self.trainer.fit_loop
+        fetcher = getattr(loop, "_data_fetcher", None)
+        if loop.is_resuming and fetcher is not None:
+            # configure_optimizers' estimated_stepping_batches made Lightning start the training
+            # iterator before the checkpoint's epoch was restored, and workers prefetched epoch
+            # 0's samples (order, augmentation seeds, progressive image size; Lightning #20550,
+            # #21960): start it again, now that the epoch is the resumed one
+            iter(fetcher)
         scheduler = self.lr_schedulers()
         resumed = getattr(scheduler, "resumed_from", None)
         if resumed is None:
