@@ -12,6 +12,7 @@ import yaml
 
 from fgvc.commands.main import main
 from fgvc.data.resolution import ProgressiveResize
+from fgvc.train.module import FGVCClassifier
 from tests.test_commands_train import REPO, workdir  # noqa: F401 - the fixture
 from tests.test_data_datasets_imagenet import make_imagenet
 from tests.test_data_resolution import FFCV_RN50
@@ -114,6 +115,13 @@ def test_fast_recipe_is_ffcvs(name, capsys):
     assert (ramp["start_size"], ramp["end_size"], ramp.get("multiple", 32)) == (160, 192, 32)
     assert (data["image_size"], data["preset"], data["val_split"]) == (256, "imagenet", None)
     assert model["representation"] == ("gap" if "gap" in name else "isqrt")
+    # the network and the data the config describes can be built (1,000 classes linked)
+    built = FGVCClassifier(**{**model, "num_classes": 1000})
+    assert (
+        built.hparams.scheduler == "triangular"
+        and built.spec.representation == (model["representation"])
+    )
+    assert ProgressiveResize.from_config(ramp).size(epochs - 1) == 192
 
 
 class SidesAndRates(pl.Callback):
