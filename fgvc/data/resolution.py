@@ -174,6 +174,7 @@ class EpochSizedTransform:
         self.schedule = schedule
         self.build = build
         self.epoch = 0
+        self.pinned: int | None = None
         self._seed: int | None = None
         self._pipelines: dict[int, Any] = {}
 
@@ -205,14 +206,20 @@ class EpochSizedTransform:
         """The epoch of the next samples."""
         self.epoch = int(epoch)
 
+    def pin(self, side: int | None) -> None:
+        """Make every sample ``side`` whatever the epoch (``None``: follow the epoch again).
+        ``fgvc tune`` searches at the schedule's largest side: a batch that fits it fits
+        every epoch."""
+        self.pinned = side
+
     def set_random_seed(self, seed: int) -> None:
         """Seed of the next sample's augmentation (applied to the pipeline it uses)."""
         self._seed = seed
 
     @property
     def image_size(self) -> int:
-        """The side of the current epoch."""
-        return self.schedule.size(self.epoch)
+        """The side of the current epoch (or the pinned one)."""
+        return self.schedule.size(self.epoch) if self.pinned is None else self.pinned
 
     def pipeline(self, side: int | None = None) -> Any:
         """The pipeline that makes ``side`` (default: the current epoch's)."""
