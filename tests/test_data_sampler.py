@@ -20,8 +20,15 @@ SIZE = 16
 SEED = 5
 
 
+def pairs(sampler, epoch: int) -> list[tuple[int, int]]:
+    """The sampler's ``(index, sample_seed)`` pairs; each sample also carries its epoch."""
+    keys = list(sampler)
+    assert all(len(key) == 3 and key[2] == epoch for key in keys)
+    return [(index, seed) for index, seed, _ in keys]
+
+
 def draw(length: int, seed: int, epoch: int) -> list[tuple[int, int]]:
-    return list(EpochSeededSampler(length, seed, lambda: epoch))
+    return pairs(EpochSeededSampler(length, seed, lambda: epoch), epoch)
 
 
 # -- the sampler ---------------------------------------------------------------------------
@@ -50,12 +57,12 @@ def test_another_epoch_or_seed_gives_another_order_and_other_seeds(other):
 def test_the_epoch_is_read_when_iteration_starts():
     epoch = [0]
     sampler = EpochSeededSampler(20, 1, lambda: epoch[0])
-    at_zero = list(sampler)
+    at_zero = pairs(sampler, 0)
     epoch[0] = 1
     sampler.set_epoch(7)  # Lightning's call changes nothing: epoch_fn decides
-    assert list(sampler) == draw(20, 1, 1) != at_zero
+    assert pairs(sampler, 1) == draw(20, 1, 1) != at_zero
     epoch[0] = 0
-    assert list(sampler) == at_zero
+    assert pairs(sampler, 0) == at_zero
 
 
 # -- the training loader -------------------------------------------------------------------
@@ -157,7 +164,9 @@ def test_every_training_shard_is_full_even_with_fewer_images_than_processes():
     from fgvc.data.sampler import EpochSeededSampler
 
     for length, world in ((1, 4), (3, 8), (10, 4)):
-        shards = [list(EpochSeededSampler(length, 0, lambda: 0, r, world)) for r in range(world)]
+        shards = [
+            pairs(EpochSeededSampler(length, 0, lambda: 0, r, world), 0) for r in range(world)
+        ]
         assert all(len(shard) == len(shards[0]) == -(-length // world) for shard in shards)
         seen = {index for shard in shards for index, _ in shard}
         assert seen == set(range(length))  # every image is in some shard
@@ -170,7 +179,7 @@ LONG_TAIL = [LONG_TAIL[(7 * i) % len(LONG_TAIL)] for i in range(len(LONG_TAIL))]
 
 
 def balanced(targets, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list:
-    return list(ClassBalancedSampler(targets, seed, lambda: epoch, rank, world))
+    return pairs(ClassBalancedSampler(targets, seed, lambda: epoch, rank, world), epoch)
 
 
 def test_balanced_draw_is_fixed_by_seed_and_epoch():
@@ -233,10 +242,12 @@ def test_balanced_shards_are_balanced_within_a_hypergeometric_bound():
             sd = math.sqrt(shard_size * p * (1 - p) * (n_total - shard_size) / (n_total - 1))
             assert abs(counts[c] - shard_size * p) <= 4.5 * sd, (rank, c, counts[c])
     # against the 15:1 imbalance a uniform shard would show
-    uniform = Counter(
-        targets[i] for i, _ in list(EpochSeededSampler(n_total, 11, lambda: 0, 0, world))
-    )
+    uniform = Counter(targets[i] for i, _ in draw_shard(n_total, 11, world))
     assert uniform[0] > 10 * uniform[1]
+
+
+def draw_shard(length: int, seed: int, world: int) -> list[tuple[int, int]]:
+    return pairs(EpochSeededSampler(length, seed, lambda: 0, 0, world), 0)
 
 
 def test_balanced_sampler_edge_cases():

@@ -158,3 +158,20 @@ def test_batch_size_finder_puts_the_configured_batch_back(tmp_path):
     assert found.configured == 2 and found.found is not None and 4 <= found.found <= 8
     assert found.used == 2 and data.batch_size == 2 and not found.reason
     assert not list(tmp_path.glob(".scale_batch_size_*"))
+
+
+def test_with_progressive_resizing_the_search_trains_at_the_largest_side(tmp_path):
+    """The batch-size finder must find a batch that fits the last epochs' larger images."""
+    ramp = {"start_size": 16, "end_size": 32, "start_epoch": 0, "end_epoch": 1, "multiple": 8}
+    data = SyntheticDataModule(
+        root=str(tmp_path), batch_size=4, num_workers=0, image_size=24, preset="generic",
+        synth_classes=3, synth_train_per_class=4, synth_test_per_class=1, synth_image_size=40,
+        progressive_resize=ramp,
+    )  # fmt: skip
+    data.prepare_data()
+    split = TrainSplit(data)
+    split.trainer = pl.Trainer(accelerator="cpu", logger=False, max_epochs=3)
+    split.setup("fit")
+    assert {tuple(images.shape[-2:]) for images, _ in split.train_dataloader()} == {(32, 32)}
+    data.train_set.transform.pin(None)  # without the pin, epoch 0 would train at 16
+    assert {tuple(images.shape[-2:]) for images, _ in split.train_dataloader()} == {(16, 16)}

@@ -590,3 +590,50 @@ def test_a_loss_that_needs_counts_without_them_is_one_line():
     module = FGVCClassifier(**TINY, loss="weighted")
     with pytest.raises(ConfigError, match=r"^model.loss weighted needs the training split's"):
         make_trainer(max_steps=1).fit(module, datamodule=CountedData(None))
+
+
+class _Batches(pl.Callback):
+    """Each training batch's images, by epoch."""
+
+    def __init__(self):
+        self.seen: dict[int, list[torch.Tensor]] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.seen.setdefault(trainer.current_epoch, []).append(batch[0].clone())
+
+
+@pytest.mark.slow
+def test_a_resumed_run_draws_the_samples_of_its_epoch_with_workers(tmp_path):
+    """With DataLoader workers, Lightning starts the training iterator for
+    estimated_stepping_batches before it restores the epoch: the first resumed epoch must
+    still get its own order, augmentation and progressive size, not epoch 0's."""
+    from fgvc.data import FolderDataModule
+    from tests.replicas import make_folders
+
+    make_folders(tmp_path / "data", {"train": {"a": 6, "b": 6}})
+    ramp = {"start_size": 16, "end_size": 32, "start_epoch": 0, "end_epoch": 1, "multiple": 8}
+
+    def fit(epochs: int, root: str, ckpt_path: str | None = None) -> _Batches:
+        torch.manual_seed(0)
+        dm = FolderDataModule(
+            str(tmp_path / "data"), batch_size=5, num_workers=2, image_size=24,
+            preset="generic", split_dir=str(tmp_path), progressive_resize=ramp,
+        )  # fmt: skip
+        dm.num_classes  # noqa: B018 - parsed before the model is built, as the CLI does
+        seen = _Batches()
+        checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / root, save_last=True)
+        trainer = make_trainer(
+            max_epochs=epochs, callbacks=[seen, checkpoint], enable_checkpointing=True,
+            default_root_dir=str(tmp_path / root), limit_val_batches=0,
+        )  # fmt: skip
+        model = FGVCClassifier(**{**TINY, "num_classes": 2}, lr=0.01, scheduler="triangular")
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+        return seen
+
+    whole = fit(3, "whole")
+    fit(2, "part")
+    resumed = fit(3, "part", ckpt_path=str(tmp_path / "part" / "last.ckpt"))
+    assert sorted(resumed.seen) == [2]  # only the epoch left
+    assert [tuple(b.shape[-2:]) for b in resumed.seen[2]] == [(32, 32)] * 2
+    assert all(torch.equal(a, b) for a, b in zip(resumed.seen[2], whole.seen[2], strict=True))
+    assert not torch.equal(whole.seen[2][0], whole.seen[1][0])  # the epochs do differ

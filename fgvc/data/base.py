@@ -107,11 +107,15 @@ class ImageDataset(Dataset):
         """The decoded RGB ``uint8`` image of sample ``index`` (before the transform)."""
         return read_rgb(self.samples[index][0], self.decode_min_size)[0]
 
-    def __getitem__(self, index: int | tuple[int, int]) -> tuple[Any, int]:
-        """``ds[i]``, or ``ds[(i, seed)]``: the transform's random state is set to ``seed``
-        first (see :class:`fgvc.data.sampler.EpochSeededSampler`)."""
+    def __getitem__(self, index: int | tuple[int, ...]) -> tuple[Any, int]:
+        """``ds[i]``, ``ds[(i, seed)]`` or ``ds[(i, seed, epoch)]``: the transform's random
+        state is set to ``seed`` first, and a transform whose output follows the epoch
+        (:class:`~fgvc.data.resolution.EpochSizedTransform`) is told ``epoch`` (see
+        :class:`fgvc.data.sampler.EpochSeededSampler`)."""
         if isinstance(index, tuple):
-            index, seed = index
+            index, seed, *epoch = index
+            if epoch and hasattr(self.transform, "set_epoch"):
+                self.transform.set_epoch(epoch[0])
             if hasattr(self.transform, "set_random_seed"):
                 self.transform.set_random_seed(seed)
         image = self.load(index)

@@ -29,6 +29,7 @@ DataModule's ``state_dict``) so that an export replays it.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from torch.utils.data import DataLoader, DistributedSampler, get_worker_info
 from fgvc.data.balance import class_counts
 from fgvc.data.base import ImageDataset
 from fgvc.data.preprocessing import EvalPreprocessing
+from fgvc.data.resolution import EpochSizedTransform, ProgressiveResize
 from fgvc.data.sampler import TRAIN_SAMPLERS, ShardSampler, train_sampler
 from fgvc.data.splits import read_split_file, stratified_split, write_split_file
 from fgvc.data.transforms import build_transforms, decode_min_size, normalize_images
@@ -74,7 +76,8 @@ class FGVCDataModule(pl.LightningDataModule):
         root: folder holding the dataset folder (as torchvision uses it).
         batch_size: samples per batch (per device).
         num_workers: DataLoader worker processes.
-        image_size: side of the square network input.
+        image_size: side of the square network input (only evaluation's with
+            ``progressive_resize``).
         preset: transform preset (see :func:`fgvc.data.transforms.build_transforms`).
         val_split: validation protocol (see the module docstring).
         seed: seed of the validation draw and of the augmentation streams.
@@ -88,6 +91,9 @@ class FGVCDataModule(pl.LightningDataModule):
         sampler: training order: ``"uniform"`` (every image once an epoch, shuffled) or
             ``"balanced"`` (as many draws, every class equally often:
             :class:`~fgvc.data.sampler.ClassBalancedSampler`); both follow ``(seed, epoch)``.
+        progressive_resize: ``{start_size, end_size, start_epoch, end_epoch, multiple: 32}``:
+            a training side growing with the epoch (:mod:`fgvc.data.resolution`, as FFCV's
+            ImageNet recipes); evaluation stays at ``image_size``.
     """
 
     #: transform preset when ``preset`` is None (the dataset's own, from the authors' code)
@@ -112,6 +118,7 @@ class FGVCDataModule(pl.LightningDataModule):
         antialias: bool = False,
         fast_decode: bool = True,
         sampler: str = "uniform",
+        progressive_resize: dict[str, int] | None = None,
     ) -> None:
         super().__init__()
         if type(self).make_dataset is FGVCDataModule.make_dataset:
@@ -137,6 +144,8 @@ class FGVCDataModule(pl.LightningDataModule):
             raise ValueError(
                 f"data.init_args.sampler {sampler!r}: choose {' or '.join(TRAIN_SAMPLERS)}"
             )
+        schedule = progressive_resize
+        self.resize_schedule = None if schedule is None else ProgressiveResize.from_config(schedule)
         self.save_hyperparameters()
         self.root = root
         self.batch_size = batch_size
@@ -225,15 +234,15 @@ class FGVCDataModule(pl.LightningDataModule):
         if not train:
             prep = self.eval_preprocessing
             return prep.transform(normalize=normalize), prep.decode_min_size
-        transform = build_transforms(
-            self.preset,
-            train=True,
-            image_size=self.image_size,
-            normalize=normalize,
-            antialias=self.antialias,
-            seed=self.seed,
-        )
-        min_size = decode_min_size(self.preset, True, self.image_size)
+        kwargs = {"normalize": normalize, "antialias": self.antialias, "seed": self.seed}
+        build = functools.partial(build_transforms, self.preset, True, **kwargs)
+        if (schedule := self.resize_schedule) is None:
+            transform, largest = build(self.image_size), self.image_size
+        else:  # checked against the run's epochs: the ramp must end within it
+            max_epochs = getattr(self.trainer, "max_epochs", None)
+            transform = EpochSizedTransform.for_run(schedule, build, max_epochs, self.image_size)
+            largest = schedule.largest
+        min_size = decode_min_size(self.preset, True, largest)
         return transform, (min_size if self.fast_decode else None)
 
     def state_dict(self) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from torch.utils.data import DistributedSampler
 
 
 class EpochSeededSampler(DistributedSampler):
-    """Yields ``(index, sample_seed)`` in a random order fixed by ``(seed, epoch)``.
+    """Yields ``(index, sample_seed, epoch)`` in a random order fixed by ``(seed, epoch)``.
 
     With several processes, the epoch's order is padded by repeating its first indices to a
     multiple of ``world_size`` and process ``rank`` takes every ``world_size``-th position
@@ -74,12 +74,16 @@ class EpochSeededSampler(DistributedSampler):
         order = torch.randperm(self.length, generator=gen).tolist()
         return [(index, int(seeds[index])) for index in order]
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = self.epoch_draw(int(self.epoch_fn()))
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        epoch = int(self.epoch_fn())
+        order = self.epoch_draw(epoch)
         padded = len(self) * self.num_replicas
         # repeated as often as needed (fewer images than processes too): every shard is full
         order = (order * math.ceil(padded / max(1, len(order))))[:padded]
-        yield from order[self.rank :: self.num_replicas]
+        # the epoch travels with each sample to the worker that loads it: a persistent
+        # worker's transform follows the epoch (progressive resizing) without a rebuild
+        for index, seed in order[self.rank :: self.num_replicas]:
+            yield index, seed, epoch
 
 
 class ClassBalancedSampler(EpochSeededSampler):

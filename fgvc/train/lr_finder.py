@@ -37,8 +37,10 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.tuner import Tuner
+from pytorch_lightning.utilities import rank_zero_info
 
 from fgvc.data.datamodule import FGVCDataModule
+from fgvc.data.resolution import EpochSizedTransform
 from fgvc.errors import FgvcError
 from fgvc.train.module import FGVCClassifier
 from fgvc.train.optim import lr_rule, unscaled_lr
@@ -74,6 +76,13 @@ class TrainSplit(pl.LightningDataModule):
         self.data.trainer = self.trainer  # its loaders shard and seed by the trainer's epoch
         if self.data.train_set is None:
             self.data.setup_train_only()
+        transform = self.data.train_set.transform
+        if isinstance(transform, EpochSizedTransform):  # progressive resizing
+            transform.pin(transform.schedule.largest)  # the batch must fit its last epochs
+            rank_zero_info(
+                f"progressive resizing: the search trains at the largest side, "
+                f"{transform.schedule.largest} px"
+            )
 
     def train_dataloader(self) -> Any:
         return self.data.train_dataloader()

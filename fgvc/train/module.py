@@ -12,12 +12,12 @@ get no weight decay, unless ``weight_decay_all``)::
     classifier   Linear                             lr * lr_mult_classifier (5, the authors')
 
 The learning rate follows one ``LambdaLR`` per optimizer step: a schedule factor (step,
-cosine with linear warmup, or constant) times a gate that is 0 for the backbone groups during
-the first ``freeze_backbone_epochs`` epochs. A resumed run follows the schedule of its own
-config from the point of training reached (:class:`fgvc.train.optim.RecipeLR`). Gating by
-learning rate (instead of ``requires_grad``) keeps the set of trainable parameters fixed, so
-DDP and every scheduler keep working; the frozen trunk's norm layers (BatchNorm, LayerNorm, ...)
-also stay in eval mode, so their statistics do not move.
+cosine with linear warmup, triangular, or constant) times a gate that is 0 for the backbone
+groups during the first ``freeze_backbone_epochs`` epochs. A resumed run follows the schedule
+of its own config from the point of training reached (:class:`fgvc.train.optim.RecipeLR`).
+Gating by learning rate (instead of ``requires_grad``) keeps the set of trainable parameters
+fixed, so DDP and every scheduler keep working; the frozen trunk's norm layers (BatchNorm,
+LayerNorm, ...) also stay in eval mode, so their statistics do not move.
 """
 
 from __future__ import annotations
@@ -106,10 +106,13 @@ class FGVCClassifier(pl.LightningModule):
             position embeddings too - as the authors' code does (default False: those are
             not decayed).
         lr_mult_backbone, lr_mult_head, lr_mult_classifier: per-group multipliers of ``lr``.
-        scheduler: ``"step"``, ``"cosine"`` or ``"constant"``.
+        scheduler: ``"step"``, ``"cosine"``, ``"triangular"`` (linear up to the peak at
+            ``warmup_epochs``, linear down to 0: FFCV's) or ``"constant"``
+            (:class:`fgvc.train.optim.Schedule`).
         milestones: epochs at which ``"step"`` multiplies the rate by ``gamma``.
         gamma: step decay factor.
-        warmup_epochs: linear warmup length for ``"cosine"`` (may be fractional).
+        warmup_epochs: linear warmup length for ``"cosine"``, peak epoch of
+            ``"triangular"`` (may be fractional).
         label_smoothing: cross-entropy label smoothing.
         loss: the training loss (:mod:`fgvc.train.losses`): ``"ce"`` (cross-entropy),
             ``"weighted"`` (class weights ``N / (C * n_c)`` from the training split's class
@@ -148,7 +151,7 @@ class FGVCClassifier(pl.LightningModule):
         lr_mult_backbone: float = 1.0,
         lr_mult_head: float = 1.0,
         lr_mult_classifier: float = 5.0,
-        scheduler: Literal["step", "cosine", "constant"] = "step",
+        scheduler: Literal["step", "cosine", "triangular", "constant"] = "step",
         milestones: list[int] | None = None,
         gamma: float = 0.1,
         warmup_epochs: float = 0.0,
@@ -250,6 +253,14 @@ class FGVCClassifier(pl.LightningModule):
         return loss
 
     def on_train_start(self) -> None:
+        loop = self.trainer.fit_loop
+        fetcher = getattr(loop, "_data_fetcher", None)
+        if loop.is_resuming and fetcher is not None:
+            # configure_optimizers' estimated_stepping_batches made Lightning start the training
+            # iterator before the checkpoint's epoch was restored, and workers prefetched epoch
+            # 0's samples (order, augmentation seeds, progressive image size; Lightning #20550,
+            # #21960): start it again, now that the epoch is the resumed one
+            iter(fetcher)
         scheduler = self.lr_schedulers()
         resumed = getattr(scheduler, "resumed_from", None)
         if resumed is None:

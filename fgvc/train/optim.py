@@ -14,6 +14,10 @@ from fgvc.train.losses import LOSSES
 
 #: The network's parts, each with its own learning-rate multiplier.
 GROUPS = ("backbone", "head", "classifier")
+#: ``model.scheduler`` values (:class:`Schedule`).
+SCHEDULERS = ("step", "cosine", "triangular", "constant")
+#: Where ``"triangular"`` starts, as a fraction of the peak rate (FFCV's ``get_cyclic_lr``).
+TRIANGULAR_START = 1e-4
 
 
 #: ``lr_scaling`` values: a rule, or ``auto`` (the optimizer's: :data:`AUTO_RULE`).
@@ -87,8 +91,10 @@ class Schedule:
 
     Args:
         kind: ``"step"`` (multiply by ``gamma`` at each milestone epoch), ``"cosine"``
-            (linear warmup over ``warmup_epochs``, then cosine to 0 at the last step) or
-            ``"constant"``.
+            (linear warmup over ``warmup_epochs``, then cosine to 0 at the last step),
+            ``"triangular"`` (linear from :data:`TRIANGULAR_START` at step 0 to 1 at
+            ``warmup_epochs``, then linear to 0 at the end of the last epoch: FFCV's
+            ImageNet schedule, their ``cyclic``, peak at epoch 2) or ``"constant"``.
         steps_per_epoch: optimizer steps in one epoch.
         total_steps: optimizer steps in the whole run.
         frozen_epochs: epochs during which the factor is 0 (backbone groups only).
@@ -120,10 +126,14 @@ class Schedule:
             return 1.0
         if self.kind == "step":
             return self.gamma ** sum(epoch >= m for m in self.milestones)
+        if self.kind == "triangular" and step < self.warmup_steps:
+            return TRIANGULAR_START + (1.0 - TRIANGULAR_START) * step / self.warmup_steps
         if step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
         span = max(1, self.total_steps - self.warmup_steps)
         progress = min(1.0, (step - self.warmup_steps) / span)
+        if self.kind == "triangular":
+            return 1.0 - progress
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -227,8 +237,8 @@ def check_recipe(hp: Mapping[str, Any]) -> None:
         ),
         (optimizer in ("sgd", "adamw"), f"model.optimizer must be sgd or adamw, got {optimizer!r}"),
         (
-            scheduler in ("step", "cosine", "constant"),
-            f"model.scheduler must be step, cosine or constant, got {scheduler!r}",
+            scheduler in SCHEDULERS,
+            f"model.scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}",
         ),
     ]
     for ok, message in checks:
