@@ -38,7 +38,12 @@ from fgvc.train.interrupt import GracefulStop
 from fgvc.train.module import FGVCClassifier
 from fgvc.train.progress import progress_bar
 from fgvc.train.reports import EvalReports
-from fgvc.train.resume import StepCheckpoint, check_every_n_steps, checkpoint_callbacks
+from fgvc.train.resume import (
+    StepCheckpoint,
+    check_every_n_steps,
+    check_resume_layout,
+    checkpoint_callbacks,
+)
 from fgvc.train.run_folder import continue_after_restart, continue_run, give_run_a_folder
 
 #: keys of earlier fgvc configs that moved, and where to (for the parse error's line)
@@ -217,6 +222,13 @@ class FGVCCLI(LightningCLI):
                     f"says {self.model.hparams.optimizer}: the optimizer state cannot continue "
                     f"under another optimizer; resume with model.optimizer {old}, or fine-tune "
                     f"from it with --model.pretrained {self.fit_checkpoint.path}"
+                )
+            if self.subcommand == "fit":
+                check_resume_layout(
+                    self.fit_checkpoint.raw,
+                    self.fit_checkpoint.path,
+                    self.trainer.world_size,
+                    getattr(self.datamodule, "batch_size", None),
                 )
             changes = recipe_changes(self.fit_checkpoint, self.model)
             if changes and self.subcommand == "fit":

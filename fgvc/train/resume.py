@@ -35,6 +35,7 @@ the option says the run's epochs are long enough for that to matter.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,37 @@ def checkpoint_callbacks(every_n_steps: int | None = None) -> list[ModelCheckpoi
     also saved a best checkpoint, which would make resuming restart from an old epoch.
     """
     return [BestCheckpoint(), StepCheckpoint(every_n_steps)]
+
+
+def check_resume_layout(
+    checkpoint: Mapping[str, Any], path: Any, world_size: int, batch: Any
+) -> None:
+    """Before anything is built or written: a checkpoint saved inside an epoch continues on
+    its own processes and batch size only (see :mod:`fgvc.data.resume`).
+
+    Args:
+        checkpoint: the checkpoint (``--ckpt_path``) as read.
+        path: its path, for the message.
+        world_size: this run's processes.
+        batch: this run's per-process batch size (None: unknown).
+
+    Raises:
+        ConfigError: another layout.
+    """
+    loops = checkpoint.get("loops") or {}
+    loop_state = (loops.get("fit_loop") or {}).get("state_dict") or {}
+    for state in loop_state.get("combined_loader") or []:
+        saved = (state.get("world_size"), state.get("batch_size"))
+        if None in saved or state.get("batches", 0) == 0:
+            continue
+        if saved != (world_size, batch if isinstance(batch, int) else saved[1]):
+            raise ConfigError(
+                f"{path} was saved inside an epoch by {saved[0]} process(es) x {saved[1]} "
+                f"images, this run has {world_size} x {batch}: a checkpoint inside an epoch "
+                f"continues only on the same processes and batch size (trainer.devices x "
+                f"num_nodes, data.init_args.batch_size) - resume with those, or from a "
+                f"checkpoint saved at an epoch's end"
+            )
 
 
 def can_save_inside_epoch(trainer: pl.Trainer) -> bool:
