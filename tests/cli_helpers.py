@@ -57,7 +57,8 @@ class SigtermAtStep(pl.Callback):
 
 class BatchRecorder(pl.Callback):
     """Appends ``[epoch, batch_idx, digest of the batch's images and labels]`` of every
-    training batch to ``<record>/rank<R>.jsonl``: which images each step trained on."""
+    training batch to ``<record>/rank<R>.jsonl`` (``rank<R>.restart<N>.jsonl`` in torchrun's
+    restart ``N``): which images each step trained on."""
 
     def __init__(self, record: str) -> None:
         self.record = Path(record)
@@ -68,7 +69,9 @@ class BatchRecorder(pl.Callback):
         images, labels = batch
         digest = hashlib.sha256(images.cpu().numpy().tobytes() + labels.cpu().numpy().tobytes())
         self.record.mkdir(parents=True, exist_ok=True)
-        with open(self.record / f"rank{trainer.global_rank}.jsonl", "a") as file:
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        name = f"rank{trainer.global_rank}" + (f".restart{attempt}" if attempt != "0" else "")
+        with open(self.record / f"{name}.jsonl", "a") as file:
             entry = [trainer.current_epoch, batch_idx, digest.hexdigest()[:16]]
             file.write(json.dumps(entry) + "\n")
 
@@ -97,6 +100,20 @@ class KillRankAtEpochEnd(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         first = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
         if first and trainer.global_rank == self.rank and trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class KillRankAtStep(pl.Callback):
+    """SIGKILLs process ``rank`` after training batch ``batch`` of epoch ``epoch``, in the
+    first attempt of a torchrun launch only: a node lost inside an epoch."""
+
+    def __init__(self, rank: int = 1, epoch: int = 0, batch: int = 0) -> None:
+        self.rank, self.epoch, self.batch = rank, epoch, batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        first = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+        here = (trainer.global_rank, trainer.current_epoch, batch_idx)
+        if first and here == (self.rank, self.epoch, self.batch):
             os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -279,7 +279,7 @@ def _diverged_message(trainer: pl.Trainer, last: tuple[int, int, list[float]] | 
         where = f"at step {step} (epoch {epoch}){rate}"
     last = next((c for c in trainer.checkpoint_callbacks if c.monitor is None), None)
     saved = getattr(last, "last_model_path", "") or getattr(last, "best_model_path", "")
-    keep = f"; {saved} holds the last completed epoch" if saved else ""
+    keep = f"; {saved} holds the last weights saved" if saved else ""
     return (
         f"training diverged: the loss or the weights stopped being finite {where}; stopped "
         f"without saving the broken weights"
