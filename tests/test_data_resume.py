@@ -51,7 +51,13 @@ def test_a_stopped_pass_continues_with_the_batches_it_had_left(workers):
         if len(taken) == 5:
             break
     state = first.state_dict()
-    assert state == {"batches": 5, "batch_size": 3, "world_size": 1, "samples": 40}
+    assert state == {
+        "batches": 5,
+        "epoch_batches": 13,
+        "batch_size": 3,
+        "world_size": 1,
+        "samples": 40,
+    }
 
     data = Indices(40)
     again = loader(data, num_workers=workers)
@@ -113,6 +119,15 @@ def test_another_layout_is_refused_in_one_line(change):
     assert "same processes and batch size" in message
 
 
+def test_a_whole_epoch_taken_leaves_nothing_on_any_layout():
+    done = loader(Indices(40))
+    assert len(batches(done)) == 13
+    other = loader(Indices(40), world=2, batch=4)
+    other.load_state_dict(done.state_dict())
+    assert batches(other) == [] and other.state_dict()["batches"] == len(other) == 5
+    assert len(batches(other)) == 5  # the next epoch is whole
+
+
 def test_a_state_beyond_the_epoch_is_refused():
     dl = loader(Indices(40))
     with pytest.raises(ConfigError, match="14 batches were taken of an epoch of 13"):
@@ -124,7 +139,9 @@ def test_the_skipped_positions_are_the_sampler_order():
     sampler = EpochSeededSampler(30, seed=9, epoch_fn=lambda: 2, rank=1, world_size=3)
     order = [index for index, _ in sampler]
     dl = ResumableLoader(Indices(30), batch_size=2, sampler=sampler, drop_last=False)
-    dl.load_state_dict({"batches": 3, "batch_size": 2, "world_size": 3, "samples": 10})
+    dl.load_state_dict(
+        {"batches": 3, "epoch_batches": 5, "batch_size": 2, "world_size": 3, "samples": 10}
+    )
     got = [i for b in batches(dl) for i in b]
     assert got == order[6:]
     assert torch.equal(torch.tensor(got), torch.tensor(order)[6:])

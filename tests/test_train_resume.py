@@ -92,7 +92,13 @@ def test_sigterm_inside_an_epoch_on_two_processes_resumes_exactly(workdir):
     saved = torch.load(broken / RUN / "checkpoints" / "last.ckpt", weights_only=True)
     assert (saved["epoch"], saved["global_step"]) == (0, 2)
     (loader,) = saved["loops"]["fit_loop"]["state_dict"]["combined_loader"]
-    assert loader == {"batches": 2, "batch_size": 2, "world_size": 2, "samples": 9}
+    assert loader == {
+        "batches": 2,
+        "epoch_batches": 4,
+        "batch_size": 2,
+        "world_size": 2,
+        "samples": 9,
+    }
     metrics = saved["fgvc_mid_epoch"]["metrics"]  # every process's epoch so far
     assert len(metrics) == 2 and all(m["train_loss"]["updates"] == 2 for m in metrics)
     assert metrics[0]["train_loss"]["state"] != metrics[1]["train_loss"]["state"]

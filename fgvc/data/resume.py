@@ -66,9 +66,10 @@ class ResumableSampler(DistributedSampler):
 class ResumableLoader(DataLoader):
     """A ``DataLoader`` whose position inside an epoch is its state (see the module doc).
 
-    ``state_dict()`` is ``{"batches": k, "batch_size", "world_size", "samples"}``: ``k``
-    batches of this epoch were taken; ``load_state_dict`` makes the next pass start at batch
-    ``k``. Takes the ``DataLoader`` arguments; ``sampler`` is required (the epoch's order).
+    ``state_dict()`` is ``{"batches": k, "epoch_batches": n, "batch_size", "world_size",
+    "samples"}``: ``k`` of this epoch's ``n`` batches were taken; ``load_state_dict`` makes the
+    next pass start at batch ``k`` (a whole epoch taken: the pass is empty, whatever the
+    layout). Takes the ``DataLoader`` arguments; ``sampler`` is required (the epoch's order).
 
     Raises (from ``load_state_dict``):
         ConfigError: the state was saved with another number of processes, batch size or
@@ -84,12 +85,18 @@ class ResumableLoader(DataLoader):
     def state_dict(self) -> dict[str, Any]:
         return {
             "batches": self._yielded,
+            "epoch_batches": len(self),
             "batch_size": self.batch_size,
             "world_size": self.sampler.num_replicas,  # type: ignore[union-attr]
             "samples": len(self.sampler),  # type: ignore[arg-type]
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        batches = int(state_dict["batches"])
+        if batches == state_dict.get("epoch_batches", -1):  # saved at the epoch's end
+            self.sampler.skip = len(self.sampler)  # type: ignore[union-attr, arg-type]
+            self._yielded = len(self)
+            return
         mine = self.state_dict()
         saved = {k: state_dict.get(k) for k in ("world_size", "batch_size", "samples")}
         now = {k: mine[k] for k in saved}
@@ -100,7 +107,6 @@ class ResumableLoader(DataLoader):
                 f"and batch size (trainer.devices x num_nodes, data.init_args.batch_size) - "
                 f"resume with those, or from a checkpoint saved at an epoch's end"
             )
-        batches = int(state_dict["batches"])
         if not 0 <= batches <= len(self):
             raise ConfigError(
                 f"the checkpoint's loader state says {batches} batches were taken "
@@ -111,7 +117,8 @@ class ResumableLoader(DataLoader):
 
     def __iter__(self) -> Iterator[Any]:
         # the count starts where the sampler starts: 0, or the batches a checkpoint had taken
-        self._yielded = self.sampler.skip // (self.batch_size or 1)  # type: ignore[union-attr]
+        skip = self.sampler.skip  # type: ignore[union-attr]
+        self._yielded = min(len(self), skip // (self.batch_size or 1))
         for batch in super().__iter__():
             self._yielded += 1
             yield batch

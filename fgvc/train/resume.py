@@ -95,6 +95,8 @@ def check_resume_layout(
     Raises:
         ConfigError: another layout.
     """
+    if MID_EPOCH not in checkpoint:  # saved at an epoch's end: any layout continues
+        return
     loops = checkpoint.get("loops") or {}
     loop_state = (loops.get("fit_loop") or {}).get("state_dict") or {}
     for state in loop_state.get("combined_loader") or []:
