@@ -11,10 +11,17 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 import yaml
+from torchmetrics import MeanMetric
 
 from fgvc.commands.main import main
+from fgvc.data.resume import ResumableLoader
+from fgvc.data.sampler import EpochSeededSampler
+from fgvc.train.callbacks import BestCheckpoint
+from fgvc.train.checkpoint_io import AtomicCheckpointIO
+from fgvc.train.resume import MID_EPOCH, StepCheckpoint
 from tests.test_commands_train import read_metrics, subprocess_env, workdir, write_config
 
 __all__ = ["workdir"]  # the fixture, shared with test_commands_train
@@ -165,3 +172,129 @@ def test_the_option_is_documented_in_fit_help(capsys):
     assert main(["fit", "--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "--checkpoint_every_n_steps" in out and "inside an epoch" in out
+
+
+# -- in one process, with Lightning alone: accumulation and validation inside the epoch -------
+
+
+class Pairs(torch.utils.data.Dataset):
+    def __init__(self) -> None:
+        gen = torch.Generator().manual_seed(3)
+        self.x, self.y = (
+            torch.randn(40, 4, generator=gen),
+            torch.randint(0, 2, (40,), generator=gen),
+        )
+
+    def __len__(self) -> int:
+        return 40
+
+    def __getitem__(self, item):
+        return self.x[item[0]], self.y[item[0]]
+
+
+class Tiny(pl.LightningModule):
+    """A linear classifier whose epoch loss is a torchmetrics mean (restored from a
+    checkpoint inside an epoch), trained from a :class:`ResumableLoader`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Linear(4, 2)
+        self.mean = MeanMetric()
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = torch.nn.functional.cross_entropy(self.net(x), y)
+        self.mean(loss.detach())
+        self.log("loss", self.mean, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/top1", self.net(batch[0]).sum())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.net.parameters(), lr=0.5, momentum=0.9)
+
+    def train_dataloader(self):
+        trainer = self.trainer
+        sampler = EpochSeededSampler(40, 1, lambda: trainer.current_epoch)
+        return ResumableLoader(Pairs(), batch_size=4, sampler=sampler)  # 10 batches
+
+    def val_dataloader(self):
+        return torch.utils.data.DataLoader(Pairs().x[:4], batch_size=4)
+
+
+class Boom(Exception):
+    pass
+
+
+class Counting(StepCheckpoint):
+    """Records where it saved: (global step, batch index in the epoch)."""
+
+    def __init__(self, every_n_steps: int) -> None:
+        super().__init__(every_n_steps)
+        self.saved: list[tuple[int, int]] = []
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        self.saved.append((trainer.global_step, trainer.fit_loop.epoch_loop.batch_idx))
+        super()._save_checkpoint(trainer, filepath)
+
+
+class Record(pl.Callback):
+    """Each epoch's loss; raises :class:`Boom` after global step ``stop`` (a process that
+    dies)."""
+
+    def __init__(self, stop: int | None = None) -> None:
+        self.stop, self.losses = stop, []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.stop:  # after its checkpoint
+            raise Boom
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.losses.append(float(trainer.callback_metrics["loss"]))
+
+
+def lightning_fit(
+    root: Path, record: Record, ckpt_path: str | None = None
+) -> tuple[pl.Trainer, Counting]:
+    last = Counting(every_n_steps=2)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accumulate_grad_batches=2,  # 5 steps an epoch
+        val_check_interval=4,  # validation after batches 3 and 7 (and the epoch's end: 9)
+        callbacks=[BestCheckpoint(), last, record],
+        default_root_dir=root,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        plugins=[AtomicCheckpointIO()],
+    )
+    trainer.fit(Tiny(), ckpt_path=ckpt_path)
+    return trainer, last
+
+
+@pytest.mark.parametrize("stop", [7, 8], ids=["after-validation", "step-checkpoint"])
+def test_steps_inside_accumulation_and_before_validation_wait_and_resume_exactly(tmp_path, stop):
+    """Every 2 steps, 2 batches a step, validation every 4 batches (after which Lightning
+    saves last.ckpt too, also inside the epoch): steps 2 and 4 end at batches 3 and 7, where
+    validation follows and Lightning's save after it takes the step's place; step 5 is the
+    epoch's end; in epoch 1, step 8 ends at batch 5 and is saved there. A run that dies
+    after step 8 resumes from its checkpoint and ends as the run that never stopped:
+    weights, each epoch's loss; the same from the save after step 7's validation."""
+    straight = Record()
+    done, saves = lightning_fit(tmp_path / "straight", straight)
+    assert saves.saved == [(2, 3), (4, 7), (6, 1), (7, 3), (8, 5), (9, 7)]
+
+    broken = Record(stop=stop)
+    with pytest.raises(Boom):
+        lightning_fit(tmp_path / "broken", broken)
+    last = tmp_path / "broken" / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    assert saved["global_step"] == stop and MID_EPOCH in saved
+    resumed = Record()
+    again, _ = lightning_fit(tmp_path / "broken", resumed, ckpt_path=str(last))
+    assert broken.losses + resumed.losses == straight.losses
+    for key, value in done.lightning_module.state_dict().items():
+        assert torch.equal(again.lightning_module.state_dict()[key], value), key

@@ -123,6 +123,18 @@ def can_save_inside_epoch(trainer: pl.Trainer) -> bool:
     return fetcher is None or not loop._should_check_val_fx(fetcher)
 
 
+def inside_epoch(trainer: pl.Trainer) -> bool:
+    """Is a checkpoint saved now one from inside a training epoch (every process asks at
+    the same point: saves are collective)?"""
+    loop = trainer.fit_loop.epoch_loop
+    return (
+        trainer.state.fn == "fit"
+        and not trainer.sanity_checking
+        and loop.batch_progress.current.ready > 0
+        and not loop._num_ready_batches_reached()
+    )
+
+
 def step_checkpoint(trainer: pl.Trainer) -> StepCheckpoint | None:
     """The trainer's :class:`StepCheckpoint` when step checkpoints are on, else None."""
     for callback in trainer.checkpoint_callbacks:
@@ -143,16 +155,16 @@ class StepCheckpoint(RunCheckpoint):
         super().__init__(save_top_k=1, filename=Path(LAST).stem, enable_version_counter=False)
         self.every_n_steps = check_every_n_steps(every_n_steps)
         self._due = False
-        self._inside_epoch = False
         self._flush = False
         self._group: Any = None
         self._restore: dict[str, Any] | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        if stage == "fit" and self.every_n_steps and trainer.world_size > 1:
-            if dist.is_initialized():  # collective: every rank is here
-                self._group = dist.new_group(backend="gloo")
+        # for the metric states of checkpoints inside an epoch (also those Lightning saves
+        # after a validation inside one, val_check_interval)
+        if stage == "fit" and trainer.world_size > 1 and dist.is_initialized():
+            self._group = dist.new_group(backend="gloo")  # collective: every rank is here
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().teardown(trainer, pl_module, stage)
@@ -209,11 +221,7 @@ class StepCheckpoint(RunCheckpoint):
             check = getattr(callback, "check_weights", None)
             if callable(check):
                 check(trainer, pl_module)
-        self._inside_epoch = True
-        try:
-            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
-        finally:
-            self._inside_epoch = False
+        self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
         self._flush = True
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
@@ -224,7 +232,7 @@ class StepCheckpoint(RunCheckpoint):
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        if not self._inside_epoch:
+        if not inside_epoch(trainer):
             return
         states = _metric_states(trainer, pl_module)
         gathered = [states]
