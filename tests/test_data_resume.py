@@ -41,10 +41,11 @@ def batches(iterable) -> list[list[int]]:
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_stopped_pass_continues_with_the_batches_it_had_left(workers):
-    whole = batches(loader(Indices(40), num_workers=workers))
+    kw = {"num_workers": workers, "persistent_workers": workers > 0}  # as the DataModules
+    whole = batches(loader(Indices(40), **kw))
     assert len(whole) == 13  # 40 // 3, the ragged batch dropped
 
-    first = loader(Indices(40), num_workers=workers)
+    first = loader(Indices(40), **kw)
     taken = []
     for batch in first:
         taken.append(batch[0].tolist())
@@ -60,7 +61,7 @@ def test_a_stopped_pass_continues_with_the_batches_it_had_left(workers):
     }
 
     data = Indices(40)
-    again = loader(data, num_workers=workers)
+    again = loader(data, **kw)
     again.load_state_dict(state)
     assert len(again) == 13  # the epoch's length: Lightning counts on from batch 5
     rest = batches(again)

@@ -19,12 +19,21 @@ What a checkpoint inside an epoch holds beyond an epoch-end one:
 * Lightning's own loop counters (batch index, global step, the learning-rate schedule's
   step), which it restores itself.
 
+The same goes for the ``last.ckpt`` Lightning writes after a validation inside an epoch
+(``val_check_interval``): it continues exactly too.
+
 A step checkpoint is written after the optimizer step of a batch that is neither the last of
 its epoch (the epoch-end checkpoint follows), nor followed by a validation
 (``val_check_interval``: Lightning would not run it again after a restart), nor in the middle
 of a gradient accumulation (the accumulated gradients are not saved): when step N is such a
 batch, the first batch after it that is not. A run whose training loader is not resumable
 is refused at the start with one line.
+
+Limits: a checkpoint inside an epoch continues on the same processes and per-process batch
+size only (refused in one line before anything is written: :func:`check_resume_layout`);
+an epoch value a LightningModule logs as a plain tensor (``self.log(name, tensor,
+on_epoch=True)``) rather than a torchmetrics object starts its mean again at the checkpoint
+(fgvc's module logs torchmetrics objects).
 
 **At a stop**: with step checkpoints on, SIGTERM and Ctrl-C (:mod:`fgvc.train.interrupt`)
 let every process finish the step they agreed on, save ``last.ckpt`` there, and exit
