@@ -159,6 +159,24 @@ def test_a_kill_during_a_step_checkpoint_keeps_the_previous_one(workdir):
     check_same_run(straight, broken, ranks=1, redone=slice(2, 4))
 
 
+@pytest.mark.slow
+def test_ctrl_c_inside_an_epoch_saves_the_step_it_stops_at(workdir):
+    """One process, step checkpoints every 100 steps (none due in the 9 of the epoch):
+    Ctrl-C after batch 3 - the step after it is trained and saved, exit 130."""
+    folder = workdir / "run"
+    stop = {"class_path": "tests.cli_helpers.SigtermAtStep", "init_args": {"batch": 3}}
+    stop["init_args"]["signame"] = "SIGINT"
+    tiny(folder, devices=1, every=100, epochs=1, callbacks=[stop])
+    proc = fit(folder)
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert "stopped by SIGINT in epoch 0 (step 5); continue from this step" in proc.stderr
+    saved = torch.load(folder / RUN / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (saved["epoch"], saved["global_step"]) == (0, 5)
+    (loader,) = saved["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert loader["batches"] == 5 and loader["epoch_batches"] == 9
+    assert [r[1] for r in records(folder, 0)] == [0, 1, 2, 3, 4]
+
+
 @pytest.mark.parametrize("value", ["0", "-3"])
 def test_a_step_count_below_one_is_one_line(workdir, capsys, value):
     cfg = write_config(workdir)
