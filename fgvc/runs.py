@@ -6,7 +6,8 @@ One run, one folder (the CSVLogger's ``<save_dir>/<name>/version_<n>``, never re
         config.yaml                  the resolved config (config.resume-<k>.yaml per resume)
         hparams.yaml  metrics.csv
         checkpoints/best-epoch<e>-top1_<v>.ckpt    the best on val/top1
-        checkpoints/last.ckpt        rewritten after every epoch: the resume point
+        checkpoints/last.ckpt        rewritten after every epoch (and every N steps with
+                                     checkpoint_every_n_steps): the resume point
         export/                      the best checkpoint as a bundle
         explain/                     Grad-CAM of validation images from that bundle
         val_split.json  val_per_class.csv  test_per_class.csv

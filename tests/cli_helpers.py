@@ -42,15 +42,38 @@ class WarnAtEpochEnd(pl.Callback):
 
 
 class SigtermAtStep(pl.Callback):
-    """Sends SIGTERM to this process after training batch ``batch`` of the first epoch: a run
-    stopped before it saved any checkpoint."""
+    """Sends SIGTERM (or ``signame``) to this process after training batch ``batch`` of epoch
+    ``epoch`` (default the first: a run stopped before it saved any checkpoint)."""
 
-    def __init__(self, batch: int = 0) -> None:
+    def __init__(self, batch: int = 0, epoch: int = 0, signame: str = "SIGTERM") -> None:
         self.batch = batch
+        self.epoch = epoch
+        self.signum = getattr(signal, signame)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.current_epoch == 0 and batch_idx == self.batch:
-            os.kill(os.getpid(), signal.SIGTERM)
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), self.signum)
+
+
+class BatchRecorder(pl.Callback):
+    """Appends ``[epoch, batch_idx, digest of the batch's images and labels]`` of every
+    training batch to ``<record>/rank<R>.jsonl`` (``rank<R>.restart<N>.jsonl`` in torchrun's
+    restart ``N``): which images each step trained on."""
+
+    def __init__(self, record: str) -> None:
+        self.record = Path(record)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        import hashlib
+
+        images, labels = batch
+        digest = hashlib.sha256(images.cpu().numpy().tobytes() + labels.cpu().numpy().tobytes())
+        self.record.mkdir(parents=True, exist_ok=True)
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        name = f"rank{trainer.global_rank}" + (f".restart{attempt}" if attempt != "0" else "")
+        with open(self.record / f"{name}.jsonl", "a") as file:
+            entry = [trainer.current_epoch, batch_idx, digest.hexdigest()[:16]]
+            file.write(json.dumps(entry) + "\n")
 
 
 class PoisonWeightsAtEpochEnd(pl.Callback):
@@ -77,6 +100,20 @@ class KillRankAtEpochEnd(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         first = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
         if first and trainer.global_rank == self.rank and trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class KillRankAtStep(pl.Callback):
+    """SIGKILLs process ``rank`` after training batch ``batch`` of epoch ``epoch``, in the
+    first attempt of a torchrun launch only: a node lost inside an epoch."""
+
+    def __init__(self, rank: int = 1, epoch: int = 0, batch: int = 0) -> None:
+        self.rank, self.epoch, self.batch = rank, epoch, batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        first = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+        here = (trainer.global_rank, trainer.current_epoch, batch_idx)
+        if first and here == (self.rank, self.epoch, self.batch):
             os.kill(os.getpid(), signal.SIGKILL)
 
 

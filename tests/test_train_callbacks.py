@@ -16,15 +16,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fgvc.commands.main import main
 from fgvc.runs import best_checkpoint_in_run
-from fgvc.train.callbacks import (
-    BestCheckpoint,
-    RunCheckpoint,
-    best_checkpoint,
-    checkpoint_callbacks,
-)
+from fgvc.train.callbacks import BestCheckpoint, RunCheckpoint, best_checkpoint
 from fgvc.train.cli import build_cli
 from fgvc.train.module import FGVCClassifier
 from fgvc.train.optim import check_recipe
+from fgvc.train.resume import checkpoint_callbacks
 from tests.test_commands_train import workdir, write_config
 
 __all__ = ["workdir"]  # the fixture, shared with test_commands_train

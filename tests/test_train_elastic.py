@@ -26,21 +26,40 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def step_records(workdir, name: str) -> list[list]:
+    return [json.loads(line) for line in (workdir / "record" / name).read_text().splitlines()]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("rendezvous", ["static", "c10d"])
-def test_a_killed_process_is_restarted_and_the_run_continues(workdir, rendezvous):
+@pytest.mark.parametrize(
+    ("rendezvous", "inside_epoch"),
+    [("static", False), ("c10d", False), ("c10d", True)],
+    ids=["static", "c10d", "c10d-inside-an-epoch"],
+)
+def test_a_killed_process_is_restarted_and_the_run_continues(workdir, rendezvous, inside_epoch):
     """2 gloo processes; rank 1 is SIGKILLed at the end of epoch 1 (before that epoch's
     checkpoint): torchrun restarts both, which continue the same run folder from epoch 0's
-    last.ckpt and finish it - every epoch in metrics.csv once, one run folder."""
+    last.ckpt and finish it - every epoch in metrics.csv once, one run folder. With step
+    checkpoints (every 2 of the 4 steps an epoch, README's torchrun template) the kill comes
+    after step 7, inside epoch 1, and the restart continues from step 6: epoch 1's third
+    batch, the same images the killed attempt had there."""
     cfg = write_config(workdir, max_epochs=3, devices=2, strategy="ddp")
     port = free_port()
     where = ["--master-port", str(port)]
     if rendezvous == "c10d":
         where = ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}"]
+    fit = ["--trainer.callbacks", KILL]
+    if inside_epoch:
+        kill = {"rank": 1, "epoch": 1, "batch": 2}
+        callbacks = [
+            {"class_path": "tests.cli_helpers.KillRankAtStep", "init_args": kill},
+            {"class_path": "tests.cli_helpers.BatchRecorder", "init_args": {"record": "record"}},
+        ]
+        fit = ["--trainer.callbacks", json.dumps(callbacks), "--data.init_args.batch_size", "2"]
+        fit += ["--checkpoint_every_n_steps", "2"]
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-        "--max-restarts", "1", *where, "-m", "fgvc", "fit", "--config", str(cfg),
-        "--trainer.callbacks", KILL,
+        "--max-restarts", "1", *where, "-m", "fgvc", "fit", "--config", str(cfg), *fit,
     ]  # fmt: skip
     proc = subprocess.run(
         command,
@@ -60,3 +79,10 @@ def test_a_killed_process_is_restarted_and_the_run_continues(workdir, rendezvous
     assert (run / "config.resume-1.yaml").is_file()
     assert [r["epoch"] for r in read_metrics(run) if r.get("val/top1")] == ["0", "1", "2"]
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+    if inside_epoch:
+        first, again = (
+            step_records(workdir, "rank0.jsonl"),
+            step_records(workdir, "rank0.restart1.jsonl"),
+        )
+        assert [r[:2] for r in again] == [[1, 2], [1, 3]] + [[2, b] for b in range(4)]
+        assert again[0] == next(r for r in first if r[:2] == [1, 2])

@@ -109,3 +109,28 @@ def test_group_grad_norms_takes_the_halves_of_a_group_together():
     ]
     norms = group_grad_norms(torch.optim.SGD(groups, lr=0.1))
     assert norms == {"backbone": pytest.approx(5.0), "classifier": pytest.approx(math.sqrt(2))}
+
+
+def test_a_resumed_run_keeps_the_history_so_far(tmp_path):
+    """3 epochs, saved, resumed to 6: the unmoved loss is said once, over all 6 epochs -
+    the resumed run does not start its history again (it would see only 3 epochs)."""
+    losses = [2.30, 2.301, 2.299, 2.3005, 2.30, 2.30]
+    first = fit(Scripted(losses), 3, tmp_path / "a", log_every_n_steps=50)
+    ckpt = tmp_path / "epoch3.ckpt"
+    first.save_checkpoint(ckpt)
+    (health,) = [c for c in first.callbacks if isinstance(c, TrainingHealth)]
+    assert len(health.state_dict()["losses"]) == 3
+    trainer = pl.Trainer(
+        max_epochs=6,
+        callbacks=[TrainingHealth()],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=50,
+    )
+    with pytest.warns(UserWarning) as record:
+        trainer.fit(Scripted(losses), ckpt_path=ckpt)
+    said = [m for m in messages(record) if "has not moved" in m]
+    assert len(said) == 1 and "in 4 epochs (2.3 -> 2.3" in said[0]

@@ -30,3 +30,27 @@ def test_line_progress_prints_the_epoch_as_lightning_numbers_it(capsys):
     line.on_train_epoch_start(trainer, None)
     line.on_train_epoch_end(trainer, None)
     assert capsys.readouterr().out.startswith("epoch 0/2 done in 0m00s")
+
+
+def test_line_progress_after_a_resume_inside_an_epoch_counts_its_own_batches(capsys, monkeypatch):
+    """Resumed at batch 100 of 200 (fgvc.train.resume): 10 batches in 10 s is 1 it/s and
+    90 s left - not 110 batches since the clock's zero."""
+    import fgvc.train.progress as progress
+
+    now = [5000.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    loop = SimpleNamespace(batch_progress=SimpleNamespace(current=SimpleNamespace(completed=100)))
+    trainer = SimpleNamespace(
+        current_epoch=3,
+        max_epochs=10,
+        num_training_batches=200,
+        fit_loop=SimpleNamespace(epoch_loop=loop),
+    )
+    line = LineProgress(interval=5.0)
+    line._trainer = trainer
+    line.get_metrics = lambda *args: {}
+    line.on_train_start(trainer, None)  # no on_train_epoch_start inside an epoch
+    now[0] += 10.0
+    line.on_train_batch_end(trainer, None, None, None, 109)
+    out = capsys.readouterr().out
+    assert "step 110/200" in out and "1.00 it/s" in out and "epoch ends in 1m30s" in out, out

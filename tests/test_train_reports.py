@@ -119,9 +119,9 @@ def test_validation_csv_is_the_best_epochs(tmp_path):
     the last validation; a plain validation writes its own."""
     import csv
 
-    from fgvc.train.callbacks import checkpoint_callbacks
     from fgvc.train.loggers import CSVLogger
     from fgvc.train.reports import EvalReports
+    from fgvc.train.resume import checkpoint_callbacks
 
     trainer = pl.Trainer(
         max_epochs=3,

@@ -113,7 +113,7 @@ class _PredictedLabels:
 def make_two_epoch_run(root: Path) -> tuple[Path, Path]:
     """Two epochs, the best first, ``test_tta=False``, the ``fgvc fit`` checkpoint callbacks;
     returns (best checkpoint, last checkpoint)."""
-    from fgvc.train.callbacks import checkpoint_callbacks
+    from fgvc.train.resume import checkpoint_callbacks
 
     pl.seed_everything(0, verbose=False)
     module = FGVCClassifier(

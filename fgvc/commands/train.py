@@ -32,8 +32,8 @@ def main(argv: list[str] | None) -> int:
             code = 128 + getattr(signal, signame, signal.SIGTERM)
             _finish_open_wandb_run(code)
             if rank_zero_only.rank == 0:
-                resume = "; continue from the last completed epoch with the same command and "
-                resume += "--ckpt_path last"
+                where = "this step" if getattr(stop, "saved", False) else "the last completed epoch"
+                resume = f"; continue from {where} with the same command and --ckpt_path last"
                 report(prog, f"{stop or 'stopped by SIGTERM'}{resume if 'fit' in prog else ''}")
             return code
         except BaseException:

@@ -44,6 +44,7 @@ from fgvc.data.balance import class_counts
 from fgvc.data.base import ImageDataset
 from fgvc.data.preprocessing import EvalPreprocessing
 from fgvc.data.resolution import EpochSizedTransform, ProgressiveResize
+from fgvc.data.resume import ResumableLoader
 from fgvc.data.sampler import TRAIN_SAMPLERS, ShardSampler, train_sampler
 from fgvc.data.splits import read_split_file, stratified_split, write_split_file
 from fgvc.data.transforms import build_transforms, decode_min_size, normalize_images
@@ -413,7 +414,8 @@ class FGVCDataModule(pl.LightningDataModule):
             # OpenCV's thread pool, once this process has used it, deadlocks the forked
             # workers' own OpenCV calls; setting the thread count here takes the pool down
             cv2.setNumThreads(1)
-        return DataLoader(
+        # training: a loader that can continue inside an epoch (fgvc.data.resume)
+        return (ResumableLoader if train else DataLoader)(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,

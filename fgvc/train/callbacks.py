@@ -13,7 +13,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import SaveConfigCallback
 
-from fgvc.runs import BEST_PREFIX, LAST, MONITOR, RUN_RECORD, WANDB_ID
+from fgvc.runs import BEST_PREFIX, MONITOR, RUN_RECORD, WANDB_ID
 from fgvc.train.elastic import launch_record
 from fgvc.utils.atomic import atomic_write_text
 
@@ -88,17 +88,6 @@ class BestCheckpoint(RunCheckpoint):
         super().setup(trainer, pl_module, stage)
 
 
-def checkpoint_callbacks() -> list[ModelCheckpoint]:
-    """The best checkpoint on ``model.monitor`` (:class:`BestCheckpoint`) and ``last.ckpt``
-    rewritten every epoch.
-
-    Two callbacks: Lightning's ``save_last`` only refreshes ``last.ckpt`` in epochs that
-    also saved a best checkpoint, which would make resuming restart from an old epoch.
-    """
-    last = RunCheckpoint(save_top_k=1, filename=Path(LAST).stem, enable_version_counter=False)
-    return [BestCheckpoint(), last]
-
-
 def best_checkpoint(trainer: Any) -> ModelCheckpoint | None:
     """The trainer's best-checkpoint callback: the :class:`BestCheckpoint`, else one on
     :data:`~fgvc.runs.MONITOR` (a config may add other ModelCheckpoints)."""
@@ -145,9 +134,11 @@ class RunRecord(pl.Callback):
 
         log_dir = trainer.log_dir  # every rank: a collective under DDP
         if trainer.ckpt_path:
+            # inside an epoch (fgvc.train.resume): its rows before the checkpoint stay
+            epoch = trainer.current_epoch + int(trainer.fit_loop.restarted_mid_epoch)
             for logger in trainer.loggers:
                 if isinstance(logger, CSVLogger):
-                    logger.drop_from(trainer.current_epoch, trainer.global_step)
+                    logger.drop_from(epoch, trainer.global_step)
         wandb = active_wandb_loggers(trainer)
         if trainer.is_global_zero and wandb and log_dir:
             atomic_write_text(Path(log_dir, WANDB_ID), wandb[0].experiment.id + "\n")

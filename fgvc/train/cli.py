@@ -30,7 +30,7 @@ from fgvc.errors import ConfigError, FgvcError, user_message
 from fgvc.models import NetSpec
 from fgvc.runs import RUNS_ROOT, FitCheckpoint, hpc_checkpoint
 from fgvc.runs import read_fit_checkpoint as _read_fit_checkpoint
-from fgvc.train.callbacks import ResumableSaveConfig, RunRecord, checkpoint_callbacks
+from fgvc.train.callbacks import ResumableSaveConfig, RunRecord
 from fgvc.train.compose import expand_config_args, name_the_run
 from fgvc.train.elastic import meet_afresh
 from fgvc.train.health import TrainingHealth
@@ -38,6 +38,12 @@ from fgvc.train.interrupt import GracefulStop
 from fgvc.train.module import FGVCClassifier
 from fgvc.train.progress import progress_bar
 from fgvc.train.reports import EvalReports
+from fgvc.train.resume import (
+    StepCheckpoint,
+    check_every_n_steps,
+    check_resume_layout,
+    checkpoint_callbacks,
+)
 from fgvc.train.run_folder import continue_after_restart, continue_run, give_run_a_folder
 
 #: keys of earlier fgvc configs that moved, and where to (for the parse error's line)
@@ -112,6 +118,14 @@ class FGVCCLI(LightningCLI):
             help="the run's name: its folder <save_dir>/<name>/version_<n> and its W&B name "
             "(default: a logger's own name, else <dataset>_<trunk>, e.g. cub_resnet50)",
         )
+        parser.add_argument(
+            "--checkpoint_every_n_steps",
+            type=int | None,
+            default=None,
+            help="also rewrite checkpoints/last.ckpt every N training (optimizer) steps inside "
+            "an epoch, and at a SIGTERM or Ctrl-C: --ckpt_path last then continues inside the "
+            "epoch exactly (default: last.ckpt at epoch ends only)",
+        )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # `fgvc` passes argv=None when run from the command line, so Lightning's warning
@@ -134,6 +148,10 @@ class FGVCCLI(LightningCLI):
                 "which never runs code from the file, and its own checkpoints need nothing else"
             )
         config.weights_only = True
+        try:
+            check_every_n_steps(config.get("checkpoint_every_n_steps"))
+        except FgvcError as err:
+            raise ConfigError(str(err)) from err
         give_run_a_folder(config)
         name_the_run(config)
         ckpt_path = config.get("ckpt_path")
@@ -188,6 +206,12 @@ class FGVCCLI(LightningCLI):
             raise ConfigError(user_message(err)) from err
 
     def after_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        every = config.get("checkpoint_every_n_steps")
+        if every and self.subcommand == "fit":
+            for callback in self.trainer.checkpoint_callbacks:
+                if isinstance(callback, StepCheckpoint):
+                    callback.every_n_steps = every
         # the model as configured must be able to take the checkpoint's weights
         if self.fit_checkpoint is not None:
             check_compatible(self.fit_checkpoint, self.model)
@@ -198,6 +222,13 @@ class FGVCCLI(LightningCLI):
                     f"says {self.model.hparams.optimizer}: the optimizer state cannot continue "
                     f"under another optimizer; resume with model.optimizer {old}, or fine-tune "
                     f"from it with --model.pretrained {self.fit_checkpoint.path}"
+                )
+            if self.subcommand == "fit":
+                check_resume_layout(
+                    self.fit_checkpoint.raw,
+                    self.fit_checkpoint.path,
+                    self.trainer.world_size,
+                    getattr(self.datamodule, "batch_size", None),
                 )
             changes = recipe_changes(self.fit_checkpoint, self.model)
             if changes and self.subcommand == "fit":

@@ -52,6 +52,22 @@ class TrainingHealth(pl.Callback):
         self._norms: dict[str, list[float]] = {}
         self._warned: set[str] = set()
 
+    # saved with every checkpoint: a resumed run (at an epoch's end or inside one) goes on
+    # with the loss and gradient history of the run so far, and warns once in all
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "losses": list(self._losses),
+            "gaps": self._gaps,
+            "norms": {k: list(v) for k, v in self._norms.items()},
+            "warned": sorted(self._warned),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._losses = [float(v) for v in state_dict.get("losses", [])]
+        self._gaps = int(state_dict.get("gaps", 0))
+        self._norms = {k: [float(x) for x in v] for k, v in state_dict.get("norms", {}).items()}
+        self._warned = set(state_dict.get("warned", []))
+
     def _warn_once(self, kind: str, message: str) -> None:
         if kind not in self._warned:
             self._warned.add(kind)

@@ -9,11 +9,16 @@ this one launched); at the start of every training step all processes agree, wit
 all-reduce on a CPU (gloo) group that never touches the GPU stream, whether any of them was
 signalled, and if so they all raise :class:`Stopped` at that same step.
 
-Nothing is saved mid-epoch: the run continues exactly from the ``last.ckpt`` of the last
-completed epoch (``fgvc fit --ckpt_path last``), which Lightning writes atomically, so it is
-intact whatever happens. A process that has not reached a training step ``timeout`` seconds
-after the signal (stuck, or in a long evaluation) exits by itself. A second Ctrl-C stops at
-once.
+Without step checkpoints nothing is saved at the stop: the run continues exactly from the
+``last.ckpt`` of the last completed epoch (``fgvc fit --ckpt_path last``), written
+atomically, so it is intact whatever happens. With step checkpoints
+(``checkpoint_every_n_steps``, :mod:`fgvc.train.resume`) the processes train the step they
+agreed on, save ``last.ckpt`` after it (or, where no checkpoint can be taken there - the
+epoch's last batch, one followed by validation or in a gradient accumulation - after the
+first batch that allows one, the epoch-end checkpoint included) and stop at the next step:
+the run continues inside the epoch. A process that has not reached a training step
+``timeout`` seconds after the signal (stuck, or in a long evaluation) exits by itself. A
+second Ctrl-C stops at once.
 
 Lightning's launcher (``devices: 2`` without torchrun or SLURM) watches the processes it
 started and SIGKILLs itself when one of them exits with a non-zero code - as each does after
@@ -44,6 +49,7 @@ import torch.distributed as dist
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from fgvc.errors import FgvcError
+from fgvc.train.resume import can_save_inside_epoch, step_checkpoint
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -51,9 +57,11 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class Stopped(SIGTERMException):
     """Training stopped on a signal, at the same step in every process."""
 
-    def __init__(self, signum: int, epoch: int, step: int) -> None:
+    def __init__(self, signum: int, epoch: int, step: int, saved: bool = False) -> None:
         self.signame = signal.Signals(signum).name
         self.epoch = epoch
+        #: last.ckpt holds this very step (step checkpoints on), not the last epoch's end
+        self.saved = saved
         super().__init__(f"stopped by {self.signame} in epoch {epoch} (step {step})")
 
 
@@ -81,6 +89,9 @@ class GracefulStop(pl.Callback):
         self._finite: torch.Tensor | None = None
         self._last: tuple[int, int, list[float]] | None = None
         self._children: list[subprocess.Popen] = []  # the launcher's, after an agreed stop
+        # with step checkpoints: the agreed signal, until last.ckpt is saved; then the stop
+        self._save_then_stop = 0
+        self._stop_now = 0
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit" and trainer.world_size > 1 and dist.is_initialized():
@@ -99,6 +110,7 @@ class GracefulStop(pl.Callback):
         if self._installed or threading.current_thread() is not threading.main_thread():
             return
         self._installed, self.requested = True, None
+        self._save_then_stop = self._stop_now = 0
         for signum in _SIGNALS:
             signal.signal(signum, self._make_handler(trainer))
 
@@ -160,14 +172,39 @@ class GracefulStop(pl.Callback):
             self._finite = torch.isfinite(loss.detach()).all()
             # global_step counts the step just taken; report it 0-based like Lightning's logs
             self._last = (trainer.global_step - 1, trainer.current_epoch, lrs)
+        signum = self._save_then_stop
+        if not signum:
+            return
+        # every process agreed on this step: save after it (all together), then stop
+        saver = step_checkpoint(trainer)
+        if saver is not None and can_save_inside_epoch(trainer):
+            saver.save_inside_epoch(trainer, pl_module)
+        elif not trainer.fit_loop.epoch_loop._num_ready_batches_reached():
+            return  # validation or an accumulation follows: save after the next step
+        # (the epoch's last batch: its epoch-end checkpoint is written before the next step)
+        self._save_then_stop, self._stop_now = 0, signum
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        if self._stop_now:  # agreed earlier, and last.ckpt saved since
+            signum, self._stop_now = self._stop_now, 0
+            self._stop_together(trainer)
+            raise Stopped(signum, trainer.current_epoch, trainer.global_step, saved=True)
+        if self._save_then_stop:  # agreed: this step is trained, then saved
+            return
         signum = self._agree(trainer)
-        if signum:
+        if signum and step_checkpoint(trainer) is not None:
+            self._stand_down()  # nothing can hang now: every process saves after this step
+            self._save_then_stop = signum
+        elif signum:
             self._stop_together(trainer)
             raise Stopped(signum, trainer.current_epoch, trainer.global_step)
+
+    def check_weights(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Before a checkpoint inside an epoch (every process at the same step): raises
+        :class:`Diverged` when the last loss or any weight is not finite in any process."""
+        self._agree(trainer, pl_module)
 
     # before anything is evaluated or saved with weights that may have gone bad
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -242,7 +279,7 @@ def _diverged_message(trainer: pl.Trainer, last: tuple[int, int, list[float]] | 
         where = f"at step {step} (epoch {epoch}){rate}"
     last = next((c for c in trainer.checkpoint_callbacks if c.monitor is None), None)
     saved = getattr(last, "last_model_path", "") or getattr(last, "best_model_path", "")
-    keep = f"; {saved} holds the last completed epoch" if saved else ""
+    keep = f"; {saved} holds the last weights saved" if saved else ""
     return (
         f"training diverged: the loss or the weights stopped being finite {where}; stopped "
         f"without saving the broken weights"

@@ -39,6 +39,7 @@ from fgvc.train.losses import Loss, class_offsets, imbalance_loss, training_clas
 from fgvc.train.optim import RecipeLR, Schedule, check_recipe, lr_rule, parameter_groups, scaled_lr
 from fgvc.train.pretrained import build_network
 from fgvc.train.progress import epoch_label
+from fgvc.train.resume import restart_training_iterator
 
 #: The CLI's choices for ``model.representation``: the head table's names.
 Representation = Literal[REPRESENTATIONS]
@@ -253,14 +254,7 @@ class FGVCClassifier(pl.LightningModule):
         return loss
 
     def on_train_start(self) -> None:
-        loop = self.trainer.fit_loop
-        fetcher = getattr(loop, "_data_fetcher", None)
-        if loop.is_resuming and fetcher is not None:
-            # configure_optimizers' estimated_stepping_batches made Lightning start the training
-            # iterator before the checkpoint's epoch was restored, and workers prefetched epoch
-            # 0's samples (order, augmentation seeds, progressive image size; Lightning #20550,
-            # #21960): start it again, now that the epoch is the resumed one
-            iter(fetcher)
+        restart_training_iterator(self.trainer)
         scheduler = self.lr_schedulers()
         resumed = getattr(scheduler, "resumed_from", None)
         if resumed is None:

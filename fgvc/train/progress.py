@@ -68,6 +68,7 @@ class LineProgress(ProgressBar):
         self._enabled = True
         self._epoch_start = 0.0
         self._last = 0.0
+        self._done_at_start = 0  # batches of the epoch done before this process took it up
 
     def disable(self) -> None:
         self._enabled = False
@@ -79,8 +80,14 @@ class LineProgress(ProgressBar):
         if self._enabled:
             print(text, file=sys.stdout, flush=True)
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # a run resumed inside an epoch (fgvc.train.resume) has no epoch start of its own
+        self._epoch_start = self._last = time.monotonic()
+        self._done_at_start = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_start = self._last = time.monotonic()
+        self._done_at_start = 0
 
     def on_train_batch_end(
         self,
@@ -95,7 +102,7 @@ class LineProgress(ProgressBar):
             return
         self._last = now
         done, total = batch_idx + 1, self.total_train_batches
-        rate = done / max(now - self._epoch_start, 1e-9)
+        rate = (done - self._done_at_start) / max(now - self._epoch_start, 1e-9)
         left = ""
         if isinstance(total, int) and rate > 0:
             left = f"  {rate:.2f} it/s  epoch ends in {_duration((total - done) / rate)}"
