@@ -27,7 +27,12 @@ def test_recipe_is_the_authors(name, capsys):
     model, data = config["model"], config["data"]["init_args"]
     assert config["data"]["class_path"] == "fgvc.data.ImageNetDataModule"
     assert (model["optimizer"], model["lr"], model["lr_batch_size"]) == ("sgd", 0.1, 256)
-    assert (model["momentum"], model["weight_decay"]) == (0.9, 1e-4)
+    assert (model["momentum"], model["weight_decay"], model["weight_decay_all"]) == (
+        0.9,
+        1e-4,
+        True,
+    )
+    assert config["checkpoint_every_n_steps"] == 1000
     assert (model["scheduler"], model["milestones"], model["gamma"]) == ("step", [30, 45, 60], 0.1)
     assert config["trainer"]["max_epochs"] == 65 and model["pretrained"] is None
     assert (data["image_size"], data["preset"], data["val_split"]) == (224, "imagenet", None)

@@ -13,7 +13,8 @@ from fgvc.errors import ConfigError
 
 
 class Indices(Dataset):
-    """Sample ``i`` is ``(i, seed)``; every read is recorded (in this process)."""
+    """Sample ``i`` is ``(i, seed)`` (the sampler's epoch is dropped); every read is
+    recorded (in this process)."""
 
     def __init__(self, length: int) -> None:
         self.length = length
@@ -22,8 +23,8 @@ class Indices(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[int, int]:
-        index, seed = item
+    def __getitem__(self, item: tuple[int, int, int]) -> tuple[int, int]:
+        index, seed, _ = item
         self.read.append(index)
         return index, seed
 
@@ -138,7 +139,7 @@ def test_a_state_beyond_the_epoch_is_refused():
 def test_the_skipped_positions_are_the_sampler_order():
     """Independent truth: the epoch's order drawn by the sampler itself, sliced by hand."""
     sampler = EpochSeededSampler(30, seed=9, epoch_fn=lambda: 2, rank=1, world_size=3)
-    order = [index for index, _ in sampler]
+    order = [index for index, _, _ in sampler]
     dl = ResumableLoader(Indices(30), batch_size=2, sampler=sampler, drop_last=False)
     dl.load_state_dict(
         {"batches": 3, "epoch_batches": 5, "batch_size": 2, "world_size": 3, "samples": 10}
