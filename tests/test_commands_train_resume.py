@@ -156,3 +156,25 @@ def test_no_logger_still_gives_the_run_its_folder(workdir):
         assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
         assert (run / "export" / "model.json").is_file()
     assert not (runs / "wandb").exists()
+
+
+@pytest.mark.slow
+def test_a_resume_does_not_read_pretrained_weights_that_are_gone(workdir, caplog):
+    """A fine-tune started from another run's checkpoint resumes after that file was
+    removed: the checkpoint's weights replace the starting ones, the source is not read."""
+    cfg = write_config(workdir, max_epochs=1)
+    assert main(["fit", "--config", str(cfg)]) == 0
+    start = workdir / "start.ckpt"
+    (workdir / "runs" / "tiny" / "version_0" / "checkpoints" / "last.ckpt").rename(start)
+    given = ["--model.pretrained", str(start), "--name", "finetune"]
+    assert main(["fit", "--config", str(cfg), *given]) == 0
+    run = workdir / "runs" / "finetune" / "version_0"
+    record = json.loads((run / "run.json").read_text())["pretrained"]
+    assert record["file"] == str(start)
+    start.unlink()  # the run it started from is gone
+    caplog.clear()
+    resume = ["--trainer.max_epochs", "2", "--ckpt_path", "last"]
+    assert main(["fit", "--config", str(cfg), *given, *resume]) == 0
+    assert f"model.pretrained {start}: not read, the weights come from" in caplog.text
+    assert json.loads((run / "run.json").read_text())["pretrained"] == record
+    assert max(int(r["epoch"]) for r in read_metrics(run) if r.get("epoch")) == 1

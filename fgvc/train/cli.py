@@ -192,6 +192,7 @@ class FGVCCLI(LightningCLI):
         _check_sync_batchnorm(config.trainer)
         _csv_logger_first(config.trainer)
         _check_logger_folders(config.trainer.get("logger"))
+        _weights_from_checkpoint(config, self.fit_checkpoint)
         callbacks = [cb for cb in self.trainer_defaults.get("callbacks", []) if not _optional(cb)]
         if config.trainer.get("enable_progress_bar") is not False:
             callbacks.append(progress_bar())
@@ -243,6 +244,19 @@ class FGVCCLI(LightningCLI):
                 self.datamodule.check_splits(self.subcommand)
             except (ValueError, OSError, FgvcError) as err:
                 raise ConfigError(user_message(err)) from err
+
+
+def _weights_from_checkpoint(config: Any, ckpt: FitCheckpoint | None) -> None:
+    """A checkpoint's weights replace every starting weight, so ``model.pretrained`` is not
+    read when one is given: the run folder or export a fine-tune started from may be gone,
+    a download offline (``run.json`` keeps where the first start's weights came from)."""
+    model = config.get("model")
+    if ckpt is None or model is None or model.get("pretrained") is None:
+        return
+    rank_zero_info(
+        f"model.pretrained {model.pretrained}: not read, the weights come from {ckpt.path}"
+    )
+    model.pretrained = None
 
 
 def _example_input(model: Any, datamodule: Any, trainer: Any) -> None:
