@@ -20,7 +20,6 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from fgvc.utils.atomic import atomic_write_bytes
 

@@ -17,9 +17,9 @@ with fgvc's epoch rules.
   run seed, the epoch and the image's position in its split (stored in the shard), never
   from a process-global stream - the batches do not depend on the number of workers.
 * **Exact resume inside an epoch**: :meth:`ShardTrainLoader.state_dict` records the batches
-  *trained* (Lightning's fit loop fetches one batch ahead, so the loader's own count is one
-  too many - see :class:`ShardTrainLoader`), and :meth:`~ShardTrainLoader.load_state_dict`
-  replays litdata's restore from there.
+  the fit loop has *trained*, and :meth:`~ShardTrainLoader.load_state_dict` replays
+  litdata's restore from there; :class:`ShardTrainLoader` says what plain
+  ``StreamingDataLoader`` + ``pl.Trainer`` get wrong (litdata #775).
 """
 
 from __future__ import annotations
@@ -96,9 +96,8 @@ class EpochPlan:
                 budgets[worker] -= take
                 first += take
         # the repeated images: the first of the epoch's order, one per padded process
-        head = [i for c in order for i in range(int(intervals[c][1]), int(intervals[c][2]))][
-            : max(1, padded)
-        ]
+        head = [i for c in order for i in range(int(intervals[c][1]), int(intervals[c][2]))]
+        head = (head * padded)[:padded]  # cycled: fewer images than processes too
         pads, used = [], 0
         for count in pad_counts:
             pads.append(head[used : used + count])
@@ -241,13 +240,18 @@ class ShardTrainLoader(StreamingDataLoader):
     What plain ``StreamingDataLoader`` + ``pl.Trainer`` get wrong (litdata #775), and what
     this class does instead:
 
-    * its ``state_dict`` counts the batches it has *handed out*; Lightning's fit loop fetches
-      one batch ahead of the step, so a checkpoint taken after step ``k`` says ``k + 1`` and
-      the resumed run skips a batch. Here the position is ``consumed_fn()`` (the DataModule
-      passes the fit loop's count of batches trained this epoch);
+    * its ``state_dict`` counts the batches it has *handed out*, which are the batches
+      trained only while nothing fetches ahead (the fit loop prefetches a batch from a loader
+      without a length, and a checkpoint written between a fetch and its step - a stop
+      signal - would skip that batch). Here the position is ``consumed_fn()``: the
+      DataModule passes the fit loop's own restart point, the batches it has trained;
     * its epoch counter starts at 0 in every new loader, so a run resumed from an
       end-of-epoch checkpoint (whose loader state the fit loop does not load) replays epoch
-      0's order and augmentations. Here each epoch is ``epoch_fn()`` (the trainer's).
+      0's order and augmentations. Here each epoch is ``epoch_fn()`` (the trainer's);
+    * it clears its "resuming" flag only when an epoch's iterator is exhausted, which the
+      fit loop never does (it stops at ``len(loader)`` batches), so the epoch after a resumed
+      one skips the same images again. Here the flag holds for the first iteration after
+      :meth:`load_state_dict` only.
 
     Args:
         dataset: the stream.
@@ -268,8 +272,14 @@ class ShardTrainLoader(StreamingDataLoader):
         self.epoch_fn = epoch_fn
         self.consumed_fn = consumed_fn
         self._handed_out = 0
+        self._loaded = False
 
     def __iter__(self) -> Any:
+        if self.restore and not self._loaded:
+            # left over from the resumed epoch: Lightning stops at len(loader) without
+            # exhausting the iterator, so litdata never cleared it
+            self.restore = False
+        self._loaded = False
         if not self.restore:
             self.current_epoch = int(self.epoch_fn())  # litdata counts from 1: it adds one
             self._handed_out = 0
@@ -296,4 +306,5 @@ class ShardTrainLoader(StreamingDataLoader):
         """Continue after the batches ``obj`` says were trained (same processes, workers and
         batch size; litdata restripes otherwise)."""
         super().load_state_dict(obj)
+        self._loaded = True
         self._handed_out = obj["num_samples_yielded"] // max(1, self.batch_size)
