@@ -24,7 +24,8 @@ class ShardImageDataset(ImageDataset):
 
     ``samples`` are ``(position, label)``: the position of the image in the stored split
     (the ``index`` every stored sample carries, checked on each read); ``ids`` the dataset's
-    image ids.
+    image ids. There are no image files (:attr:`stores_files` is False): what needs a path,
+    the Grad-CAM of validation images after ``fit``, leaves these out.
 
     Args:
         root: the shard folder or URL (``fgvc data shard --out``).
@@ -36,6 +37,9 @@ class ShardImageDataset(ImageDataset):
     Raises:
         FileNotFoundError: the split was not written (the message lists those that were).
     """
+
+    #: samples are stored positions, not image files
+    stores_files = False
 
     def __init__(
         self,
