@@ -93,17 +93,17 @@ def test_bad_settings_are_one_line(tmp_path):
         dm.check_splits("fit")
 
 
-def one_image_a_class_config(workdir: Path, count: int = 11) -> Path:
+def one_image_a_class_config(folder: Path, count: int = 11) -> Path:
     """The tiny fit config on shards of ``count`` classes of one image each (the logged
     training labels name the images), validated on one image a class."""
     names = {f"c{i:02d}": 1 for i in range(count)}
-    shard_folders(workdir, {"train": names, "val": names})
-    cfg = write_config(workdir, max_epochs=2, logger=[_csv(workdir)])
+    shard_folders(folder, {"train": names, "val": names})
+    cfg = write_config(folder, max_epochs=2, logger=[_csv(folder)])
     config = yaml.safe_load(cfg.read_text())
     config["data"] = {
         "class_path": "fgvc.data.ShardDataModule",
         "init_args": {
-            "root": str(workdir / "shards"),
+            "root": str(folder / "shards"),
             "batch_size": 2,
             "num_workers": 1,
             "image_size": 32,
@@ -116,10 +116,10 @@ def one_image_a_class_config(workdir: Path, count: int = 11) -> Path:
     return cfg
 
 
-def _csv(workdir: Path) -> dict:
+def _csv(folder: Path) -> dict:
     return {
         "class_path": "fgvc.train.loggers.CSVLogger",
-        "init_args": {"save_dir": str(workdir / "runs"), "name": "tiny"},
+        "init_args": {"save_dir": str(folder / "runs"), "name": "tiny"},
     }
 
 
