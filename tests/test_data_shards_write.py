@@ -112,3 +112,39 @@ def test_missing_dataset_is_one_line(workdir, capsys):  # noqa: F811
     assert main(["shard", "cub", "--root", "nowhere", "--out", "shards"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("fgvc data: error: no CUB_200_2011 dataset under nowhere")
+
+
+def test_file_gone_while_writing_is_reported_not_hung(workdir, capsys, monkeypatch):  # noqa: F811
+    """--no-check: a file that disappears after the split was listed is one line, the output
+    is left without its metadata (incomplete), and nothing hangs (litdata's workers do when
+    the function they run raises)."""
+    import dataclasses
+
+    from fgvc.data.datasets import registry
+
+    root = make_folders(workdir / "folders", {"train": {"a": 3, "b": 3}})
+    gone = root / "train" / "b" / "img_002.jpg"
+    spec = registry()["folder"]
+
+    def parse_then_lose_a_file(*args, **kwargs):
+        dataset = spec.parser(*args, **kwargs)
+        gone.unlink(missing_ok=True)
+        return dataset
+
+    monkeypatch.setitem(
+        registry(), "folder", dataclasses.replace(spec, parser=parse_then_lose_a_file)
+    )
+    args = ["shard", "folder", "--root", str(root), "--out", "shards", "-j", "2", "--no-check"]
+    assert main(args) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert (
+        f"bad file: {gone}: cannot read image (No such file or directory); check the dataset root"
+        in out
+    )
+    assert (
+        out[-1]
+        == "folder: shards is incomplete - fix or remove the files above, then rerun with --force"
+    )
+    assert not (workdir / "shards" / SHARDS_FILE).exists()
+    with pytest.raises(FileNotFoundError, match="is not a complete shard folder"):
+        read_info(str(workdir / "shards"))

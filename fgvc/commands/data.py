@@ -169,7 +169,13 @@ def _shard(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from err
     if report.check is not None and not report.check.ok:
         _print_check(report.check)
-        print(f"{args.dataset}: nothing written - fix or remove the files above, then rerun")
+        if report.written:  # files that went away while writing
+            print(
+                f"{args.dataset}: {args.out} is incomplete - fix or remove the files above, "
+                f"then rerun with --force"
+            )
+        else:
+            print(f"{args.dataset}: nothing written - fix or remove the files above, then rerun")
         return 1
     info = report.info
     assert info is not None

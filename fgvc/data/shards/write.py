@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,15 +46,38 @@ class ShardReport:
     written: dict[str, str] = field(default_factory=dict)
 
 
+#: a folder the writing processes report unreadable files into (litdata's workers hang the
+#: whole write when the function they run raises)
+ERRORS_ENV = "FGVC_SHARD_ERRORS"
+
+
 def encode_file(sample: tuple[str, int, str, int]) -> dict[str, Any]:
-    """The stored sample of ``(path, label, id, index)``: the file's bytes, unchanged."""
+    """The stored sample of ``(path, label, id, index)``: the file's bytes, unchanged.
+
+    A file that cannot be read is reported into the ``FGVC_SHARD_ERRORS`` folder (one line,
+    as ``fgvc data check`` words it) and stored empty; without that folder it raises.
+    """
     path, label, image_id, index = sample
     try:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as err:
-        raise ImageDecodeError(f"{path}: cannot read image ({err.strerror or err})") from err
+        message = f"{path}: cannot read image ({err.strerror or err}); check the dataset root"
+        folder = os.environ.get(ERRORS_ENV)
+        if folder is None:
+            raise ImageDecodeError(message) from err
+        with open(os.path.join(folder, f"{os.getpid()}.txt"), "a", encoding="utf-8") as out:
+            out.write(message + "\n")
+        data = b""
     return {"image": data, "label": int(label), "id": str(image_id), "index": int(index)}
+
+
+def _reported(folder: str) -> list[str]:
+    return [
+        line
+        for name in sorted(os.listdir(folder))
+        for line in Path(folder, name).read_text(encoding="utf-8").splitlines()
+    ]
 
 
 def _splits(name: str, root: Path) -> dict[str, str | None]:
@@ -161,7 +185,6 @@ def write_shards(
         FileNotFoundError, ValueError, OSError: the dataset cannot be read.
     """
     from litdata import __version__ as litdata_version
-    from litdata import optimize
 
     import fgvc
 
@@ -185,6 +208,8 @@ def write_shards(
     for split, dataset in datasets.items():
         if list(dataset.classes) != classes:
             raise ValueError(f"{root}: split {split} has other classes than {plan['@train']}")
+        if len(dataset) == 0:
+            raise ValueError(f"{root}: split {split} has no image")
     info = ShardsInfo(
         dataset=name,
         classes=classes,
@@ -200,13 +225,44 @@ def write_shards(
         writer={"fgvc": getattr(fgvc, "__version__", ""), "litdata": litdata_version},
     )
     fork = "fork" if sys.platform.startswith("linux") else None
+    with tempfile.TemporaryDirectory() as errors:
+        previous = os.environ.get(ERRORS_ENV)
+        os.environ[ERRORS_ENV] = errors  # the writing processes inherit it
+        try:
+            _write_splits(datasets, out, jobs, force, chunk_bytes, fork, info, report, log)
+        finally:
+            if previous is None:
+                os.environ.pop(ERRORS_ENV, None)
+            else:
+                os.environ[ERRORS_ENV] = previous
+        bad = _reported(errors)
+    if bad:  # files gone since they were listed: no metadata, the output stays incomplete
+        report.check = CheckReport(bad_files=bad)
+        return report
+    write_file(out, SHARDS_FILE, info.to_json().encode("utf-8"))  # last: marks it complete
+    report.info = info
+    return report
+
+
+def _write_splits(
+    datasets: dict[str, ImageDataset],
+    out: str,
+    jobs: int,
+    force: bool,
+    chunk_bytes: str,
+    fork: str | None,
+    info: ShardsInfo,
+    report: ShardReport,
+    log: Callable[[str], None],
+) -> None:
+    """Each split's shards (``litdata.optimize``) and its samples file, into ``info``."""
+    from litdata import optimize
+
     for split, dataset in datasets.items():
         inputs = [
             (path, label, image_id, index)
             for index, ((path, label), image_id) in enumerate(zip(dataset.samples, dataset.ids))
         ]
-        if not inputs:
-            raise ValueError(f"{root}: split {split} has no image")
         where = join(out, split)
         log(f"{split}: writing {len(inputs)} images to {where} with {jobs} processes ...")
         optimize(
@@ -223,12 +279,9 @@ def write_shards(
         )
         labels = [label for _, label in dataset.samples]
         write_file(out, samples_name(split), encode_samples(labels, list(dataset.ids)))
-        counts = [0] * len(classes)
+        counts = [0] * len(info.classes)
         for label in labels:
             counts[label] += 1
         info.splits[split] = len(inputs)
         info.class_counts[split] = counts
         report.written[split] = where
-    write_file(out, SHARDS_FILE, info.to_json().encode("utf-8"))  # last: marks it complete
-    report.info = info
-    return report
