@@ -132,8 +132,8 @@ class ShardDataModule(FGVCDataModule):
             num_nodes=max(1, trainer.num_nodes) if trainer is not None else 1,
             **self._reader_options(),  # type: ignore[arg-type]
         )
-        positions = view.positions
-        if positions != list(range(self.info.splits[view.split])):  # a held-out fraction
+        positions = sorted(view.positions)
+        if len(positions) != self.info.splits[view.split]:  # a fraction is held out
             stream = stream.subset(positions)
         workers = self._workers(local)
         if workers:

@@ -4,11 +4,16 @@ Layout written by ``fgvc data shard`` (a local folder or an object-store prefix)
 
     <out>/
         fgvc_shards.json            this metadata (written last: its presence means complete)
-        samples-<split>.json.gz     labels and image ids of the split, in stored order
+        samples-<split>.json.gz     the split in the dataset's order: labels, image ids and
+                                    where each image is stored
         <split>/index.json          litdata's index of the split's chunks
         <split>/chunk-*.bin         the samples: {image: JPEG bytes as on disk, label, id, index}
 
-``index`` is the sample's position in its split (stored order equals the dataset's order).
+``index`` is the sample's position in the dataset's order of its split. The samples are
+stored in a random order (fixed by ``store_seed``), not the dataset's: a dataset lists its
+images class by class, and a chunk (tens of MB, hundreds of images) of a class-sorted split
+would feed batches of one class to a stream, which shuffles chunks and the images inside
+them but can only batch images of the same chunk together.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ class ShardsInfo:
         preset: the dataset's transform preset (its evaluation preprocessing default).
         crop_bottom: rows removed at the bottom of every decoded image (Aircraft's banner).
         source: the dataset root the shards were written from.
+        store_seed: the seed of the stored order (see the module).
     """
 
     dataset: str
@@ -71,6 +77,7 @@ class ShardsInfo:
     preset: str = "generic"
     crop_bottom: int = 0
     source: str = ""
+    store_seed: int = 0
     format: int = FORMAT
     writer: dict[str, str] = field(default_factory=dict)
 
@@ -135,22 +142,28 @@ def read_info(location: str, storage_options: dict | None = None) -> ShardsInfo:
     return ShardsInfo.from_json(text, join(location, SHARDS_FILE))
 
 
-def encode_samples(labels: list[int], ids: list[str]) -> bytes:
-    return gzip.compress(json.dumps({"labels": labels, "ids": ids}).encode("utf-8"), mtime=0)
+def encode_samples(labels: list[int], ids: list[str], positions: list[int]) -> bytes:
+    """The samples file: per image in the dataset's order, its label, id and stored position."""
+    payload = {"labels": labels, "ids": ids, "positions": positions}
+    return gzip.compress(json.dumps(payload).encode("utf-8"), mtime=0)
 
 
 def read_samples(
     location: str, split: str, storage_options: dict | None = None
-) -> tuple[list[int], list[str]]:
-    """Labels and ids of ``split`` in stored order."""
+) -> tuple[list[int], list[str], list[int]]:
+    """Labels, ids and stored positions of ``split``, in the dataset's order."""
     name = samples_name(split)
     try:
         data = json.loads(gzip.decompress(read_file(location, name, storage_options)))
-        labels, ids = [int(v) for v in data["labels"]], [str(v) for v in data["ids"]]
+        labels = [int(v) for v in data["labels"]]
+        ids = [str(v) for v in data["ids"]]
+        positions = [int(v) for v in data["positions"]]
     except (OSError, ValueError, KeyError, TypeError) as err:
         if isinstance(err, FileNotFoundError):
             raise
         raise ValueError(f"{join(location, name)} is damaged ({err}); rewrite the shards") from None
-    if len(labels) != len(ids):
+    if not len(labels) == len(ids) == len(positions) or sorted(positions) != list(
+        range(len(positions))
+    ):
         raise ValueError(f"{join(location, name)} is damaged; rewrite the shards")
-    return labels, ids
+    return labels, ids, positions

@@ -22,10 +22,11 @@ from fgvc.data.shards.meta import ShardsInfo, join, read_samples
 class ShardImageDataset(ImageDataset):
     """One split of a shard folder with random access.
 
-    ``samples`` are ``(position, label)``: the position of the image in the stored split
-    (the ``index`` every stored sample carries, checked on each read); ``ids`` the dataset's
-    image ids. There are no image files (:attr:`stores_files` is False): what needs a path,
-    the Grad-CAM of validation images after ``fit``, leaves these out.
+    ``samples`` and ``ids`` are in the dataset's order (so splits, subsets and held-out draws
+    are the folder DataModule's); a sample is ``(position, label)``, the image's position in
+    the stored split (its stored id is checked on each read). There are no image files
+    (:attr:`stores_files` is False): what needs a path, the Grad-CAM of validation images
+    after ``fit``, leaves these out.
 
     Args:
         root: the shard folder or URL (``fgvc data shard --out``).
@@ -59,13 +60,15 @@ class ShardImageDataset(ImageDataset):
         self.classes = list(info.classes)
         self.crop_bottom = info.crop_bottom
         self.reader_options = dict(reader_options or {})
-        labels, ids = read_samples(root, split, self.reader_options.get("storage_options"))
+        labels, ids, positions = read_samples(
+            root, split, self.reader_options.get("storage_options")
+        )
         if len(labels) != info.splits[split]:
             raise ValueError(
                 f"{root}: the {split} split lists {len(labels)} samples, its metadata says "
                 f"{info.splits[split]}; rewrite the shards"
             )
-        self.samples = list(enumerate(labels))
+        self.samples = list(zip(positions, labels))
         self.ids = ids
         self._reader: Any = None
 
@@ -85,16 +88,15 @@ class ShardImageDataset(ImageDataset):
             from litdata import StreamingDataset
 
             self._reader = StreamingDataset(self.location, **self.reader_options)
-        item = self._reader[int(position)]
-        if int(item["index"]) != int(position):
-            raise ValueError(
-                f"{self.location}: sample {position} is stored as {item['index']} - the shards "
-                f"are not in the order fgvc wrote them; rewrite them with fgvc data shard"
-            )
-        return item
+        return self._reader[int(position)]
 
     def load(self, index: int) -> np.ndarray:
         item = self.read(self.samples[index][0])
+        if str(item["id"]) != self.ids[index]:
+            raise ValueError(
+                f"{self.location}: image {self.ids[index]} is stored as {item['id']} - the "
+                f"shards and their samples file disagree; rewrite them with fgvc data shard"
+            )
         return decode_sample(item, self.decode_min_size, self.crop_bottom)
 
     @property

@@ -15,7 +15,11 @@ with fgvc's epoch rules.
   (``epoch_fn``), also after a resume at an epoch boundary.
 * **Augmentation from (seed, epoch, image)**: each sample's pipeline is reseeded from the
   run seed, the epoch and the image's position in its split (stored in the shard), never
-  from a process-global stream - the batches do not depend on the number of workers.
+  from a process-global stream - an image's crops do not depend on the number of workers
+  (the batch order does: litdata assigns chunk pieces to workers).
+* **Batches mix the dataset**: images are stored in a random order (``fgvc data shard``),
+  chunks are visited in a new order each epoch and the images of each worker's piece of a
+  chunk are permuted; a batch holds images of one chunk (as with any chunked stream).
 * **Exact resume inside an epoch**: :meth:`ShardTrainLoader.state_dict` records the batches
   the fit loop has *trained*, and :meth:`~ShardTrainLoader.load_state_dict` replays
   litdata's restore from there; :class:`ShardTrainLoader` says what plain

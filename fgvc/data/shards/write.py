@@ -3,7 +3,8 @@
 Every sample stores the image file's bytes as they are on disk (a JPEG stays the same JPEG:
 nothing is decoded or re-encoded), its label, its id and its position in the split. The
 splits are written with ``litdata.optimize`` on ``jobs`` processes, each taking a contiguous
-slice in order, so the stored order is the dataset's order. Before anything is written every
+slice in order, so the stored order is the one given: a random permutation of the dataset's
+(see :mod:`fgvc.data.shards.meta` for why). Before anything is written every
 image is decoded once, as ``fgvc data check`` does, so that a corrupt file stops the command
 with the same one-line report instead of surfacing mid-training.
 """
@@ -18,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from fgvc.data.base import ImageDataset
 from fgvc.data.check import CheckReport, check_dataset
@@ -259,9 +262,10 @@ def _write_splits(
     from litdata import optimize
 
     for split, dataset in datasets.items():
+        order = np.random.default_rng(info.store_seed).permutation(len(dataset)).tolist()
         inputs = [
-            (path, label, image_id, index)
-            for index, ((path, label), image_id) in enumerate(zip(dataset.samples, dataset.ids))
+            (dataset.samples[index][0], dataset.samples[index][1], dataset.ids[index], index)
+            for index in order
         ]
         where = join(out, split)
         log(f"{split}: writing {len(inputs)} images to {where} with {jobs} processes ...")
@@ -271,14 +275,18 @@ def _write_splits(
             where,
             chunk_bytes=chunk_bytes,
             num_workers=min(jobs, len(inputs)),
-            keep_data_ordered=True,  # stored order = dataset order (positions = ``index``)
+            keep_data_ordered=True,  # stored in the order of ``inputs``
             reorder_files=False,
             mode="overwrite" if force else None,
             start_method=fork,
             verbose=False,
         )
         labels = [label for _, label in dataset.samples]
-        write_file(out, samples_name(split), encode_samples(labels, list(dataset.ids)))
+        positions = [0] * len(order)
+        for position, index in enumerate(order):
+            positions[index] = position
+        samples = encode_samples(labels, list(dataset.ids), positions)
+        write_file(out, samples_name(split), samples)
         counts = [0] * len(info.classes)
         for label in labels:
             counts[label] += 1
