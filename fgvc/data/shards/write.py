@@ -124,11 +124,16 @@ def prepare_output(out: str, force: bool) -> None:
         from litdata.streaming.fs_provider import _get_fs_provider
 
         provider = _get_fs_provider(out, {})
-        if not provider.is_empty(out) and not force:
+        if provider.is_empty(out):
+            return
+        if not force:
             raise FileExistsError(
                 f"{out} is not empty; write to a new prefix, or pass --force to overwrite the "
                 f"shards there"
             )
+        metadata = join(out, SHARDS_FILE)
+        if provider.exists(metadata):  # the old shards stop counting as complete first
+            provider.delete_file_or_directory(metadata)
         return
     folder = Path(out).expanduser()
     if folder.exists() and not folder.is_dir():
