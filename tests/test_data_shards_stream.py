@@ -129,6 +129,31 @@ def test_loader_resumes_exactly_inside_an_epoch(tmp_path, workers):
         assert same(batches(resumed), batches(loader(split, workers=workers, epoch=3)))
 
 
+def test_resume_on_another_layout_is_refused_in_one_line(tmp_path):
+    from fgvc.errors import ConfigError
+
+    split = one_image_a_class(tmp_path, 14)
+    first = loader(split, workers=0)
+    it = iter(first)
+    next(it)
+    state = first.state_dict()
+    assert (state["batches"], state["epoch_batches"], state["world_size"]) == (1, 5, 1)
+    with pytest.raises(
+        ConfigError, match="saved inside an epoch with 1 process.es. x 3 images, 0 "
+    ):
+        loader(split, workers=2).load_state_dict(state)
+    with pytest.raises(ConfigError, match="this run has 1 process.es. x 4 images"):
+        loader(split, batch=4).load_state_dict(state)
+    # a whole epoch taken: the next one starts on any layout, the uninterrupted run's
+    for _ in it:
+        pass
+    done = first.state_dict()
+    assert done["batches"] == done["epoch_batches"] == 5
+    other = loader(split, workers=2, batch=4, epoch=1)
+    other.load_state_dict(done)
+    assert same(batches(other), batches(loader(split, workers=2, batch=4, epoch=1)))
+
+
 class Stopped(Exception):
     """A run that died mid-epoch, after its last checkpoint."""
 

@@ -42,6 +42,7 @@ from litdata.utilities.env import _DistributedEnv
 
 from fgvc.data.base import apply_transform
 from fgvc.data.shards.decode import decode_sample
+from fgvc.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -295,8 +296,19 @@ class ShardTrainLoader(StreamingDataLoader):
         """Batches of the current epoch that the training has used."""
         return int(self.consumed_fn()) if self.consumed_fn is not None else self._handed_out
 
+    def layout(self) -> dict[str, int]:
+        """What a position inside an epoch is only valid for: processes, batch size, workers
+        (litdata assigns chunk pieces to workers) and this process's images an epoch."""
+        return {
+            "world_size": self.dataset.distributed_env.world_size,
+            "batch_size": int(self.batch_size or 1),
+            "num_workers": self.num_workers,
+            "samples": len(self.dataset),
+        }
+
     def state_dict(self) -> dict[str, Any]:
-        """litdata's state at :meth:`consumed` batches (what ``load_state_dict`` replays)."""
+        """litdata's state at :meth:`consumed` batches (what ``load_state_dict`` replays),
+        plus ``batches`` / ``epoch_batches`` and the :meth:`layout` (fgvc's resume checks)."""
         batches = self.consumed()
         samples = batches * self.batch_size
         return {
@@ -304,11 +316,38 @@ class ShardTrainLoader(StreamingDataLoader):
             "current_epoch": self.current_epoch,
             "num_samples_yielded": samples,
             "latest_worker_idx": (batches - 1) % max(1, self.num_workers),
+            "batches": batches,
+            "epoch_batches": len(self),
+            **self.layout(),
         }
 
     def load_state_dict(self, obj: dict[str, Any]) -> None:
-        """Continue after the batches ``obj`` says were trained (same processes, workers and
-        batch size; litdata restripes otherwise)."""
+        """Continue after the batches ``obj`` says were trained; a state saved at an epoch's
+        end continues with the next epoch on any layout.
+
+        Raises:
+            ConfigError: saved inside an epoch on another layout (litdata would restripe the
+                rest of the epoch: not the interrupted run).
+        """
+        if obj.get("batches") == obj.get("epoch_batches"):  # the next epoch starts afresh
+            self.restore = self._loaded = False
+            self.dataset.reset_state_dict()
+            return
+        saved = {key: obj.get(key) for key in self.layout()}
+        if saved != self.layout():
+            raise ConfigError(
+                f"the checkpoint was saved inside an epoch with {_describe(saved)}, this run "
+                f"has {_describe(self.layout())}: a position inside an epoch of a shard "
+                f"stream continues only on the same processes, batch size and workers - "
+                f"resume with those, or from a checkpoint saved at an epoch's end"
+            )
         super().load_state_dict(obj)
         self._loaded = True
         self._handed_out = obj["num_samples_yielded"] // max(1, self.batch_size)
+
+
+def _describe(layout: dict[str, Any]) -> str:
+    return (
+        f"{layout['world_size']} process(es) x {layout['batch_size']} images, "
+        f"{layout['num_workers']} workers, {layout['samples']} images per process"
+    )
