@@ -233,6 +233,8 @@ class ShardStream(StreamingDataset):
         if self.pipeline is None:
             return item
         image = decode_sample(item, self.decode_min_size, self.crop_bottom)
+        if hasattr(self.pipeline, "set_epoch"):  # a training side that follows the epoch
+            self.pipeline.set_epoch(self.current_epoch - 1)  # the trainer's: litdata's from 1
         if hasattr(self.pipeline, "set_random_seed"):
             self.pipeline.set_random_seed(sample_seed(self.seed, self.current_epoch, item["index"]))
         return apply_transform(self.pipeline, image), int(item["label"])
