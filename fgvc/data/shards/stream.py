@@ -300,12 +300,13 @@ class ShardTrainLoader(StreamingDataLoader):
 
     def layout(self) -> dict[str, int]:
         """What a position inside an epoch is only valid for: processes, batch size, workers
-        (litdata assigns chunk pieces to workers) and this process's images an epoch."""
+        (litdata assigns chunk pieces to workers) and the stream's images (all processes';
+        the same on every process, whose checkpoint state is rank 0's)."""
         return {
             "world_size": self.dataset.distributed_env.world_size,
             "batch_size": int(self.batch_size or 1),
             "num_workers": self.num_workers,
-            "samples": len(self.dataset),
+            "samples": sum(end - start for start, end in self.dataset.region_of_interest),
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -351,5 +352,5 @@ class ShardTrainLoader(StreamingDataLoader):
 def _describe(layout: dict[str, Any]) -> str:
     return (
         f"{layout['world_size']} process(es) x {layout['batch_size']} images, "
-        f"{layout['num_workers']} workers, {layout['samples']} images per process"
+        f"{layout['num_workers']} workers, {layout['samples']} images"
     )
