@@ -17,6 +17,8 @@ fit is listed as skipped, never silently dropped):
    CPU), and ``fgvc predict --device cuda``;
 4. data loading at 448 px (FGVC-Aircraft-like JPEGs, the configs' 8 workers): images/s,
    against the training rate of section 2 - is the GPU starved?
+5. the same ImageNet-like images (500 x 375) read from litdata shards and from JPEG folders
+   at 224 px (``benchmarks/shards.py``'s loaders, 8 workers): images/s per worker and ratio.
 
 Without CUDA (``make test`` runs it that way) every section runs with tiny shapes on the CPU
 and the CUDA-only parts say they were skipped, so the script cannot rot unnoticed.
@@ -403,6 +405,22 @@ def data_loading(tiny: bool, report: dict) -> dict:
     return result
 
 
+def shard_loading(tiny: bool) -> dict:
+    from shards import make_imagenet_like, run
+
+    from fgvc.data.shards.write import write_shards
+
+    images, classes, batch, size, rounds = (24, 4, 8, 32, 1) if tiny else (2000, 100, 64, 224, 2)
+    workers = 1 if tiny else min(8, os.cpu_count() or 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        folders = make_imagenet_like(Path(tmp) / "folders", images, classes)
+        write_shards("folder", folders, str(Path(tmp) / "shards"), check=False, log=str)
+        rows = run(folders, Path(tmp) / "shards", [workers], batch, size, rounds)
+    rates = {r["loader"].split(",")[0]: r["images_per_s_per_worker"] for r in rows}
+    ratio = round(rates["shards"] / rates["folder"], 3)
+    return {"image_size": size, "workers": workers, "rows": rows, "shards_over_folder": ratio}
+
+
 # ------------------------------------------------------------------------------- output
 def _table(title: str, rows: list[dict], columns: list[str]) -> list[str]:
     lines = ["", f"## {title}", "", "| " + " | ".join(columns) + " |"]
@@ -462,6 +480,11 @@ def markdown(report: dict) -> str:
                 lines.append(f"- {key}: {json.dumps(demo[key])}")
     if "images_per_s" in report.get("data_loading", {}):
         lines += ["", "## Data loading", "", f"- {json.dumps(report['data_loading'])}"]
+    shard = report.get("shard_loading", {})
+    if "rows" in shard:
+        title = f"Data loading: shards vs JPEG folders ({shard['image_size']} px)"
+        columns = ["loader", "images", "epoch_s", "images_per_s_per_worker"]
+        lines += _table(title, shard["rows"], columns)
     notes = []
     for name, value in report.items():
         if not isinstance(value, dict):
@@ -499,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     section(report, "throughput", budget, 30, lambda: throughput(device, tiny, budget, False))
     section(report, "demo", budget, 60, lambda: demo_runs(device, tiny, out, budget))
     section(report, "data_loading", budget, 20, lambda: data_loading(tiny, report))
+    section(report, "shard_loading", budget, 20, lambda: shard_loading(tiny))
     if compiled:
         section(
             report,

@@ -222,3 +222,23 @@ class SaveStartingWeights(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         state = {k: v.detach().clone().cpu() for k, v in pl_module.model.state_dict().items()}
         torch.save(state, self.path)
+
+
+class LogTrainLabels(pl.Callback):
+    """Writes each training epoch's labels, batch by batch, to
+    ``<folder>/rank<r>-epoch<e>.json`` (a dataset with one image a class: the images seen)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+        self.batches: list[list[int]] = []
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.batches = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.batches.append([int(v) for v in batch[1]])
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"rank{trainer.global_rank}-epoch{trainer.current_epoch}.json"
+        (self.folder / name).write_text(json.dumps(self.batches))

@@ -45,6 +45,10 @@ def test_gpu_check_runs_on_the_cpu_and_says_what_it_skipped(tmp_path):
     predicted = report["demo"]["predict"]
     assert predicted["images"] > 0 and predicted["top1_agree"] == predicted["images"]
     assert report["data_loading"]["images_per_s"] > 0
+    shards = report["shard_loading"]["rows"]
+    assert [r["images"] for r in shards] == [24, 24] and report["shard_loading"][
+        "shards_over_folder"
+    ] > 0
     text = (tmp_path / "gpu_check.md").read_text()
     assert "## Training throughput" in text and "## Demo fits" in text
     assert "torch.compile cells need CUDA" in text  # what was not measured is said

@@ -1,4 +1,4 @@
-"""``fgvc data download|check|synth``: get, check and synthesize datasets.
+"""``fgvc data download|check|synth|shard``: get, check, synthesize and shard datasets.
 
 Exit codes as every ``fgvc`` command (:mod:`fgvc.commands.runner`); ``check`` exits 1 when
 it found a problem.
@@ -10,7 +10,7 @@ import argparse
 
 from fgvc.commands.runner import CommandParser, add_deprecated, run
 from fgvc.data.balance import IMBALANCE_WARN_RATIO
-from fgvc.data.check import check_dataset
+from fgvc.data.check import CheckReport, check_dataset
 from fgvc.data.datasets import dataset_names, dataset_spec, registry
 from fgvc.data.synthetic import SYNTH_FOLDER, SynthConfig, make_synthetic
 from fgvc.errors import UsageError
@@ -55,6 +55,36 @@ def _parser() -> argparse.ArgumentParser:
         "smallest (default: %(default)g)",
     )
 
+    shard = commands.add_parser(
+        "shard",
+        help="write every split as litdata shards (JPEG bytes as on disk) for "
+        "fgvc.data.ShardDataModule; the images are checked first, as by check",
+    )
+    shard.add_argument("dataset", choices=dataset_names())
+    shard.add_argument("--root", default="data", help="folder holding the dataset folder")
+    shard.add_argument(
+        "--out",
+        "-o",
+        required=True,
+        metavar="DIR_OR_URL",
+        help="an empty folder or s3:// gs:// URL",
+    )
+    shard.add_argument(
+        "--jobs", "-j", type=int, default=None, metavar="N", help="processes (default: one a CPU)"
+    )
+    add_deprecated(shard, "--workers", dest="jobs", new="--jobs N", type=int)
+    shard.add_argument(
+        "--force", action="store_true", help="replace shards an earlier run wrote in --out"
+    )
+    shard.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip decoding every image first (it was checked with fgvc data check)",
+    )
+    shard.add_argument(
+        "--chunk-bytes", default="64MB", metavar="SIZE", help="chunk file size (default: 64MB)"
+    )
+
     synth = commands.add_parser("synth", help="write the synthetic dataset (CUB layout)")
     defaults = SynthConfig()
     synth.add_argument("--root", default="data", help="folder to write <root>/<name> in")
@@ -87,6 +117,17 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_check(report: CheckReport) -> None:
+    for message in report.bad_files:
+        print(f"bad file: {message}")
+    for message in report.problems:
+        print(f"problem: {message}")
+    for message in report.skipped:
+        print(f"skipped: {message}")
+    for message in report.warnings:
+        print(f"warning: {message}")
+
+
 def _check(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
@@ -98,20 +139,49 @@ def _check(args: argparse.Namespace) -> int:
         )
     except (OSError, ValueError) as err:  # no dataset there at all
         raise UsageError(str(err)) from err
-    for message in report.bad_files:
-        print(f"bad file: {message}")
-    for message in report.problems:
-        print(f"problem: {message}")
-    for message in report.skipped:
-        print(f"skipped: {message}")
-    for message in report.warnings:
-        print(f"warning: {message}")
+    _print_check(report)
     verdict = "ok" if report.ok else "FAILED"
     print(
         f"{args.dataset}: {report.images} images checked, {len(report.bad_files)} bad files, "
         f"{len(report.problems)} problems, {len(report.skipped)} entries skipped - {verdict}"
     )
     return 0 if report.ok else 1
+
+
+def _shard(args: argparse.Namespace) -> int:
+    from fgvc.data.shards.write import write_shards
+
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
+    try:
+        report = write_shards(
+            args.dataset,
+            args.root,
+            args.out,
+            jobs=args.jobs,
+            force=args.force,
+            check=not args.no_check,
+            chunk_bytes=args.chunk_bytes,
+        )
+    except FileExistsError as err:
+        raise UsageError(str(err)) from err
+    except (OSError, ValueError) as err:  # no dataset there at all
+        raise UsageError(str(err)) from err
+    if report.check is not None and not report.check.ok:
+        _print_check(report.check)
+        if report.written:  # files that went away while writing
+            print(
+                f"{args.dataset}: {args.out} is incomplete - fix or remove the files above, "
+                f"then rerun with --force"
+            )
+        else:
+            print(f"{args.dataset}: nothing written - fix or remove the files above, then rerun")
+        return 1
+    info = report.info
+    assert info is not None
+    counts = ", ".join(f"{split} {count}" for split, count in info.splits.items())
+    print(f"{args.dataset}: {len(info.classes)} classes, {counts} images written to {args.out}")
+    return 0
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -135,6 +205,7 @@ def main(argv: list[str]) -> int:
 
     def body() -> int:
         args = _parser().parse_args(argv)
-        return {"download": _download, "check": _check, "synth": _synth}[args.command](args)
+        commands = {"download": _download, "check": _check, "synth": _synth, "shard": _shard}
+        return commands[args.command](args)
 
     return run(PROG, body)

@@ -5,8 +5,9 @@ module in :mod:`fgvc.data.datasets`, each with its descriptor (``fgvc data check
 names them): :class:`CUB200`, :class:`StanfordCars`, :class:`FGVCAircraft`,
 :class:`FolderDataset` and the others there. Transforms: :func:`build_transforms`.
 DataModules: ``fgvc.data.<Name>DataModule`` for every dataset (``CUBDataModule``,
-``AircraftDataModule``, ``FolderDataModule``, ``SyntheticDataModule``...). Command line:
-``fgvc data download|check|synth``.
+``AircraftDataModule``, ``FolderDataModule``, ``SyntheticDataModule``...) and
+``ShardDataModule`` (litdata shards, :mod:`fgvc.data.shards`). Command line:
+``fgvc data download|check|synth|shard``.
 
 The transforms and DataModules import albumentations / pytorch_lightning, which take a
 while; they are loaded on first use.
@@ -32,6 +33,7 @@ _LAZY = {
     "EvalPreprocessing": "fgvc.data.preprocessing",
     "FGVCDataModule": "fgvc.data.datamodule",
     "DescribedDataModule": "fgvc.data.datamodules",
+    "ShardDataModule": "fgvc.data.shards.datamodule",
 }
 
 __all__ = [

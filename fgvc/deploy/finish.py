@@ -158,8 +158,8 @@ def validation_images(trainer: pl.Trainer) -> tuple[list[str], list[int | None]]
     from fgvc.train.reports import EvalReports
 
     val_set = getattr(trainer.datamodule, "val_set", None)
-    if val_set is None:
-        return [], []
+    if val_set is None or getattr(val_set, "stores_files", True) is False:
+        return [], []  # no image files to explain (a shard split holds their bytes)
     first: dict[int, str] = {}
     for path, label in val_set.samples:
         first.setdefault(label, path)
