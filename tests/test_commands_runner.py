@@ -319,7 +319,9 @@ def test_shared_flags_mean_the_same_in_every_command():
         assert "--out" in action.option_strings, prog
     for prog, action in seen["--workers"]:  # always data-loader workers
         assert "data-loader workers" in action.help, prog
-    assert [prog for prog, _ in seen["--jobs"]] == ["fgvc data check"]
+    assert [prog for prog, _ in seen["--jobs"]] == ["fgvc data check", "fgvc data shard"]
+    for prog, action in seen["--jobs"]:  # always process counts
+        assert "processes" in action.help, prog
     # the model source, device and runs root: the same values and defaults
     for flag in ("--model", "--device", "--runs-root"):
         first = seen[flag][0][1]

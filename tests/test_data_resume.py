@@ -147,3 +147,14 @@ def test_the_skipped_positions_are_the_sampler_order():
     got = [i for b in batches(dl) for i in b]
     assert got == order[6:]
     assert torch.equal(torch.tensor(got), torch.tensor(order)[6:])
+
+
+def test_a_state_before_the_first_batch_starts_the_epoch_on_any_layout():
+    """The batch-size finder restores a checkpoint taken before any batch, at another batch
+    size: nothing of the epoch was taken, so the epoch starts at its beginning."""
+    saved = loader(Indices(40), batch=2).state_dict()
+    assert saved["batches"] == 0
+    dl = loader(Indices(40), batch=4)
+    dl.load_state_dict(saved)
+    taken = batches(dl)
+    assert len(taken) == 10 and taken == batches(loader(Indices(40), batch=4))

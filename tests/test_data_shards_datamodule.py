@@ -207,3 +207,22 @@ def test_imagenet_recipe_trains_from_shards(workdir):  # noqa: F811
     rows = read_metrics(again)
     for key in ("val/top1", "val/loss", "val/mean_class_acc"):
         assert last_value(rows, key) == pytest.approx(float(val[-1][key]), abs=1e-6), key
+    # two processes: the same recipe trains from the same shards, and the figures it logs
+    # equal one process validating its weights
+    runs = set((workdir / "runs").glob("*/version_*"))
+    proc = run_fgvc(
+        workdir, "fit", "--config", config, "--config", shards, *tiny,
+        "--trainer.devices=2", "--trainer.strategy=ddp",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (two,) = set((workdir / "runs").glob("*/version_*")) - runs
+    assert torch.load(two / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+    logged = [r for r in read_metrics(two) if r.get("val/top1")]
+    last = str(two / "checkpoints" / "last.ckpt")
+    assert (
+        main(["validate", "--config", config, "--config", shards, *tiny, "--ckpt_path", last]) == 0
+    )
+    rows = [r for r in read_metrics(two) if r.get("val/top1")]
+    assert len(rows) == len(logged) + 1  # validate adds its row to the run it validates
+    for key in ("val/top1", "val/loss", "val/mean_class_acc"):
+        assert float(rows[-1][key]) == pytest.approx(float(logged[-1][key]), abs=1e-6), key

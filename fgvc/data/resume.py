@@ -93,6 +93,9 @@ class ResumableLoader(DataLoader):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         batches = int(state_dict["batches"])
+        if batches == 0:  # nothing of the epoch taken (the batch-size finder's restore point)
+            self.sampler.skip = self._yielded = 0  # type: ignore[union-attr]
+            return
         if batches == state_dict.get("epoch_batches", -1):  # saved at the epoch's end
             self.sampler.skip = len(self.sampler)  # type: ignore[union-attr, arg-type]
             self._yielded = len(self)

@@ -65,7 +65,7 @@ def finish_fit(
 
     Args:
         trainer: a trainer whose ``fit`` has finished, with the ``val/top1``
-            ModelCheckpoint of :func:`fgvc.train.callbacks.checkpoint_callbacks` and a
+            ModelCheckpoint of :func:`fgvc.train.resume.checkpoint_callbacks` and a
             logger that gives it a run folder (e.g. :class:`fgvc.train.loggers.CSVLogger`).
         export: export the best checkpoint (and then explain validation images from it).
         explain: Grad-CAM of validation images (needs ``export``; the images: see

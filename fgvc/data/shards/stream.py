@@ -332,7 +332,9 @@ class ShardTrainLoader(StreamingDataLoader):
             ConfigError: saved inside an epoch on another layout (litdata would restripe the
                 rest of the epoch: not the interrupted run).
         """
-        if obj.get("batches") == obj.get("epoch_batches"):  # the next epoch starts afresh
+        # saved at an epoch's end, or before its first batch (the batch-size finder's restore
+        # point): the trainer's epoch starts afresh, on any layout
+        if obj.get("batches") in (0, obj.get("epoch_batches")):
             self.restore = self._loaded = False
             self.dataset.reset_state_dict()
             return
