@@ -350,3 +350,15 @@ print("done")
         timeout=120,
     )
     assert proc.returncode == 0 and "done" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_a_split_file_for_other_images_is_refused_in_one_line(tmp_path):
+    from fgvc.data.splits import indices_from_file, write_split_file
+
+    path = write_split_file(tmp_path / "val_split.json", ["b", "d"])
+    assert indices_from_file(["a", "b", "c", "d", "e"], path, "x") == ([0, 2, 4], [1, 3])
+    with pytest.raises(ValueError) as err:
+        indices_from_file(["a", "b", "c"], path, "the train split of data")
+    message = str(err.value)
+    assert "1 validation ids are not in the train split of data (first: ['d'])" in message
+    assert "\n" not in message

@@ -38,34 +38,21 @@ import cv2
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
-from torch.utils.data import DataLoader, DistributedSampler, get_worker_info
+from torch.utils.data import DataLoader, DistributedSampler
 
 from fgvc.data.balance import class_counts
 from fgvc.data.base import ImageDataset
+from fgvc.data.loaders import capped_workers, init_worker
 from fgvc.data.preprocessing import EvalPreprocessing
 from fgvc.data.resolution import EpochSizedTransform, ProgressiveResize
 from fgvc.data.resume import ResumableLoader
 from fgvc.data.sampler import TRAIN_SAMPLERS, ShardSampler, train_sampler
-from fgvc.data.splits import read_split_file, stratified_split, write_split_file
+from fgvc.data.splits import indices_from_file, stratified_split, write_split_file
 from fgvc.data.transforms import build_transforms, decode_min_size, normalize_images
 from fgvc.errors import UsageError
 
 SPLIT_FILE = "val_split.json"
 DEFAULT_VAL_FRACTION = 0.1
-
-
-def _init_worker(worker_id: int) -> None:
-    """One OpenCV thread per worker; a distinct augmentation stream each (training samples
-    reseed the pipeline anyway, see :class:`~fgvc.data.sampler.EpochSeededSampler`)."""
-    import cv2
-
-    cv2.setNumThreads(1)
-    info = get_worker_info()
-    if info is None:
-        return
-    transform = getattr(info.dataset, "transform", None)
-    if hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(info.seed % 2**32)
 
 
 class FGVCDataModule(pl.LightningDataModule):
@@ -332,17 +319,8 @@ class FGVCDataModule(pl.LightningDataModule):
             self.dataset(split)
 
     def _indices_from_file(self, source: ImageDataset, path: str) -> tuple[list[int], list[int]]:
-        wanted = read_split_file(path)
-        position = {image_id: i for i, image_id in enumerate(source.ids)}
-        missing = [i for i in wanted if i not in position]
-        if missing:
-            raise ValueError(
-                f"{path}: {len(missing)} validation ids are not in the {self._fit_train_split()} "
-                f"split of {self.root} (first: {missing[:5]}); was it written for this dataset?"
-            )
-        val_idx = sorted(position[i] for i in wanted)
-        chosen = set(val_idx)
-        return [i for i in range(len(source)) if i not in chosen], val_idx
+        where = f"the {self._fit_train_split()} split of {self.root}"
+        return indices_from_file(source.ids, path, where)
 
     def _write_split_file(self) -> None:
         directory: str | os.PathLike | None = self.split_dir
@@ -377,20 +355,12 @@ class FGVCDataModule(pl.LightningDataModule):
         return trainer.global_rank, trainer.world_size, local
 
     def _workers(self, local_processes: int) -> int:
-        """``num_workers`` per process, capped so that all of this machine's processes
-        together start at most one worker per CPU core."""
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            cores = os.cpu_count() or 1
-        cap = max(1, cores // local_processes) if self.num_workers else 0
-        if self.num_workers > cap and not self._warned_workers:
+        """``num_workers`` per process, capped at one worker per CPU core on this machine."""
+        workers, capped = capped_workers(self.num_workers, local_processes)
+        if capped and not self._warned_workers:
             self._warned_workers = True
-            rank_zero_info(
-                f"data: {self.num_workers} workers per process x {local_processes} processes "
-                f"would exceed the {cores} CPU cores; using {cap} per process"
-            )
-        return min(self.num_workers, cap)
+            rank_zero_info(capped)
+        return workers
 
     def _loader(self, dataset: ImageDataset | None, train: bool) -> DataLoader:
         if dataset is None:
@@ -424,7 +394,7 @@ class FGVCDataModule(pl.LightningDataModule):
             # drop the ragged last batch only where each process keeps at least one batch
             drop_last=train and len(sampler) > self.batch_size,
             persistent_workers=self.persistent_workers and workers > 0,
-            worker_init_fn=_init_worker,
+            worker_init_fn=init_worker,
         )
 
     def train_dataloader(self) -> DataLoader:

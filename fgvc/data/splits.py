@@ -68,3 +68,29 @@ def read_split_file(path: str | os.PathLike) -> list[str]:
         return [str(i) for i in payload["val_ids"]]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"{path} is not a validation split file ({err})") from err
+
+
+def indices_from_file(
+    ids: Sequence[str], path: str | os.PathLike, where: str
+) -> tuple[list[int], list[int]]:
+    """(training, validation) positions in ``ids`` from a ``val_split.json`` written for them.
+
+    Args:
+        ids: the image ids of the split the file was drawn from, in dataset order.
+        path: the file (:func:`write_split_file`).
+        where: that split, for the message (``"the train split of data"``).
+
+    Raises:
+        ValueError: the file names ids that ``ids`` does not have.
+    """
+    wanted = read_split_file(path)
+    position = {image_id: i for i, image_id in enumerate(ids)}
+    missing = [i for i in wanted if i not in position]
+    if missing:
+        raise ValueError(
+            f"{path}: {len(missing)} validation ids are not in {where} (first: {missing[:5]}); "
+            f"was it written for this dataset?"
+        )
+    val_idx = sorted(position[i] for i in wanted)
+    chosen = set(val_idx)
+    return [i for i in range(len(ids)) if i not in chosen], val_idx

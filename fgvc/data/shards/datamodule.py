@@ -17,7 +17,8 @@ from __future__ import annotations
 import cv2
 
 from fgvc.data.base import ImageDataset
-from fgvc.data.datamodule import FGVCDataModule, _init_worker
+from fgvc.data.datamodule import FGVCDataModule
+from fgvc.data.loaders import init_worker
 from fgvc.data.shards.meta import ShardsInfo, is_url, join, read_info
 from fgvc.data.shards.read import ShardImageDataset
 from fgvc.data.shards.stream import ShardStream, ShardTrainLoader
@@ -147,5 +148,5 @@ class ShardDataModule(FGVCDataModule):
             pin_memory=self.pin_memory,
             # workers read the loader's state when they start: they must start each epoch
             persistent_workers=False,
-            worker_init_fn=_init_worker,
+            worker_init_fn=init_worker,
         )
