@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from fgvc.data import FolderDataModule
-from fgvc.data.datamodule import _init_worker
+from fgvc.data.loaders import init_worker
 from fgvc.data.sampler import ClassBalancedSampler, EpochSeededSampler, train_sampler
 from fgvc.data.transforms import build_transforms
 from tests.replicas import make_folders
@@ -150,7 +150,7 @@ def test_workers_draw_distinct_streams_without_sample_seeds(folder):
     its own random stream: the same image in both workers' first slot differs."""
     dm = datamodule(folder)
     same_image = dm.train_set.subset([0] * 4, transform=dm.train_set.transform)
-    loader = DataLoader(same_image, batch_size=2, num_workers=2, worker_init_fn=_init_worker)
+    loader = DataLoader(same_image, batch_size=2, num_workers=2, worker_init_fn=init_worker)
     torch.manual_seed(0)
     first, second = [images for images, _ in loader]  # batch i comes from worker i
     assert not torch.equal(first[0], second[0])
