@@ -20,6 +20,25 @@ from tests.test_data_resolution import FFCV_RN50
 CONFIGS = ("imagenet_isqrt_r50", "imagenet_isqrt_r101", "imagenet_gap_r50")
 
 
+def tiny_imagenet_args(root: str = "data", epochs: int = 2, image_size: int = 32) -> list[str]:
+    """Overrides that make an ImageNet config train a ResNet-18 with a d=8 head on a replica
+    (:func:`make_imagenet`, or its shards) in seconds."""
+    return [
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.precision=32-true",
+        f"--trainer.max_epochs={epochs}",
+        "--trainer.logger=false",
+        "--trainer.default_root_dir=runs",
+        "--model.arch=resnet18",
+        "--model.reduce_dim=8",
+        f"--data.init_args.root={root}",
+        f"--data.init_args.image_size={image_size}",
+        "--data.init_args.batch_size=4",
+        "--data.init_args.num_workers=0",
+    ]
+
+
 @pytest.mark.parametrize("name", CONFIGS)
 def test_recipe_is_the_authors(name, capsys):
     assert main(["fit", "--config", str(REPO / "configs" / f"{name}.yaml"), "--print_config"]) == 0
@@ -42,21 +61,7 @@ def test_recipe_is_the_authors(name, capsys):
 @pytest.mark.slow
 def test_tiny_fit_from_the_r50_config(workdir):  # noqa: F811 - the fixture
     make_imagenet(workdir / "data")
-    tiny = [
-        "--trainer.accelerator=cpu",
-        "--trainer.devices=1",
-        "--trainer.precision=32-true",
-        "--trainer.max_epochs=2",
-        "--trainer.logger=false",
-        "--trainer.default_root_dir=runs",
-        "--model.arch=resnet18",
-        "--model.reduce_dim=8",
-        "--model.milestones=[1]",
-        "--data.init_args.root=data",
-        "--data.init_args.image_size=32",
-        "--data.init_args.batch_size=4",
-        "--data.init_args.num_workers=0",
-    ]
+    tiny = [*tiny_imagenet_args(), "--model.milestones=[1]"]
     config = str(REPO / "configs" / "imagenet_isqrt_r50.yaml")
     assert main(["fit", "--config", config, *tiny]) == 0
     (run,) = (workdir / "runs").glob("*/version_0")
@@ -144,20 +149,9 @@ def test_tiny_fit_from_the_fast_config_ramps_size_and_rate(workdir):  # noqa: F8
     make_imagenet(workdir / "data")  # 8 training images: 2 steps an epoch at batch 4
     SidesAndRates.seen = []
     tiny = [
-        "--trainer.accelerator=cpu",
-        "--trainer.devices=1",
-        "--trainer.precision=32-true",
-        "--trainer.max_epochs=3",
-        "--trainer.default_root_dir=runs",
-        "--trainer.logger=false",
+        *tiny_imagenet_args(epochs=3, image_size=20),
         f"--trainer.callbacks+={__name__}.SidesAndRates",
-        "--model.arch=resnet18",
-        "--model.reduce_dim=8",
         "--model.warmup_epochs=1",
-        "--data.init_args.root=data",
-        "--data.init_args.image_size=20",
-        "--data.init_args.batch_size=4",
-        "--data.init_args.num_workers=0",
         "--data.init_args.progressive_resize.start_size=8",
         "--data.init_args.progressive_resize.end_size=24",
         "--data.init_args.progressive_resize.start_epoch=0",

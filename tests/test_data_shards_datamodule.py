@@ -25,6 +25,7 @@ from tests.test_commands_train import (  # noqa: F401 - the fixture
     workdir,
     write_config,
 )
+from tests.test_configs_imagenet import tiny_imagenet_args
 from tests.test_data_datasets_imagenet import make_imagenet
 
 SPLITS = {"train": {"a": 6, "b": 5, "c": 4}, "val": {"a": 2, "b": 2, "c": 1}}
@@ -174,21 +175,7 @@ def test_fit_on_one_and_two_processes_sees_every_image_once(workdir):  # noqa: F
 def test_imagenet_recipe_trains_from_shards(workdir):  # noqa: F811
     make_imagenet(workdir / "data")
     assert main(["data", "shard", "imagenet", "--root", "data", "--out", "shards", "-j", "1"]) == 0
-    tiny = [
-        "--trainer.accelerator=cpu",
-        "--trainer.devices=1",
-        "--trainer.precision=32-true",
-        "--trainer.max_epochs=2",
-        "--trainer.logger=false",
-        "--trainer.default_root_dir=runs",
-        "--model.arch=resnet18",
-        "--model.reduce_dim=8",
-        "--model.milestones=[1]",
-        "--data.init_args.root=shards",
-        "--data.init_args.image_size=32",
-        "--data.init_args.batch_size=4",
-        "--data.init_args.num_workers=0",
-    ]
+    tiny = [*tiny_imagenet_args(root="shards"), "--model.milestones=[1]"]
     config = str(REPO / "configs" / "imagenet_isqrt_r50.yaml")
     shards = str(REPO / "configs" / "data" / "imagenet_shards.yaml")
     assert main(["fit", "--config", config, "--config", shards, *tiny]) == 0

@@ -18,6 +18,17 @@ from fgvc.errors import UsageError
 PROG = "fgvc data"
 
 
+def _dataset_and_jobs(parser: argparse.ArgumentParser) -> None:
+    """NAME, --root and -j/--jobs, as every command that reads a whole dataset takes them."""
+    parser.add_argument("dataset", choices=dataset_names())
+    parser.add_argument("--root", default="data", help="folder holding the dataset folder")
+    parser.add_argument(
+        "--jobs", "-j", type=int, default=None, metavar="N", help="processes (default: one a CPU)"
+    )
+    # --workers is data-loader workers in every fgvc command; these run processes
+    add_deprecated(parser, "--workers", dest="jobs", new="--jobs N", type=int)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = CommandParser(
         prog=PROG, description="Get, check and synthesize fine-grained datasets."
@@ -39,13 +50,7 @@ def _parser() -> argparse.ArgumentParser:
         help="decode every image; report corrupt or oversized files, count mismatches and "
         "entries left out (link loops, folder links, unreadable folders)",
     )
-    check.add_argument("dataset", choices=dataset_names())
-    check.add_argument("--root", default="data", help="folder holding the dataset folder")
-    check.add_argument(
-        "--jobs", "-j", type=int, default=None, metavar="N", help="processes (default: one a CPU)"
-    )
-    # --workers is data-loader workers in every fgvc command; check runs processes
-    add_deprecated(check, "--workers", dest="jobs", new="--jobs N", type=int)
+    _dataset_and_jobs(check)
     check.add_argument(
         "--max-imbalance",
         type=float,
@@ -60,8 +65,7 @@ def _parser() -> argparse.ArgumentParser:
         help="write every split as litdata shards (JPEG bytes as on disk) for "
         "fgvc.data.ShardDataModule; the images are checked first, as by check",
     )
-    shard.add_argument("dataset", choices=dataset_names())
-    shard.add_argument("--root", default="data", help="folder holding the dataset folder")
+    _dataset_and_jobs(shard)
     shard.add_argument(
         "--out",
         "-o",
@@ -69,10 +73,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR_OR_URL",
         help="an empty folder or s3:// gs:// URL",
     )
-    shard.add_argument(
-        "--jobs", "-j", type=int, default=None, metavar="N", help="processes (default: one a CPU)"
-    )
-    add_deprecated(shard, "--workers", dest="jobs", new="--jobs N", type=int)
     shard.add_argument(
         "--force", action="store_true", help="replace shards an earlier run wrote in --out"
     )
